@@ -1,0 +1,38 @@
+# The two commands (see README):
+#   make demo   - set up and run the main job
+#   make test   - set up and run lint, types and the whole test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit sim-sweep clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m paxosrsm.demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check node operator tests
+	$(BIN)/ruff format --check node operator tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -n 2 -q
+
+test: lint typecheck unit
+
+# At least 10,000 seeds of the deterministic simulator with mixed faults.
+SEEDS ?= 10000
+sim-sweep: $(STAMP)
+	$(BIN)/python -m paxosrsm.sim sweep --seeds $(SEEDS) --jobs 2
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

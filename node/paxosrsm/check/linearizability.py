@@ -1,0 +1,432 @@
+"""Linearizability checker for key-value store histories.
+
+Algorithm
+---------
+A history is a set of operations, each with an invocation time and (if the
+client learned the outcome) a completion time and a result.  It is
+*linearizable* (Herlihy & Wing 1990) if every operation can be assigned a
+single instant -- its linearization point -- inside its real-time interval
+such that executing the operations one at a time, in the order of those
+points, on the sequential model produces exactly the observed results.
+
+The search is the one of Wing & Gong ("Testing and verifying concurrent
+objects", J. Parallel Distrib. Comput. 17, 1993) with the memoisation added by
+Lowe ("Testing for linearizability", Concurrency and Computation: Practice and
+Experience 29(4), 2017), which is also what Knossos and Porcupine use:
+
+* Every operation contributes a *call* event at its invocation time and a
+  *return* event at its completion time.  The events are sorted by time into
+  a doubly linked list; at equal times calls come before returns, so that an
+  operation completing at ``t`` and one invoked at ``t`` are concurrent.
+* Walking the list from its head, every call met before the first return is
+  a minimal operation: nothing that has to precede it is still pending.  The
+  search tries to linearize such an operation next: it applies it to the
+  model and, if the model agrees with the recorded result, *lifts* the call
+  and its return out of the list, pushes an undo record on a stack and starts
+  again from the head.
+* Meeting a return means the operation it belongs to is not linearized but
+  every later operation must come after it: a dead end.  The search
+  backtracks -- pops the stack, *unlifts* (relinks) the last linearized
+  operation, restores the model state and tries the next candidate.
+* Lowe's memoisation: the pair (set of linearized operations, model state)
+  determines the rest of the search completely, so every pair is recorded in
+  a cache and a candidate leading to an already seen pair is not explored
+  again.  The set is a Python ``int`` used as a bitset.  This turns the
+  factorial worst case of plain Wing & Gong into one bounded by the number of
+  distinct reachable configurations, which is tiny for realistic histories.
+
+The search is iterative (an explicit stack), so long histories do not run into
+Python's recursion limit.  ``max_states`` bounds the cache; when it is
+exceeded the answer is *inconclusive* rather than a verdict.
+
+P-compositionality: a key-value store is a product of independent registers,
+one per key, and linearizability is compositional (a history is linearizable
+iff each per-object sub-history is), so :func:`check_history` checks each key
+on its own.  That keeps every bitset small and the search space the product
+of small spaces instead of their sum's exponential.
+
+Operations with an unknown outcome
+----------------------------------
+A client that timed out (or crashed) does not know whether its request took
+effect: the operation may have been linearized at any instant after its
+invocation -- including long after the client gave up -- or never.  Its
+completion time is therefore treated as +infinity (its return event sits at
+the end of the list) and its result is not checked: the model decides it, so
+an unknown ``cas`` swaps exactly when the register holds the expected value
+at its linearization point.  "Never took effect" needs no special case: the
+search succeeds as soon as every *completed* operation is linearized, and any
+unknown operation still pending at that moment is simply dropped.  (This is
+equivalent to linearizing the leftovers after everything else, which the
+model always allows since their results are unconstrained.)  An unknown
+``get`` neither changes the state nor has a result to check, so it is removed
+before the search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "CheckResult",
+    "Op",
+    "brute_force_linearizable",
+    "check_history",
+    "check_key",
+]
+
+_ARITY: dict[str, int] = {"get": 0, "put": 1, "delete": 0, "cas": 2}
+
+# Operation kinds as small ints for the inner loop.
+_GET, _PUT, _DELETE, _CAS = 0, 1, 2, 3
+_KIND_CODE: dict[str, int] = {"get": _GET, "put": _PUT, "delete": _DELETE, "cas": _CAS}
+
+# How many operations of a linearizable prefix an explanation lists.
+_EXPLAIN_TAIL = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One client operation on the key-value store.
+
+    ``arg`` is ``(value,)`` for put, ``()`` for get and delete and
+    ``(expected_or_None, new_value)`` for cas.  ``complete is None`` means the
+    outcome is unknown (timeout, crash); ``result`` is then ignored.
+    Otherwise ``result`` is the value (or None when absent) for get, None for
+    put, whether the key existed for delete and whether it swapped for cas.
+    """
+
+    process: int
+    kind: str
+    key: str
+    arg: tuple[str | None, ...]
+    invoke: int
+    complete: int | None
+    result: str | bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """Verdict of a check.  ``ok=False, inconclusive=True`` means the search
+    gave up (``max_states`` exceeded) without finding a violation."""
+
+    ok: bool
+    key: str | None
+    explanation: str
+    ops_checked: int
+    inconclusive: bool = False
+
+
+# --------------------------------------------------------------------------
+# Validation and formatting
+# --------------------------------------------------------------------------
+
+
+def _validate(op: Op) -> None:
+    arity = _ARITY.get(op.kind)
+    if arity is None:
+        raise ValueError(f"unknown operation kind {op.kind!r} in {op!r}")
+    if not isinstance(op.arg, tuple) or len(op.arg) != arity:
+        raise ValueError(f"{op.kind} takes {arity} argument(s), got arg={op.arg!r} in {op!r}")
+    if op.kind == "put" and not isinstance(op.arg[0], str):
+        raise ValueError(f"put value must be a str, got {op.arg[0]!r} in {op!r}")
+    if op.kind == "cas":
+        if op.arg[0] is not None and not isinstance(op.arg[0], str):
+            raise ValueError(f"cas expected value must be a str or None in {op!r}")
+        if not isinstance(op.arg[1], str):
+            raise ValueError(f"cas new value must be a str, got {op.arg[1]!r} in {op!r}")
+    if op.complete is not None:
+        if op.complete < op.invoke:
+            raise ValueError(
+                f"operation completes before it is invoked "
+                f"(complete={op.complete} < invoke={op.invoke}) in {op!r}"
+            )
+        res = op.result
+        if op.kind == "get" and not (res is None or isinstance(res, str)):
+            raise ValueError(f"get result must be a str or None, got {res!r} in {op!r}")
+        if op.kind == "put" and res is not None:
+            raise ValueError(f"put result must be None, got {res!r} in {op!r}")
+        if op.kind in ("delete", "cas") and not isinstance(res, bool):
+            raise ValueError(f"{op.kind} result must be a bool, got {res!r} in {op!r}")
+
+
+def _fmt_op(op: Op) -> str:
+    args = ", ".join(repr(a) for a in (op.key, *op.arg))
+    if op.complete is None:
+        return f"p{op.process} {op.kind}({args}) -> ? [{op.invoke}, ?)"
+    return f"p{op.process} {op.kind}({args}) -> {op.result!r} [{op.invoke}, {op.complete}]"
+
+
+# --------------------------------------------------------------------------
+# Sequential model of one register
+# --------------------------------------------------------------------------
+
+
+def _apply(op: Op, state: str | None) -> tuple[bool, str | None]:
+    """Apply ``op`` to the register; return (result consistent?, new state).
+
+    The result is only checked for completed operations.
+    """
+    known = op.complete is not None
+    kind = op.kind
+    if kind == "get":
+        return (not known or op.result == state), state
+    if kind == "put":
+        return True, op.arg[0]
+    if kind == "delete":
+        return (not known or op.result == (state is not None)), None
+    swapped = state == op.arg[0]
+    if known and op.result != swapped:
+        return False, state
+    return True, (op.arg[1] if swapped else state)
+
+
+# --------------------------------------------------------------------------
+# WGL search
+# --------------------------------------------------------------------------
+
+
+def check_key(ops: Sequence[Op], *, max_states: int = 2_000_000) -> CheckResult:
+    """Check the history of a single key (all ``ops`` must share one key)."""
+    for op in ops:
+        _validate(op)
+    if not ops:
+        return CheckResult(True, None, "empty history", 0)
+    key = ops[0].key
+    for op in ops:
+        if op.key != key:
+            raise ValueError(
+                f"check_key got ops for several keys ({key!r} and {op.key!r}); use check_history"
+            )
+    return _check_register(key, ops, max_states)
+
+
+def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckResult:
+    n_input = len(all_ops)
+    # An unknown get neither changes the state nor has a result to check.
+    ops = [op for op in all_ops if not (op.kind == "get" and op.complete is None)]
+    n = len(ops)
+    n_completed = sum(1 for op in ops if op.complete is not None)
+    if n_completed == 0:
+        return CheckResult(
+            True, None, f"key {key!r}: no completed operations to linearize", n_input
+        )
+
+    # Events: index 0 is the list head; op i has call event 2i+1 and return
+    # event 2i+2.  Sorted by time, calls before returns at equal times,
+    # unknown completions (+infinity) last.
+    n_ev = 2 * n + 1
+    ev_op = [-1] * n_ev
+    is_call = [False] * n_ev
+    order: list[tuple[int, int, int, int]] = []
+    for i, op in enumerate(ops):
+        call, ret = 2 * i + 1, 2 * i + 2
+        ev_op[call] = ev_op[ret] = i
+        is_call[call] = True
+        order.append((0, op.invoke, 0, call))
+        if op.complete is None:
+            order.append((1, 0, 1, ret))
+        else:
+            order.append((0, op.complete, 1, ret))
+    order.sort()
+    nxt = [-1] * n_ev
+    prv = [-1] * n_ev
+    last = 0
+    for _, _, _, ev in order:
+        nxt[last] = ev
+        prv[ev] = last
+        last = ev
+
+    known = [op.complete is not None for op in ops]
+    cache: set[tuple[int, str | None]] = set()
+    stack: list[tuple[int, str | None]] = []  # (call event, state before it)
+    linearized = 0  # bitset of linearized ops
+    state: str | None = None
+    remaining = n_completed
+    best: list[int] = []  # deepest linearization seen, as op indices
+
+    entry = nxt[0]
+    while True:
+        if entry == -1:  # cannot happen: some return always follows the calls
+            raise AssertionError("WGL event list ended without a return event")
+        i = ev_op[entry]
+        if is_call[entry]:
+            consistent, new_state = _apply(ops[i], state)
+            if consistent:
+                new_lin = linearized | (1 << i)
+                config = (new_lin, new_state)
+                if config not in cache:
+                    cache.add(config)
+                    if len(cache) > max_states:
+                        return CheckResult(
+                            False,
+                            key,
+                            f"key {key!r}: inconclusive, the search exceeded "
+                            f"max_states={max_states} after linearizing at most "
+                            f"{len(best)} of {n} ops",
+                            n_input,
+                            inconclusive=True,
+                        )
+                    stack.append((entry, state))
+                    linearized, state = new_lin, new_state
+                    # lift: unlink the call, then its return
+                    ret = entry + 1
+                    nxt[prv[entry]] = nxt[entry]
+                    prv[nxt[entry]] = prv[entry]  # a call is never last
+                    nxt[prv[ret]] = nxt[ret]
+                    if nxt[ret] != -1:
+                        prv[nxt[ret]] = prv[ret]
+                    if known[i]:
+                        remaining -= 1
+                        if remaining == 0:
+                            return CheckResult(
+                                True,
+                                None,
+                                f"key {key!r}: linearizable ({n_input} ops, "
+                                f"{len(cache)} states explored)",
+                                n_input,
+                            )
+                    if len(stack) > len(best):
+                        best = [ev_op[e] for e, _ in stack]
+                    entry = nxt[0]
+                    continue
+            entry = nxt[entry]
+        else:
+            if not stack:
+                return CheckResult(False, key, _explain_failure(key, ops, best), n_input)
+            entry, state = stack.pop()
+            i = ev_op[entry]
+            linearized ^= 1 << i
+            if known[i]:
+                remaining += 1
+            # unlift: relink the return, then the call
+            ret = entry + 1
+            nxt[prv[ret]] = ret
+            if nxt[ret] != -1:
+                prv[nxt[ret]] = ret
+            nxt[prv[entry]] = entry
+            prv[nxt[entry]] = entry
+            entry = nxt[entry]
+
+
+def _explain_failure(key: str, ops: list[Op], best: list[int]) -> str:
+    state: str | None = None
+    for i in best:
+        state = _apply(ops[i], state)[1]
+    placed = set(best)
+    pending = [i for i in range(len(ops)) if i not in placed]
+    # The completed op whose return the deepest attempt could not get past.
+    blocked = min(
+        (i for i in pending if ops[i].complete is not None),
+        key=lambda i: (ops[i].complete, ops[i].invoke, i),
+    )
+    deadline = ops[blocked].complete
+    assert deadline is not None
+    candidates = [i for i in pending if ops[i].invoke <= deadline]
+    lines = [
+        f"key {key!r} is not linearizable ({len(ops)} ops considered).",
+        f"Longest linearizable prefix found: {len(best)} ops, ending in state {state!r}:",
+    ]
+    if len(best) > _EXPLAIN_TAIL:
+        lines.append(f"  ... {len(best) - _EXPLAIN_TAIL} earlier ops")
+    lines.extend(f"  {_fmt_op(ops[i])}" for i in best[-_EXPLAIN_TAIL:])
+    if not best:
+        lines.append("  (none)")
+    lines.append(f"Op that could not be placed: {_fmt_op(ops[blocked])}")
+    others = [i for i in candidates if i != blocked]
+    if others:
+        lines.append("Other ops that could have gone next (none leads to a linearization):")
+        lines.extend(f"  {_fmt_op(ops[i])}" for i in others[:_EXPLAIN_TAIL])
+        if len(others) > _EXPLAIN_TAIL:
+            lines.append(f"  ... and {len(others) - _EXPLAIN_TAIL} more")
+    return "\n".join(lines)
+
+
+def check_history(ops: Sequence[Op], *, max_states: int = 2_000_000) -> CheckResult:
+    """Check a multi-key history, one key at a time (P-compositionality).
+
+    Keys are checked in order of first appearance.  The first key with a
+    definite violation is reported; if none is found but some key's search was
+    cut off by ``max_states``, the result is inconclusive.
+    """
+    for op in ops:
+        _validate(op)
+    by_key: dict[str, list[Op]] = {}
+    for op in ops:
+        by_key.setdefault(op.key, []).append(op)
+    checked = 0
+    inconclusive: CheckResult | None = None
+    for key, key_ops in by_key.items():
+        res = _check_register(key, key_ops, max_states)
+        checked += res.ops_checked
+        if res.ok:
+            continue
+        if not res.inconclusive:
+            return CheckResult(False, key, res.explanation, checked)
+        if inconclusive is None:
+            inconclusive = res
+    if inconclusive is not None:
+        return CheckResult(
+            False, inconclusive.key, inconclusive.explanation, checked, inconclusive=True
+        )
+    return CheckResult(True, None, f"linearizable: {len(by_key)} key(s), {checked} ops", checked)
+
+
+# --------------------------------------------------------------------------
+# Reference implementation
+# --------------------------------------------------------------------------
+
+_BRUTE_FORCE_LIMIT = 12
+
+
+def brute_force_linearizable(ops: Sequence[Op]) -> bool:
+    """Exhaustive reference check, for tiny histories only.
+
+    Straight from the definition: try every order of every subset of the
+    operations that contains all completed ones (unknown-outcome operations
+    may be left out: they never took effect), keep those respecting real
+    time (a completed op precedes everything invoked strictly after its
+    completion) and run each on a model holding every key at once.  Orders
+    are built one operation at a time and a prefix is abandoned as soon as it
+    breaks real time or a result, so this is an exhaustive enumeration of
+    permutations with prefix pruning.  It has its own copy of the model and
+    no memoisation, per-key split or event list, so it shares nothing with
+    the WGL search above.
+    """
+    for op in ops:
+        _validate(op)
+    if len(ops) > _BRUTE_FORCE_LIMIT:
+        raise ValueError(
+            f"brute_force_linearizable is for tiny histories (<= {_BRUTE_FORCE_LIMIT} ops), "
+            f"got {len(ops)}"
+        )
+    ops = list(ops)
+
+    def extend(remaining: list[Op], store: dict[str, str | None]) -> bool:
+        if all(op.complete is None for op in remaining):
+            return True
+        for idx, op in enumerate(remaining):
+            rest = remaining[:idx] + remaining[idx + 1 :]
+            # Every op still unplaced must not have completed before op began.
+            if any(o.complete is not None and o.complete < op.invoke for o in rest):
+                continue
+            cur = store.get(op.key)
+            after = cur
+            if op.kind == "get":
+                observed: str | bool | None = cur
+            elif op.kind == "put":
+                observed, after = None, op.arg[0]
+            elif op.kind == "delete":
+                observed, after = cur is not None, None
+            else:  # cas
+                expected, new = op.arg
+                observed = cur == expected
+                if observed:
+                    after = new
+            if op.complete is not None and observed != op.result:
+                continue
+            if extend(rest, {**store, op.key: after}):
+                return True
+        return False
+
+    return extend(ops, {})

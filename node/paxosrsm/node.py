@@ -1,0 +1,297 @@
+"""A node: any combination of proposer, acceptor and learner, as one sans-I/O object.
+
+Drive it with ``step`` (a peer message), ``client_request`` and ``tick`` (one
+unit of logical time); collect its output with ``ready()``. It does no I/O, owns
+no clock and draws randomness only from the seed it is given, so the simulator
+and the real runtime run exactly the same code.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import cast
+
+from .acceptor import Acceptor
+from .config import ClusterConfig, Role
+from .messages import (
+    PEER_MESSAGE_TYPES,
+    Accept,
+    Accepted,
+    CatchupReply,
+    CatchupRequest,
+    ClientReply,
+    ClientRequest,
+    Heartbeat,
+    HeartbeatAck,
+    Nack,
+    PeerMessage,
+    Prepare,
+    Promise,
+    Status,
+)
+from .outbox import Outbox, Ready
+from .proposer import Proposer, PState
+from .records import DurableState
+from .replica import Replica
+from .statemachine import KVStore, StateMachine
+from .types import ZERO_BALLOT, Ballot, Command, Kind, ProtocolError, check_value
+
+_NEEDS_ACCEPTOR = (Prepare, Accept)
+_NEEDS_PROPOSER = (Promise, Nack, Accepted, HeartbeatAck)
+_NEEDS_LEARNER = (CatchupRequest, CatchupReply)
+
+
+class Node:
+    def __init__(
+        self,
+        cfg: ClusterConfig,
+        node_id: int,
+        durable: DurableState | None = None,
+        *,
+        seed: int = 0,
+        sm_factory: Callable[[], StateMachine] = KVStore,
+    ) -> None:
+        role = cfg.role_of(node_id)
+        if not role:
+            raise ProtocolError(f"node {node_id} has no role in this cluster")
+        self.cfg = cfg
+        self.id = node_id
+        self.role = role
+        self.rng = random.Random(seed)
+        self.out = Outbox(node_id)
+        state = durable if durable is not None else DurableState()
+        self.acceptor: Acceptor | None = None
+        self.replica: Replica | None = None
+        self.proposer: Proposer | None = None
+        if Role.ACCEPTOR in role:
+            self.acceptor = Acceptor(node_id, cfg, state, self.out)
+        if Role.LEARNER in role:
+            self.replica = Replica(node_id, cfg, state, sm_factory(), self.out, self._on_applied)
+        if Role.PROPOSER in role:
+            assert self.replica is not None
+            max_seen = state.promised if state.promised != ZERO_BALLOT else ZERO_BALLOT
+            self.proposer = Proposer(node_id, cfg, self.replica, self.out, self.rng, max_seen)
+        #: Highest decided prefix any leader has told us about.
+        self.commit_seen = -1
+        self.catchup_elapsed = 0
+        self.ticks = 0
+
+    # ------------------------------------------------------------ inputs
+
+    def step(self, src: int, msg: PeerMessage) -> None:
+        """Handle one peer message. Raises ProtocolError (state unchanged) on bad input."""
+        self._validate(src, msg)
+        p, a, r = self.proposer, self.acceptor, self.replica
+        if isinstance(msg, Prepare):
+            assert a is not None
+            if p is not None:
+                self._saw_ballot(msg.ballot, heard_leader=False)
+            a.on_prepare(msg)
+        elif isinstance(msg, Accept):
+            assert a is not None
+            a.on_accept(msg)
+            self._saw_ballot(msg.ballot, heard_leader=True)
+            self._learn_commit(msg.ballot, msg.commit)
+        elif isinstance(msg, Heartbeat):
+            if a is not None:
+                a.on_heartbeat(msg)
+            self._saw_ballot(msg.ballot, heard_leader=True)
+            self._learn_commit(msg.ballot, msg.commit)
+        elif isinstance(msg, Promise):
+            assert p is not None
+            p.observe(msg.ballot)
+            p.on_promise(msg)
+        elif isinstance(msg, Nack):
+            assert p is not None
+            p.on_nack(msg)
+        elif isinstance(msg, Accepted):
+            assert p is not None
+            p.on_accepted(msg)
+        elif isinstance(msg, HeartbeatAck):
+            assert p is not None
+            p.on_heartbeat_ack(msg)
+        elif isinstance(msg, CatchupRequest):
+            assert r is not None
+            reply = r.serve_catchup(msg.from_slot)
+            if reply is not None:
+                self.out.send(src, reply)
+        elif isinstance(msg, CatchupReply):
+            assert r is not None
+            before = r.applied
+            r.on_catchup_reply(msg)
+            if p is not None and r.applied > before:
+                for s in range(before + 1, r.applied + 1):
+                    v = r.log.get(s)
+                    if v is not None:
+                        p.on_learned(s, v)
+        self._after()
+
+    def client_request(self, req: ClientRequest) -> None:
+        """A client's request. Bad input raises ProtocolError; state is unchanged."""
+        if not isinstance(req, ClientRequest):
+            raise ProtocolError(f"not a ClientRequest: {type(req).__name__}")
+        req.__post_init__()
+        if req.kind == Kind.STALE_READ:
+            if self.replica is None:
+                self._not_leader(req)
+            else:
+                self.out.reply(
+                    ClientReply(
+                        req.client_id, req.seq, Status.OK, self.replica.sm.query(req.payload), None
+                    )
+                )
+            return
+        if self.proposer is None:
+            self._not_leader(req)
+            return
+        self.proposer.on_client(req)
+        self._after()
+
+    def tick(self) -> None:
+        self.ticks += 1
+        if self.proposer is not None:
+            self.proposer.tick()
+        r = self.replica
+        if r is not None:
+            self.catchup_elapsed += 1
+            if r.known_commit > r.applied and self.catchup_elapsed >= self.cfg.retransmit_ticks:
+                self.catchup_elapsed = 0
+                self._request_catchup()
+        self._after()
+
+    def ready(self) -> Ready:
+        return self.out.take()
+
+    # ------------------------------------------------------------ queries
+
+    @property
+    def is_leader(self) -> bool:
+        return self.proposer is not None and self.proposer.state == PState.LEADER
+
+    @property
+    def leader_hint(self) -> int | None:
+        return self.proposer.leader_hint if self.proposer is not None else None
+
+    @property
+    def applied(self) -> int:
+        return self.replica.applied if self.replica is not None else -1
+
+    def debug_state(self) -> tuple[object, ...]:
+        return (
+            self.acceptor.debug_state() if self.acceptor else None,
+            self.replica.debug_state() if self.replica else None,
+            self.proposer.debug_state() if self.proposer else None,
+        )
+
+    # ------------------------------------------------------------ internals
+
+    def _validate(self, src: int, msg: object) -> None:
+        # Everything is checked before anything changes: bad input is refused
+        # whole and leaves the node as it was.
+        if not isinstance(msg, PEER_MESSAGE_TYPES):
+            raise ProtocolError(f"unknown message type {type(msg).__name__}")
+        if not isinstance(src, int) or isinstance(src, bool) or src not in self.cfg.node_ids:
+            raise ProtocolError(f"message from unknown node {src!r}")
+        cast(PeerMessage, msg).__post_init__()  # re-run checks: objects may bypass __init__
+        role = self.role
+        if isinstance(msg, _NEEDS_ACCEPTOR) and Role.ACCEPTOR not in role:
+            raise ProtocolError(f"{type(msg).__name__} sent to node {self.id}, not an acceptor")
+        if isinstance(msg, _NEEDS_PROPOSER) and Role.PROPOSER not in role:
+            raise ProtocolError(f"{type(msg).__name__} sent to node {self.id}, not a proposer")
+        if isinstance(msg, _NEEDS_LEARNER) and Role.LEARNER not in role:
+            raise ProtocolError(f"{type(msg).__name__} sent to node {self.id}, not a learner")
+        if isinstance(msg, Prepare | Accept | Heartbeat):
+            if msg.ballot.node != src:
+                raise ProtocolError(f"ballot {msg.ballot} is not node {src}'s")
+            if Role.PROPOSER not in self.cfg.role_of(src):
+                raise ProtocolError(f"node {src} is not a proposer")
+        if isinstance(msg, Promise | Nack | Accepted | HeartbeatAck):
+            if msg.acceptor >= self.cfg.n_acceptors:
+                raise ProtocolError(
+                    f"acceptor id {msg.acceptor} out of range 0..{self.cfg.n_acceptors - 1}"
+                )
+            if msg.acceptor != src:
+                raise ProtocolError(f"acceptor id {msg.acceptor} sent by node {src}")
+        mb = self.cfg.max_batch
+        if isinstance(msg, Accept):
+            check_value(msg.value, mb)
+        elif isinstance(msg, Promise):
+            for e in msg.entries:
+                check_value(e.value, mb)
+        elif isinstance(msg, CatchupReply):
+            for d in msg.entries:
+                check_value(d.value, mb)
+
+    def _saw_ballot(self, b: Ballot, heard_leader: bool) -> None:
+        p = self.proposer
+        if p is None:
+            return
+        p.observe(b)
+        if b >= p.max_seen and b.node != self.id:
+            # A live leader (or a candidate that outranks everything we know):
+            # hold our own election timer so we do not duel with it.
+            p.elapsed = 0
+            if heard_leader:
+                p.leader_hint = b.node
+                p.backoff = 1
+
+    def _learn_commit(self, b: Ballot, commit: int) -> None:
+        """Piggybacked decisions: slots <= commit are decided by the leader of ``b``.
+
+        Where our own acceptor voted for slot s at exactly ballot ``b``, that vote
+        is the leader's proposal for s, and the leader decided it (it steps
+        down before advertising a slot it learned with another value, see
+        Proposer.on_learned), so we learn s without the value crossing the
+        network again. Other slots come by catch-up.
+        """
+        if commit > self.commit_seen:
+            self.commit_seen = commit
+        r = self.replica
+        if r is None:
+            return
+        if commit > r.known_commit:
+            r.known_commit = commit
+        a = self.acceptor
+        if a is None or b.node == self.id:
+            return
+        s = r.applied + 1
+        while s <= commit:
+            if s not in r.log:
+                vote = a.accepted.get(s)
+                if vote is None or vote[0] != b:
+                    break
+                r.decide(s, vote[1])
+            s += 1
+
+    def _request_catchup(self) -> None:
+        assert self.replica is not None
+        hint = self.leader_hint
+        if hint is not None and hint != self.id and Role.LEARNER in self.cfg.role_of(hint):
+            target = hint
+        else:
+            peers = [n for n in self.cfg.learner_ids if n != self.id]
+            if not peers:
+                return
+            target = self.rng.choice(peers)
+        self.out.send(target, CatchupRequest(self.replica.applied + 1))
+
+    def _on_applied(self, cmd: Command, result: bytes | None) -> None:
+        if self.proposer is not None:
+            self.proposer.on_applied(cmd, result)
+
+    def _not_leader(self, req: ClientRequest) -> None:
+        hint = self.leader_hint
+        self.out.reply(ClientReply(req.client_id, req.seq, Status.NOT_LEADER, b"", hint))
+
+    def _after(self) -> None:
+        p, a, r = self.proposer, self.acceptor, self.replica
+        if p is not None:
+            p.flush()
+        if a is not None:
+            if r is not None:
+                if r.snapshot is not None and r.snapshot.slot + 1 > a.floor:
+                    a.trim(r.snapshot.slot + 1)
+            elif self.commit_seen - self.cfg.log_retain > a.floor + self.cfg.snapshot_interval:
+                # A lone acceptor trims on the leader's decided prefix instead.
+                a.trim(self.commit_seen - self.cfg.log_retain + 1)

@@ -1,0 +1,379 @@
+"""The proposer role: leader election (Omega), phase 1 once per ballot, pipelined
+phase 2 with batching, read-index reads, and the distinguished learner's vote
+counting (the leader's node is the ballot's distinguished learner).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from enum import Enum
+
+from .config import ClusterConfig
+from .messages import (
+    Accept,
+    Accepted,
+    CatchupRequest,
+    ClientReply,
+    ClientRequest,
+    Heartbeat,
+    HeartbeatAck,
+    Nack,
+    Prepare,
+    Promise,
+    Status,
+)
+from .outbox import Outbox
+from .replica import Replica
+from .types import NOOP, Ballot, Command, Kind, Value
+
+
+class PState(Enum):
+    FOLLOWER = "follower"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+class Proposer:
+    def __init__(
+        self,
+        node_id: int,
+        cfg: ClusterConfig,
+        replica: Replica,
+        out: Outbox,
+        rng: random.Random,
+        max_seen: Ballot,
+    ) -> None:
+        self.id = node_id
+        self.cfg = cfg
+        self.replica = replica
+        self.out = out
+        self.rng = rng
+        self.state = PState.FOLLOWER
+        #: Highest ballot heard of anywhere; a new ballot goes above it.
+        self.max_seen: Ballot = max_seen
+        self.ballot: Ballot | None = None
+        self.leader_hint: int | None = None
+        self.backoff = 1
+        self.elapsed = 0
+        self.timeout = self._new_timeout()
+        # candidate
+        self.promises: dict[int, Promise] = {}
+        self.prepare_from = 0
+        self.since_send = 0
+        # leader
+        self.next_slot = 0
+        self.p2_start = 0
+        self.proposals: dict[int, Value] = {}
+        self.votes: dict[int, set[int]] = {}
+        self.sent_at: dict[int, int] = {}
+        self.queue: deque[Command] = deque()
+        self.waiting: set[tuple[int, int]] = set()
+        self.reads: list[tuple[ClientRequest, int, int]] = []  # (req, read_index, min_probe)
+        self.probe = 0
+        self.ack_probe: dict[int, int] = {}
+        self.last_ack: dict[int, int] = {}
+        self.hb_elapsed = 0
+        self.now = 0
+
+    # ------------------------------------------------------------ timers
+
+    def _new_timeout(self) -> int:
+        t = self.cfg.election_ticks
+        return t + self.rng.randrange(t * self.backoff)
+
+    def _reset_timer(self) -> None:
+        self.elapsed = 0
+        self.timeout = self._new_timeout()
+
+    def observe(self, b: Ballot) -> None:
+        """Some message carried ballot ``b``: a higher one deposes us."""
+        if b > self.max_seen:
+            self.max_seen = b
+        if self.ballot is not None and b > self.ballot and self.state != PState.FOLLOWER:
+            self.step_down(b.node)
+
+    def step_down(self, hint: int | None) -> None:
+        was_leader = self.state == PState.LEADER
+        self.state = PState.FOLLOWER
+        self.ballot = None
+        self.leader_hint = hint
+        self.promises.clear()
+        self.proposals.clear()
+        self.votes.clear()
+        self.sent_at.clear()
+        if was_leader:
+            # Undecided commands may still be chosen later; the client retries
+            # with the same seq and the session table keeps it exactly-once.
+            for cmd in self.queue:
+                self._reply(cmd.client_id, cmd.seq, Status.NOT_LEADER, b"")
+            for cid, seq in sorted(self.waiting - {(c.client_id, c.seq) for c in self.queue}):
+                self._reply(cid, seq, Status.NOT_LEADER, b"")
+            for req, _, _ in self.reads:
+                self._reply(req.client_id, req.seq, Status.NOT_LEADER, b"")
+        self.queue.clear()
+        self.waiting.clear()
+        self.reads.clear()
+        # Backoff: a deposed or failed candidate waits longer, at random, so
+        # that duelling proposers separate (Omega needs one to win eventually).
+        self.backoff = min(self.backoff * 2, self.cfg.max_backoff)
+        self._reset_timer()
+
+    def _reply(self, cid: int, seq: int, st: Status, result: bytes) -> None:
+        hint = self.leader_hint if self.leader_hint != self.id else None
+        if st == Status.OK:
+            hint = self.id
+        self.out.reply(ClientReply(cid, seq, st, result, hint))
+
+    def tick(self) -> None:
+        self.now += 1
+        if self.state == PState.LEADER:
+            assert self.ballot is not None
+            self.hb_elapsed += 1
+            if self.hb_elapsed >= self.cfg.heartbeat_ticks:
+                self.send_heartbeat()
+            self._retransmit_accepts()
+            # Check quorum: a leader that has heard from no majority for two
+            # election timeouts steps down, so clients stop waiting on it.
+            horizon = max(0, self.now - 3 * self.cfg.election_ticks)
+            alive = sum(1 for a in self.cfg.acceptor_ids if self.last_ack.get(a, -1) >= horizon)
+            if alive < self.cfg.quorum:
+                self.step_down(None)
+            return
+        self.elapsed += 1
+        if self.state == PState.CANDIDATE:
+            self.since_send += 1
+            if self.since_send >= self.cfg.retransmit_ticks:
+                self._send_prepare(only_missing=True)
+        if self.elapsed >= self.timeout:
+            self.start_election()
+
+    # ------------------------------------------------------------ phase 1
+
+    def start_election(self) -> None:
+        if self.state == PState.CANDIDATE:
+            self.backoff = min(self.backoff * 2, self.cfg.max_backoff)
+        self.state = PState.CANDIDATE
+        self.ballot = Ballot(self.max_seen.round + 1, self.id)
+        self.max_seen = self.ballot
+        self.promises = {}
+        # Phase 1 covers every slot from the first one we have not applied.
+        self.prepare_from = self.replica.applied + 1
+        self._reset_timer()
+        self._send_prepare(only_missing=False)
+
+    def _send_prepare(self, only_missing: bool) -> None:
+        assert self.ballot is not None
+        self.since_send = 0
+        msg = Prepare(self.ballot, self.prepare_from)
+        for a in self.cfg.acceptor_ids:
+            if not only_missing or a not in self.promises:
+                self.out.send(a, msg)
+
+    def on_promise(self, m: Promise) -> None:
+        if self.state != PState.CANDIDATE or m.ballot != self.ballot:
+            return
+        self.promises[m.acceptor] = m  # a dict: a duplicated Promise counts once
+        if len(self.promises) >= self.cfg.quorum:
+            self._become_leader()
+
+    def on_nack(self, m: Nack) -> None:
+        self.observe(m.promised)
+
+    def _become_leader(self) -> None:
+        assert self.ballot is not None
+        self.state = PState.LEADER
+        self.leader_hint = self.id
+        self.backoff = 1
+        k = self.prepare_from
+        # Paxos Made Simple, section 2.2 (P2c): in each slot, propose the value
+        # of the highest-numbered proposal reported by the promise quorum.
+        merged: dict[int, tuple[Ballot, Value]] = {}
+        floor = k
+        floor_from: int | None = None
+        for p in self.promises.values():
+            if p.floor > floor:
+                floor, floor_from = p.floor, p.acceptor
+            for e in p.entries:
+                if e.slot < k:
+                    continue
+                cur = merged.get(e.slot)
+                if cur is None or e.ballot > cur[0]:
+                    merged[e.slot] = (e.ballot, e.value)
+        # Slots below `floor` were decided and trimmed by some acceptor of the
+        # quorum: never propose there (a no-op could contradict the decision);
+        # learn them by catch-up instead.
+        start = floor
+        top = max(merged, default=start - 1)
+        self.p2_start = start
+        self.next_slot = max(top + 1, start)
+        self.proposals.clear()
+        self.votes.clear()
+        self.sent_at.clear()
+        self.ack_probe.clear()
+        self.last_ack = {a: self.now for a in self.promises}
+        for s in range(start, self.next_slot):
+            known = self.replica.log.get(s)
+            if known is not None:
+                value = known
+            elif s in merged:
+                value = merged[s][1]
+            else:
+                value = NOOP  # nobody filled this slot: section 3, "no-op" commands
+            self._propose(s, value)
+        self.promises = {}
+        if floor_from is not None and floor > self.replica.applied + 1:
+            self.request_catchup(floor_from)
+        self.send_heartbeat()
+
+    # ------------------------------------------------------------ phase 2
+
+    def _propose(self, slot: int, value: Value) -> None:
+        assert self.ballot is not None and slot not in self.proposals
+        self.proposals[slot] = value
+        self.votes[slot] = set()
+        self.sent_at[slot] = self.now
+        msg = Accept(self.ballot, slot, value, self.replica.applied)
+        for a in self.cfg.acceptor_ids:
+            self.out.send(a, msg)
+
+    def _retransmit_accepts(self) -> None:
+        assert self.ballot is not None
+        for slot, t in list(self.sent_at.items()):
+            if self.now - t < self.cfg.retransmit_ticks:
+                continue
+            self.sent_at[slot] = self.now
+            msg = Accept(self.ballot, slot, self.proposals[slot], self.replica.applied)
+            for a in self.cfg.acceptor_ids:
+                if a not in self.votes[slot]:
+                    self.out.send(a, msg)
+
+    def on_accepted(self, m: Accepted) -> None:
+        if self.state != PState.LEADER or m.ballot != self.ballot:
+            return
+        self.last_ack[m.acceptor] = self.now
+        votes = self.votes.get(m.slot)
+        if votes is None:
+            return
+        votes.add(m.acceptor)  # a set: a duplicated Accepted is counted once
+        if len(votes) >= self.cfg.quorum:
+            value = self.proposals.pop(m.slot)
+            del self.votes[m.slot]
+            del self.sent_at[m.slot]
+            self.replica.decide(m.slot, value)
+
+    def on_learned(self, slot: int, value: Value) -> None:
+        """The replica learned ``slot`` some other way (catch-up)."""
+        mine = self.proposals.get(slot)
+        if mine is None:
+            return
+        if mine != value:
+            # Another ballot chose a different value where we proposed: we were
+            # deposed. Stop now, before our commit watermark could let a
+            # follower resolve this slot from its vote at our ballot.
+            self.step_down(None)
+            return
+        del self.proposals[slot]
+        del self.votes[slot]
+        del self.sent_at[slot]
+
+    def flush(self) -> None:
+        """Start new slots while the window has room (batching commands)."""
+        if self.state != PState.LEADER:
+            return
+        while self.queue and len(self.proposals) < self.cfg.window:
+            n = min(len(self.queue), self.cfg.max_batch)
+            batch = tuple(self.queue.popleft() for _ in range(n))
+            self._propose(self.next_slot, batch)
+            self.next_slot += 1
+        if self.reads:
+            self._serve_reads()
+
+    # ------------------------------------------------------------ clients
+
+    def on_client(self, req: ClientRequest) -> None:
+        if self.state != PState.LEADER:
+            self._reply(req.client_id, req.seq, Status.NOT_LEADER, b"")
+            return
+        if req.kind == Kind.READ:
+            # Read index (no log write): everything acknowledged before this
+            # read sits in a slot < next_slot. Serve once a quorum confirms,
+            # after the read arrived, that we still lead (probe > current).
+            self.reads.append((req, self.next_slot - 1, self.probe + 1))
+            return
+        key = (req.client_id, req.seq)
+        sess = self.replica.sessions.get(req.client_id)
+        if sess is not None and req.seq <= sess.seq:
+            if req.seq == sess.seq:
+                self._reply(req.client_id, req.seq, Status.OK, sess.result)
+            else:
+                self._reply(req.client_id, req.seq, Status.STALE_SESSION, b"")
+            return
+        if key in self.waiting:
+            return  # already queued or in flight; its answer comes when applied
+        if len(self.queue) >= self.cfg.max_queue:
+            self._reply(req.client_id, req.seq, Status.BUSY, b"")
+            return
+        self.waiting.add(key)
+        self.queue.append(Command(req.client_id, req.seq, req.payload))
+
+    def on_applied(self, cmd: Command, result: bytes | None) -> None:
+        key = (cmd.client_id, cmd.seq)
+        if key in self.waiting:
+            self.waiting.discard(key)
+            if result is None:
+                self._reply(cmd.client_id, cmd.seq, Status.STALE_SESSION, b"")
+            else:
+                self._reply(cmd.client_id, cmd.seq, Status.OK, result)
+
+    # ------------------------------------------------------------ heartbeats & reads
+
+    def send_heartbeat(self) -> None:
+        assert self.ballot is not None
+        self.hb_elapsed = 0
+        self.probe += 1
+        msg = Heartbeat(self.ballot, self.replica.applied, self.probe)
+        for n in self.cfg.node_ids:
+            if n != self.id or n in self.cfg.acceptor_ids:
+                self.out.send(n, msg)
+
+    def on_heartbeat_ack(self, m: HeartbeatAck) -> None:
+        self.observe(m.promised)
+        if self.state != PState.LEADER or m.ballot != self.ballot or m.promised != self.ballot:
+            return
+        self.last_ack[m.acceptor] = self.now
+        if m.probe > self.ack_probe.get(m.acceptor, 0):
+            self.ack_probe[m.acceptor] = m.probe
+
+    def confirmed_probe(self) -> int:
+        acks = sorted(self.ack_probe.values(), reverse=True)
+        if len(acks) < self.cfg.quorum:
+            return 0
+        return acks[self.cfg.quorum - 1]
+
+    def _serve_reads(self) -> None:
+        confirmed = self.confirmed_probe()
+        if any(p > self.probe for _, _, p in self.reads):
+            self.send_heartbeat()  # a probe sent after these reads arrived
+        keep: list[tuple[ClientRequest, int, int]] = []
+        for req, idx, p in self.reads:
+            if p <= confirmed and self.replica.applied >= idx:
+                self._reply(req.client_id, req.seq, Status.OK, self.replica.sm.query(req.payload))
+            else:
+                keep.append((req, idx, p))
+        self.reads = keep
+
+    def request_catchup(self, target: int) -> None:
+        self.out.send(target, CatchupRequest(self.replica.applied + 1))
+
+    def debug_state(self) -> tuple[object, ...]:
+        return (
+            self.state,
+            self.ballot,
+            self.max_seen,
+            self.next_slot,
+            tuple(sorted(self.proposals.items())),
+            tuple(sorted((s, tuple(sorted(v))) for s, v in self.votes.items())),
+            tuple(self.queue),
+            tuple(sorted(self.waiting)),
+        )

@@ -1,0 +1,166 @@
+"""The learner role and the replica: decided slots applied in order.
+
+A learner records decisions (durably, so that a restart replays them instead of
+asking peers), applies them in slot order to the ``StateMachine`` through the
+client session table (exactly-once), snapshots and trims its log, and serves
+catch-up to peers that fall behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .config import ClusterConfig
+from .messages import CatchupReply, DecidedEntry, Session, Snapshot
+from .outbox import Outbox, SafetyViolation
+from .records import DecideRec, DurableState, SnapshotRec
+from .statemachine import StateMachine
+from .types import Command, Value
+
+#: Callback into the node: (command, result or None if the command was a stale
+#: duplicate that must not be answered with a result).
+AppliedHook = Callable[[Command, bytes | None], None]
+
+
+class Replica:
+    def __init__(
+        self,
+        node_id: int,
+        cfg: ClusterConfig,
+        state: DurableState,
+        sm: StateMachine,
+        out: Outbox,
+        on_applied: AppliedHook,
+    ) -> None:
+        self.id = node_id
+        self.cfg = cfg
+        self.sm = sm
+        self.out = out
+        self.on_applied = on_applied
+        self.sessions: dict[int, Session] = {}
+        #: Highest slot applied; every slot <= applied is applied, in order.
+        self.applied = -1
+        self.snapshot: Snapshot | None = None
+        #: Decided values, including a retained tail below ``applied`` for peers.
+        self.log: dict[int, Value] = {}
+        #: Highest slot some leader told us is decided.
+        self.known_commit = -1
+        if state.snapshot is not None:
+            self._install(state.snapshot, persist=False)
+        self.log.update(state.decided)
+        # Replay the durable log after the snapshot (restart path).
+        self._apply_ready(replay=True)
+
+    # ------------------------------------------------------------ decisions
+
+    def decide(self, slot: int, value: Value) -> bool:
+        """Record that ``value`` is chosen in ``slot``. Returns False if known."""
+        have = self.log.get(slot)
+        if have is not None:
+            if have != value:
+                # Safety (Paxos Made Simple, section 2.1): only one value is chosen.
+                raise SafetyViolation(
+                    f"learner {self.id}: slot {slot} decided twice: {have!r} then {value!r}"
+                )
+            return False
+        if slot <= self.applied:
+            return False  # below our snapshot; cannot compare, nothing to do
+        self.log[slot] = value
+        self.out.persist(DecideRec(slot, value))
+        if slot > self.known_commit:
+            self.known_commit = slot
+        self._apply_ready()
+        return True
+
+    def _apply_ready(self, replay: bool = False) -> None:
+        nxt = self.applied + 1
+        while nxt in self.log:
+            value = self.log[nxt]
+            for cmd in value:
+                self._apply_command(cmd)
+            self.applied = nxt
+            if not replay:
+                self.out.ready.committed.append(DecidedEntry(nxt, value))
+            nxt += 1
+            if (
+                self.applied + 1
+                >= (self.snapshot.slot + 1 if self.snapshot else 0) + self.cfg.snapshot_interval
+            ):
+                self.take_snapshot()
+        if self.applied > self.known_commit:
+            self.known_commit = self.applied
+
+    def _apply_command(self, cmd: Command) -> None:
+        sess = self.sessions.get(cmd.client_id)
+        if sess is not None and cmd.seq <= sess.seq:
+            # A duplicate (a client retry that was proposed twice): exactly-once
+            # means it is not applied again; the first answer stands.
+            self.on_applied(cmd, sess.result if cmd.seq == sess.seq else None)
+            return
+        result = self.sm.apply(cmd.payload)
+        self.sessions[cmd.client_id] = Session(cmd.client_id, cmd.seq, result)
+        self.on_applied(cmd, result)
+
+    # ------------------------------------------------------------ snapshots
+
+    def take_snapshot(self) -> None:
+        snap = Snapshot(
+            self.applied,
+            self.sm.snapshot(),
+            tuple(self.sessions[c] for c in sorted(self.sessions)),
+        )
+        self.snapshot = snap
+        self.out.persist(SnapshotRec(snap, self.cfg.log_retain))
+        cut = snap.slot - self.cfg.log_retain
+        for s in [s for s in self.log if s <= cut]:
+            del self.log[s]
+
+    def _install(self, snap: Snapshot, persist: bool) -> None:
+        self.sm.restore(snap.state)
+        self.sessions = {s.client_id: s for s in snap.sessions}
+        self.applied = snap.slot
+        self.snapshot = snap
+        for s in [s for s in self.log if s <= snap.slot]:
+            del self.log[s]
+        if snap.slot > self.known_commit:
+            self.known_commit = snap.slot
+        if persist:
+            self.out.persist(SnapshotRec(snap, 0))
+
+    # ------------------------------------------------------------ catch-up
+
+    def serve_catchup(self, from_slot: int) -> CatchupReply | None:
+        snap: Snapshot | None = None
+        start = from_slot
+        if start not in self.log and start <= self.applied:
+            if self.snapshot is None or self.snapshot.slot < start:
+                return None
+            snap = self.snapshot
+            start = snap.slot + 1
+        entries: list[DecidedEntry] = []
+        s = start
+        while s in self.log and len(entries) < self.cfg.catchup_batch:
+            entries.append(DecidedEntry(s, self.log[s]))
+            s += 1
+        if snap is None and not entries:
+            return None
+        return CatchupReply(snap, tuple(entries), self.applied)
+
+    def on_catchup_reply(self, m: CatchupReply) -> None:
+        if m.snapshot is not None and m.snapshot.slot > self.applied:
+            # Everything we have up to the snapshot slot is decided and would
+            # match; drop it and continue from the snapshot.
+            self._install(m.snapshot, persist=True)
+        for e in m.entries:
+            self.decide(e.slot, e.value)
+        if m.commit > self.known_commit:
+            self.known_commit = m.commit
+
+    def debug_state(self) -> tuple[object, ...]:
+        return (
+            self.applied,
+            self.known_commit,
+            tuple(sorted(self.log.items())),
+            self.sm.snapshot(),
+            tuple(sorted(self.sessions.items())),
+        )

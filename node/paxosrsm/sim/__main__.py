@@ -1,0 +1,73 @@
+"""Command line for the simulator.
+
+python -m paxosrsm.sim run --seed 42 [-v]       replay one seed, with a trace
+python -m paxosrsm.sim sweep --seeds 10000 --jobs 2 [--start 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import time
+import traceback
+
+from .engine import SimulationFailure, run_seed
+
+
+def _one(args: tuple[int, bool]) -> tuple[int, str | None, str]:
+    seed, wipe = args
+    try:
+        r = run_seed(seed, wipe=wipe)
+        return seed, None, r.summary()
+    except SimulationFailure as e:
+        return seed, str(e), ""
+    except Exception:  # a crash of the core is a failure of the seed, not of the sweep
+        return seed, f"seed={seed} crashed:\n{traceback.format_exc()}", ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m paxosrsm.sim", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run one seed")
+    r.add_argument("--seed", type=int, required=True)
+    r.add_argument("-v", "--verbose", action="store_true")
+    r.add_argument("--wipe", action="store_true", help="include the disk-wipe fault")
+    s = sub.add_parser("sweep", help="run many seeds")
+    s.add_argument("--seeds", type=int, default=500)
+    s.add_argument("--start", type=int, default=0)
+    s.add_argument("--jobs", type=int, default=2)
+    s.add_argument("--wipe", action="store_true", help="include the disk-wipe fault")
+    a = ap.parse_args(argv)
+    if a.cmd == "run":
+        try:
+            res = run_seed(a.seed, verbose=a.verbose, wipe=a.wipe)
+        except SimulationFailure as e:
+            print(e, file=sys.stderr)
+            return 1
+        print(res.summary())
+        return 0
+    if a.seeds < 1 or a.jobs < 1:
+        ap.error("--seeds and --jobs must be positive")
+    t0 = time.monotonic()
+    failures: list[str] = []
+    done = 0
+    seeds = [(i, a.wipe) for i in range(a.start, a.start + a.seeds)]
+    with multiprocessing.Pool(a.jobs) as pool:
+        for _seed, err, _summary in pool.imap_unordered(_one, seeds, chunksize=8):
+            done += 1
+            if err is not None:
+                failures.append(err)
+                print(err, file=sys.stderr, flush=True)
+            if done % 500 == 0:
+                print(f"{done}/{a.seeds} seeds, {len(failures)} failed", flush=True)
+    dt = time.monotonic() - t0
+    print(
+        f"sweep: {a.seeds} seeds from {a.start}: {a.seeds - len(failures)} passed, "
+        f"{len(failures)} failed in {dt:.0f}s"
+    )
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
