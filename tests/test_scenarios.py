@@ -114,9 +114,7 @@ def test_exactly_once_across_leader_change() -> None:
         sim.run_for(10 * MS)
     assert rec.outcome == Outcome.OK
     assert rec.result is True, "the retry must see its own first answer, not a failed cas"
-    cmds = [
-        c for v in sim.chosen.values() for c in v if (c.client_id, c.seq) == (100, rec.seq)
-    ]
+    cmds = [c for v in sim.chosen.values() for c in v if (c.client_id, c.seq) == (100, rec.seq)]
     assert cmds, "the write is in the log"
     assert sim.call(101, "get", "n").result == "1"
     lin_ok(sim)

@@ -126,6 +126,8 @@ class Replica:
             self.known_commit = snap.slot
         if persist:
             self.out.persist(SnapshotRec(snap, 0))
+            # Slots just past the snapshot may already be decided here.
+            self._apply_ready()
 
     # ------------------------------------------------------------ catch-up
 

@@ -206,11 +206,40 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
     # An unknown get neither changes the state nor has a result to check.
     ops = [op for op in all_ops if not (op.kind == "get" and op.complete is None)]
     n = len(ops)
-    n_completed = sum(1 for op in ops if op.complete is not None)
+    known = [op.complete is not None for op in ops]
+    n_completed = sum(known)
     if n_completed == 0:
         return CheckResult(
             True, None, f"key {key!r}: no completed operations to linearize", n_input
         )
+
+    # Canonical model (see "Reductions" in the module docstring): every value
+    # that no completed get returns and no cas expects behaves identically, so
+    # all such values are represented by one token that is none of them.
+    observable = {op.result for op in ops if op.kind == "get" and op.complete is not None}
+    observable.update(op.arg[0] for op in ops if op.kind == "cas")
+    token = "\x00unobserved"
+    while token in observable:
+        token += "'"
+
+    def canon(value: str | None) -> str | None:
+        return value if value is None or value in observable else token
+
+    code = [_KIND_CODE[op.kind] for op in ops]
+    new_val = [canon(op.arg[-1]) if op.arg else None for op in ops]  # put value / cas new
+    expected = [op.arg[0] if op.kind == "cas" else None for op in ops]
+    result = [op.result for op in ops]
+    # Completed and unknown ops are numbered separately: bit[i] is op i's bit
+    # in the completed-ops bitset or in the unknown-ops bitset.
+    bit = [0] * n
+    n_c = n_u = 0
+    for i in range(n):
+        if known[i]:
+            bit[i], n_c = 1 << n_c, n_c + 1
+        else:
+            bit[i], n_u = 1 << n_u, n_u + 1
+    # Unknown ops with the same effect on the canonical model are interchangeable.
+    effect = [(code[i], expected[i], new_val[i]) for i in range(n)]
 
     # Events: index 0 is the list head; op i has call event 2i+1 and return
     # event 2i+2.  Sorted by time, calls before returns at equal times,
@@ -237,68 +266,37 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
         prv[ev] = last
         last = ev
 
-    known = [op.complete is not None for op in ops]
-    cache: set[tuple[int, str | None]] = set()
-    stack: list[tuple[int, str | None]] = []  # (call event, state before it)
-    linearized = 0  # bitset of linearized ops
+    # cache: (completed bitset, state) -> minimal unknown-op bitsets explored.
+    cache: dict[tuple[int, str | None], list[int]] = {}
+    n_states = 0
+    no_effects: frozenset[tuple[int, str | None, str | None]] = frozenset()
+    # Undo records: (call event, state before it, phase, effects tried).
+    stack: list[tuple[int, str | None, int, frozenset[tuple[int, str | None, str | None]]]] = []
+    c_bits = u_bits = 0
     state: str | None = None
     remaining = n_completed
     best: list[int] = []  # deepest linearization seen, as op indices
 
-    entry = nxt[0]
+    # phase 0 tries the completed candidates, phase 1 the unknown ones;
+    # tried: effects of the unknown candidates already tried in this config.
+    entry, phase, tried = nxt[0], 0, no_effects
     while True:
         if entry == -1:  # cannot happen: some return always follows the calls
             raise AssertionError("WGL event list ended without a return event")
         i = ev_op[entry]
-        if is_call[entry]:
-            consistent, new_state = _apply(ops[i], state)
-            if consistent:
-                new_lin = linearized | (1 << i)
-                config = (new_lin, new_state)
-                if config not in cache:
-                    cache.add(config)
-                    if len(cache) > max_states:
-                        return CheckResult(
-                            False,
-                            key,
-                            f"key {key!r}: inconclusive, the search exceeded "
-                            f"max_states={max_states} after linearizing at most "
-                            f"{len(best)} of {n} ops",
-                            n_input,
-                            inconclusive=True,
-                        )
-                    stack.append((entry, state))
-                    linearized, state = new_lin, new_state
-                    # lift: unlink the call, then its return
-                    ret = entry + 1
-                    nxt[prv[entry]] = nxt[entry]
-                    prv[nxt[entry]] = prv[entry]  # a call is never last
-                    nxt[prv[ret]] = nxt[ret]
-                    if nxt[ret] != -1:
-                        prv[nxt[ret]] = prv[ret]
-                    if known[i]:
-                        remaining -= 1
-                        if remaining == 0:
-                            return CheckResult(
-                                True,
-                                None,
-                                f"key {key!r}: linearizable ({n_input} ops, "
-                                f"{len(cache)} states explored)",
-                                n_input,
-                            )
-                    if len(stack) > len(best):
-                        best = [ev_op[e] for e, _ in stack]
-                    entry = nxt[0]
-                    continue
-            entry = nxt[entry]
-        else:
+        if not is_call[entry]:
+            if phase == 0:  # no completed candidate left: try the unknown ones
+                entry, phase = nxt[0], 1
+                continue
             if not stack:
                 return CheckResult(False, key, _explain_failure(key, ops, best), n_input)
-            entry, state = stack.pop()
+            entry, state, phase, tried = stack.pop()
             i = ev_op[entry]
-            linearized ^= 1 << i
             if known[i]:
+                c_bits ^= bit[i]
                 remaining += 1
+            else:
+                u_bits ^= bit[i]
             # unlift: relink the return, then the call
             ret = entry + 1
             nxt[prv[ret]] = ret
@@ -307,6 +305,80 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
             nxt[prv[entry]] = entry
             prv[nxt[entry]] = entry
             entry = nxt[entry]
+            continue
+        if known[i] == (phase == 1):  # not this phase's kind of candidate
+            entry = nxt[entry]
+            continue
+        if phase == 1:
+            if effect[i] in tried:
+                entry = nxt[entry]
+                continue
+            tried = tried | {effect[i]}
+
+        # Apply op i to the canonical model.
+        k = code[i]
+        new_state = state
+        if k == _GET:
+            consistent = not known[i] or result[i] == state
+        elif k == _PUT:
+            consistent, new_state = True, new_val[i]
+        elif k == _DELETE:
+            consistent, new_state = (not known[i] or result[i] == (state is not None)), None
+        else:
+            swapped = state == expected[i]
+            consistent = not known[i] or result[i] == swapped
+            if swapped:
+                new_state = new_val[i]
+        if not consistent:
+            entry = nxt[entry]
+            continue
+
+        if known[i]:
+            new_c, new_u = c_bits | bit[i], u_bits
+        else:
+            new_c, new_u = c_bits, u_bits | bit[i]
+        config = (new_c, new_state)
+        explored = cache.get(config)
+        if explored is None:
+            cache[config] = [new_u]
+        elif any(u | new_u == new_u for u in explored):
+            entry = nxt[entry]  # dominated by a configuration already explored
+            continue
+        else:
+            explored[:] = [u for u in explored if u | new_u != u]
+            explored.append(new_u)
+        n_states += 1
+        if n_states > max_states:
+            return CheckResult(
+                False,
+                key,
+                f"key {key!r}: inconclusive, the search exceeded max_states={max_states} "
+                f"after linearizing at most {len(best)} of {n} ops",
+                n_input,
+                inconclusive=True,
+            )
+
+        stack.append((entry, state, phase, tried))
+        c_bits, u_bits, state = new_c, new_u, new_state
+        # lift: unlink the call, then its return
+        ret = entry + 1
+        nxt[prv[entry]] = nxt[entry]
+        prv[nxt[entry]] = prv[entry]  # a call is never last
+        nxt[prv[ret]] = nxt[ret]
+        if nxt[ret] != -1:
+            prv[nxt[ret]] = prv[ret]
+        if known[i]:
+            remaining -= 1
+            if remaining == 0:
+                return CheckResult(
+                    True,
+                    None,
+                    f"key {key!r}: linearizable ({n_input} ops, {n_states} states explored)",
+                    n_input,
+                )
+        if len(stack) > len(best):
+            best = [ev_op[e] for e, _, _, _ in stack]
+        entry, phase, tried = nxt[0], 0, no_effects
 
 
 def _explain_failure(key: str, ops: list[Op], best: list[int]) -> str:

@@ -419,12 +419,16 @@ class Simulator:
         return vals[-3:]
 
     def _client_reply(self, cid: int, rep: ClientReply, src: int) -> None:
+        self.log(
+            f"client {cid} seq={rep.seq} <- node {src} {rep.status.name} hint={rep.leader_hint}"
+        )
         self.clients[cid].on_reply(rep, src)
         self._client_flush(cid)
 
     def _client_flush(self, cid: int) -> None:
         out, done = self.clients[cid].take()
         for nid, req in out:
+            self.log(f"client {cid} seq={req.seq} -> node {nid}")
             if self.rng.random() < self.loss:
                 continue
             d = self.rng.randint(self.p.min_delay_us, self.p.max_delay_us)
@@ -437,6 +441,7 @@ class Simulator:
         assert rec is not None and rec.seq == comp.seq
         self.client_ops[cid] = None
         rec.outcome = comp.outcome
+        self.log(f"client {cid} {rec.kind} {rec.key} seq={rec.seq} -> {comp.outcome.value}")
         if comp.outcome == Outcome.OK:
             rec.complete = self.now
             body = json.loads(comp.result)
