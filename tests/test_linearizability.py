@@ -10,7 +10,6 @@ from typing import Protocol
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from paxosrsm.check.linearizability import (
     CheckResult,
     Op,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 
 import pytest
-
 from paxosrsm.config import ClusterConfig
 from paxosrsm.messages import (
     Accept,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from paxosrsm.config import ClusterConfig, Role
 from paxosrsm.messages import (
     Accept,
@@ -163,7 +162,7 @@ def test_duplicated_accepted_is_counted_once() -> None:
         n.step(a, Promise(b, a, 0, ()))
     n.ready()
     n.client_request(ClientRequest(9, 1, Kind.WRITE, encode_op("put", "k", "v")))
-    assert [e.msg.slot for e in n.ready().messages if isinstance(e.msg, Accept)][0] == 0
+    assert next(e.msg.slot for e in n.ready().messages if isinstance(e.msg, Accept)) == 0
     for _ in range(4):
         n.step(1, Accepted(b, 0, 1))
         n.step(2, Accepted(b, 0, 2))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from paxosrsm.check.linearizability import check_history
 from paxosrsm.client import Outcome
 from paxosrsm.config import ClusterConfig

@@ -50,6 +50,11 @@ class ClusterConfig:
     retransmit_ticks: int = 4
     #: Most decided entries in one catch-up reply.
     catchup_batch: int = 512
+    # Derived once in __post_init__ (read on every message).
+    _node_ids: tuple[int, ...] = field(init=False, repr=False, compare=False, default=())
+    _node_set: frozenset[int] = field(init=False, repr=False, compare=False, default=frozenset())
+    _learner_ids: tuple[int, ...] = field(init=False, repr=False, compare=False, default=())
+    _proposer_ids: tuple[int, ...] = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self) -> None:
         n = self.n_acceptors
@@ -86,6 +91,16 @@ class ClusterConfig:
             raise ProtocolError("log_retain must be >= 0")
         if self.election_ticks <= self.heartbeat_ticks:
             raise ProtocolError("election_ticks must exceed heartbeat_ticks")
+        ids = set(range(n)) | set(self.roles)
+        node_ids = tuple(sorted(i for i in ids if self.role_of(i)))
+        object.__setattr__(self, "_node_ids", node_ids)
+        object.__setattr__(self, "_node_set", frozenset(node_ids))
+        object.__setattr__(
+            self, "_learner_ids", tuple(i for i in node_ids if Role.LEARNER in self.role_of(i))
+        )
+        object.__setattr__(
+            self, "_proposer_ids", tuple(i for i in node_ids if Role.PROPOSER in self.role_of(i))
+        )
 
     @property
     def quorum(self) -> int:
@@ -100,17 +115,19 @@ class ClusterConfig:
 
     @property
     def node_ids(self) -> tuple[int, ...]:
-        ids = set(range(self.n_acceptors)) | set(self.roles)
-        return tuple(sorted(i for i in ids if self.role_of(i)))
+        return self._node_ids
+
+    def is_node(self, node_id: int) -> bool:
+        return node_id in self._node_set
 
     @property
-    def acceptor_ids(self) -> tuple[int, ...]:
-        return tuple(range(self.n_acceptors))
+    def acceptor_ids(self) -> range:
+        return range(self.n_acceptors)
 
     @property
     def learner_ids(self) -> tuple[int, ...]:
-        return tuple(i for i in self.node_ids if Role.LEARNER in self.role_of(i))
+        return self._learner_ids
 
     @property
     def proposer_ids(self) -> tuple[int, ...]:
-        return tuple(i for i in self.node_ids if Role.PROPOSER in self.role_of(i))
+        return self._proposer_ids

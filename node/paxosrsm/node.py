@@ -191,7 +191,7 @@ class Node:
         # whole and leaves the node as it was.
         if not isinstance(msg, PEER_MESSAGE_TYPES):
             raise ProtocolError(f"unknown message type {type(msg).__name__}")
-        if not isinstance(src, int) or isinstance(src, bool) or src not in self.cfg.node_ids:
+        if not isinstance(src, int) or isinstance(src, bool) or not self.cfg.is_node(src):
             raise ProtocolError(f"message from unknown node {src!r}")
         cast(PeerMessage, msg).__post_init__()  # re-run checks: objects may bypass __init__
         role = self.role
