@@ -392,3 +392,32 @@ def test_installing_a_snapshot_applies_decided_slots_just_past_it() -> None:
     assert lagger.applied == -1
     lagger.step(0, CatchupReply(src.replica.snapshot, (), 5))
     assert lagger.applied == 6
+
+
+def test_accept_below_the_floor_is_answered_with_the_decision() -> None:
+    cfg = ClusterConfig(n_acceptors=3, snapshot_interval=2, log_retain=5)
+    n = Node(cfg, 1)
+    entries = tuple(DecidedEntry(s, (cmd(1, s + 1),)) for s in range(4))
+    n.step(2, CatchupReply(None, entries, 3))
+    n.ready()
+    assert n.acceptor is not None and n.acceptor.floor > 0
+    n.step(0, Accept(Ballot(7, 0), 0, NOOP, -1))
+    rd = n.ready()
+    assert not [e for e in rd.messages if isinstance(e.msg, Accepted)], "no vote below the floor"
+    (reply,) = [e for e in rd.messages if isinstance(e.msg, CatchupReply)]
+    assert reply.dst == 0 and reply.msg.entries[0] == entries[0]  # type: ignore[union-attr]
+
+
+def test_leader_steps_down_when_a_snapshot_covers_its_in_flight_slots() -> None:
+    cfg = ClusterConfig(n_acceptors=3, snapshot_interval=2, log_retain=0)
+    n = Node(cfg, 0)
+    b = elect(n)
+    n.ready()
+    n.client_request(ClientRequest(9, 1, Kind.WRITE, encode_op("put", "k", "mine")))
+    n.ready()
+    donor = Node(cfg, 1)
+    donor.step(2, CatchupReply(None, tuple(DecidedEntry(s, (cmd(3, s + 1),)) for s in range(4)), 3))
+    assert donor.replica is not None and donor.replica.snapshot is not None
+    n.step(1, CatchupReply(donor.replica.snapshot, (), 3))
+    assert not n.is_leader, "cannot verify slot 0 was decided with our value: step down"
+    assert b.node == 0

@@ -35,7 +35,7 @@ from .proposer import Proposer, PState
 from .records import DurableState
 from .replica import Replica
 from .statemachine import KVStore, StateMachine
-from .types import ZERO_BALLOT, Ballot, Command, Kind, ProtocolError, check_value
+from .types import ZERO_BALLOT, Ballot, Command, Kind, ProtocolError, Value, check_value
 
 _NEEDS_ACCEPTOR = (Prepare, Accept)
 _NEEDS_PROPOSER = (Promise, Nack, Accepted, HeartbeatAck)
@@ -67,7 +67,9 @@ class Node:
         if Role.ACCEPTOR in role:
             self.acceptor = Acceptor(node_id, cfg, state, self.out)
         if Role.LEARNER in role:
-            self.replica = Replica(node_id, cfg, state, sm_factory(), self.out, self._on_applied)
+            self.replica = Replica(
+                node_id, cfg, state, sm_factory(), self.out, self._on_applied, self._on_decided
+            )
         if Role.PROPOSER in role:
             assert self.replica is not None
             max_seen = state.promised if state.promised != ZERO_BALLOT else ZERO_BALLOT
@@ -90,6 +92,12 @@ class Node:
             a.on_prepare(msg)
         elif isinstance(msg, Accept):
             assert a is not None
+            if msg.slot < a.floor and r is not None and msg.ballot.node != self.id:
+                # The slot is decided and our vote trimmed: tell the proposer
+                # what was decided instead of leaving it to retransmit forever.
+                reply = r.serve_catchup(msg.slot)
+                if reply is not None:
+                    self.out.send(src, reply)
             a.on_accept(msg)
             self._saw_ballot(msg.ballot, heard_leader=True)
             self._learn_commit(msg.ballot, msg.commit)
@@ -118,13 +126,7 @@ class Node:
                 self.out.send(src, reply)
         elif isinstance(msg, CatchupReply):
             assert r is not None
-            before = r.applied
             r.on_catchup_reply(msg)
-            if p is not None and r.applied > before:
-                for s in range(before + 1, r.applied + 1):
-                    v = r.log.get(s)
-                    if v is not None:
-                        p.on_learned(s, v)
         self._after()
 
     def client_request(self, req: ClientRequest) -> None:
@@ -275,6 +277,10 @@ class Node:
                 return
             target = self.rng.choice(peers)
         self.out.send(target, CatchupRequest(self.replica.applied + 1))
+
+    def _on_decided(self, slot: int, value: Value) -> None:
+        if self.proposer is not None:
+            self.proposer.on_learned(slot, value)
 
     def _on_applied(self, cmd: Command, result: bytes | None) -> None:
         if self.proposer is not None:

@@ -281,6 +281,13 @@ class Proposer:
         """Start new slots while the window has room (batching commands)."""
         if self.state != PState.LEADER:
             return
+        if self.proposals and min(self.proposals) <= self.replica.applied:
+            # Our learner jumped past slots we still had in flight by installing
+            # a snapshot: we cannot tell whether they were decided with our
+            # values, and the piggyback rule (Node._learn_commit) needs that.
+            # Stepping down is the safe answer; it costs one election.
+            self.step_down(None)
+            return
         while self.queue and len(self.proposals) < self.cfg.window:
             n = min(len(self.queue), self.cfg.max_batch)
             batch = tuple(self.queue.popleft() for _ in range(n))

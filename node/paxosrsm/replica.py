@@ -20,6 +20,8 @@ from .types import Command, Value
 #: Callback into the node: (command, result or None if the command was a stale
 #: duplicate that must not be answered with a result).
 AppliedHook = Callable[[Command, bytes | None], None]
+#: Callback into the node for every newly decided (slot, value).
+DecidedHook = Callable[[int, Value], None]
 
 
 class Replica:
@@ -31,12 +33,14 @@ class Replica:
         sm: StateMachine,
         out: Outbox,
         on_applied: AppliedHook,
+        on_decided: DecidedHook | None = None,
     ) -> None:
         self.id = node_id
         self.cfg = cfg
         self.sm = sm
         self.out = out
         self.on_applied = on_applied
+        self.on_decided = on_decided
         self.sessions: dict[int, Session] = {}
         #: Highest slot applied; every slot <= applied is applied, in order.
         self.applied = -1
@@ -69,6 +73,8 @@ class Replica:
         self.out.persist(DecideRec(slot, value))
         if slot > self.known_commit:
             self.known_commit = slot
+        if self.on_decided is not None:
+            self.on_decided(slot, value)
         self._apply_ready()
         return True
 
