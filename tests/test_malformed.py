@@ -14,6 +14,7 @@ from paxosrsm.messages import (
     Nack,
     Prepare,
     Promise,
+    RecoverPrepare,
 )
 from paxosrsm.node import Node
 from paxosrsm.statemachine import KVStore, encode_op
@@ -28,8 +29,8 @@ def busy_node() -> Node:
     assert n.proposer is not None
     n.proposer.start_election()
     b = n.ready().messages[0].msg.ballot  # type: ignore[union-attr]
-    n.step(1, Promise(b, 1, 0, ()))
-    n.step(2, Promise(b, 2, 0, ()))
+    n.step(1, Promise(b, 1, 0, (), 1))
+    n.step(2, Promise(b, 2, 0, (), 1))
     n.client_request(ClientRequest(1, 1, Kind.WRITE, encode_op("put", "k", "v")))
     n.ready()
     return n
@@ -52,8 +53,21 @@ BAD_INPUTS: list[tuple[str, int, object, str]] = [
     (
         "acceptor id out of range",
         1,
-        forge(Promise, ballot=B, acceptor=5, floor=0, entries=()),
+        forge(Promise, ballot=Ballot(9, 0), acceptor=5, floor=0, entries=(), inc=1),
         "out of range",
+    ),
+    ("promise for another node's ballot", 1, Promise(B, 1, 0, (), 1), "not ours"),
+    (
+        "recovery for another acceptor",
+        1,
+        RecoverPrepare(Ballot(3, 2), 2, 5),
+        "not node 1.s",
+    ),
+    (
+        "incarnation of an unknown acceptor",
+        1,
+        Accept(B, 0, (), -1, ((7, 3),)),
+        "unknown acceptor 7",
     ),
     ("acceptor id of another node", 1, Accepted(B, 0, 2), "sent by node 1"),
     ("negative slot", 1, forge(Accept, ballot=B, slot=-1, value=(), commit=-1), "slot=-1"),

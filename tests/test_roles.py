@@ -21,7 +21,7 @@ from paxosrsm.messages import (
 )
 from paxosrsm.node import Node
 from paxosrsm.outbox import SafetyViolation
-from paxosrsm.records import AcceptRec, DecideRec, DurableState, PromiseRec
+from paxosrsm.records import AcceptRec, DecideRec, DurableState, IncarnationRec, PromiseRec
 from paxosrsm.statemachine import encode_op
 from paxosrsm.types import NOOP, Ballot, Command, Kind
 
@@ -41,7 +41,7 @@ def elect(node: Node, promises: list[Promise] | None = None) -> Ballot:
     assert prepares, "an election sends Prepare"
     b = prepares[0].ballot
     if promises is None:
-        promises = [Promise(b, a, 0, ()) for a in range(CFG3.quorum)]
+        promises = [Promise(b, a, 0, (), 1) for a in range(CFG3.quorum)]
     for p in promises:
         node.step(p.acceptor, p)
     return b
@@ -52,6 +52,8 @@ def elect(node: Node, promises: list[Promise] | None = None) -> Ballot:
 
 def test_acceptor_persists_promise_in_the_same_ready_as_the_reply() -> None:
     n = Node(CFG3, 0)
+    (inc_rec,) = n.ready().records
+    assert isinstance(inc_rec, IncarnationRec) and inc_rec.inc > 0, "a new disk gets an identity"
     n.step(1, Prepare(Ballot(5, 1), 0))
     rd = n.ready()
     assert rd.records == [PromiseRec(Ballot(5, 1))]
@@ -62,6 +64,7 @@ def test_acceptor_persists_promise_in_the_same_ready_as_the_reply() -> None:
 def test_acceptor_refuses_lower_ballots_and_nacks_when_enabled() -> None:
     for nack in (True, False):
         n = Node(ClusterConfig(n_acceptors=3, nack=nack), 0)
+        n.ready()
         n.step(2, Prepare(Ballot(5, 2), 0))
         n.ready()
         n.step(1, Prepare(Ballot(4, 1), 0))
@@ -119,8 +122,8 @@ def test_promise_with_an_accepted_value_makes_the_leader_propose_it() -> None:
     n.proposer.start_election()
     b = n.ready().messages[0].msg.ballot  # type: ignore[union-attr]
     v_old, v_new = (cmd(1, 1, value="old"),), (cmd(2, 1, value="newer"),)
-    n.step(1, Promise(b, 1, 0, (AcceptedEntry(0, Ballot(0, 1), v_old),)))
-    n.step(2, Promise(b, 2, 0, (AcceptedEntry(0, Ballot(0, 2), v_new),)))
+    n.step(1, Promise(b, 1, 0, (AcceptedEntry(0, Ballot(0, 1), v_old),), 1))
+    n.step(2, Promise(b, 2, 0, (AcceptedEntry(0, Ballot(0, 2), v_new),), 1))
     assert n.is_leader
     accepts = [e.msg for e in n.ready().messages if isinstance(e.msg, Accept)]
     assert accepts and all(a.slot == 0 and a.value == v_new for a in accepts), (
@@ -134,8 +137,8 @@ def test_gaps_below_the_highest_reported_slot_become_noops() -> None:
     n.proposer.start_election()
     b = n.ready().messages[0].msg.ballot  # type: ignore[union-attr]
     v = (cmd(1, 1),)
-    n.step(1, Promise(b, 1, 0, (AcceptedEntry(2, Ballot(1, 1), v),)))
-    n.step(2, Promise(b, 2, 0, ()))
+    n.step(1, Promise(b, 1, 0, (AcceptedEntry(2, Ballot(1, 1), v),), 1))
+    n.step(2, Promise(b, 2, 0, (), 1))
     accepts = {e.msg.slot: e.msg.value for e in n.ready().messages if isinstance(e.msg, Accept)}
     assert accepts == {0: NOOP, 1: NOOP, 2: v}
 
@@ -145,8 +148,8 @@ def test_leader_never_proposes_below_a_reported_floor() -> None:
     assert n.proposer is not None
     n.proposer.start_election()
     b = n.ready().messages[0].msg.ballot  # type: ignore[union-attr]
-    n.step(1, Promise(b, 1, 10, ()))  # slots < 10 are decided and trimmed at acceptor 1
-    n.step(2, Promise(b, 2, 0, ()))
+    n.step(1, Promise(b, 1, 10, (), 1))  # slots < 10 are decided and trimmed at acceptor 1
+    n.step(2, Promise(b, 2, 0, (), 1))
     rd = n.ready()
     assert not [e for e in rd.messages if isinstance(e.msg, Accept) and e.msg.slot < 10]
     assert [e.dst for e in rd.messages if isinstance(e.msg, CatchupRequest)] == [1]
@@ -159,7 +162,7 @@ def test_duplicated_accepted_is_counted_once() -> None:
     n.proposer.start_election()
     b = n.ready().messages[0].msg.ballot  # type: ignore[union-attr]
     for a in range(3):
-        n.step(a, Promise(b, a, 0, ()))
+        n.step(a, Promise(b, a, 0, (), 1))
     n.ready()
     n.client_request(ClientRequest(9, 1, Kind.WRITE, encode_op("put", "k", "v")))
     assert next(e.msg.slot for e in n.ready().messages if isinstance(e.msg, Accept)) == 0
@@ -204,7 +207,7 @@ def test_batching_and_the_pipeline_window() -> None:
     n.proposer.start_election()
     b = n.ready().messages[0].msg.ballot  # type: ignore[union-attr]
     for a in (1, 2):
-        n.step(a, Promise(b, a, 0, ()))
+        n.step(a, Promise(b, a, 0, (), 1))
     n.ready()
     for seq in range(1, 11):
         n.client_request(ClientRequest(5, seq, Kind.WRITE, encode_op("put", "k", str(seq))))

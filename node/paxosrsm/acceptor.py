@@ -7,14 +7,23 @@ from .messages import (
     Accept,
     Accepted,
     AcceptedEntry,
+    Fenced,
     Heartbeat,
     HeartbeatAck,
     Nack,
     Prepare,
     Promise,
+    RecoverPrepare,
 )
 from .outbox import Outbox, SafetyViolation
-from .records import AcceptRec, DurableState, PromiseRec, TrimRec
+from .records import (
+    AcceptRec,
+    DurableState,
+    PeerIncRec,
+    PromiseRec,
+    RecoveryRec,
+    TrimRec,
+)
 from .types import Ballot, Value
 
 
@@ -27,8 +36,20 @@ class Acceptor:
         self.accepted: dict[int, tuple[Ballot, Value]] = dict(state.accepted)
         #: Votes below ``floor`` were trimmed; those slots are decided.
         self.floor: int = state.floor
+        #: This disk's incarnation, and the latest known incarnation of peers.
+        self.inc: int = state.inc
+        self.peer_inc: dict[int, int] = dict(state.peer_inc)
+        #: Lost its disk and not yet recovered: no promises, votes or acks.
+        self.recovering: bool = state.recovering
+
+    def _entries(self, from_slot: int) -> tuple[AcceptedEntry, ...]:
+        return tuple(
+            AcceptedEntry(s, b, v) for s, (b, v) in sorted(self.accepted.items()) if s >= from_slot
+        )
 
     def on_prepare(self, m: Prepare) -> None:
+        if self.recovering:
+            return  # an amnesiac acceptor's promise would mean nothing
         # P1b: promise only ballots >= every earlier promise. Equal is allowed so
         # a retransmitted Prepare (its Promise lost) is answered the same way.
         if m.ballot >= self.promised:
@@ -36,23 +57,30 @@ class Acceptor:
                 self.promised = m.ballot
                 # The promise must be durable before the Promise leaves (Ready contract).
                 self.out.persist(PromiseRec(m.ballot))
-            entries = tuple(
-                AcceptedEntry(s, b, v)
-                for s, (b, v) in sorted(self.accepted.items())
-                if s >= m.from_slot
+            self.out.send(
+                m.ballot.node,
+                Promise(m.ballot, self.id, self.floor, self._entries(m.from_slot), self.inc),
             )
-            self.out.send(m.ballot.node, Promise(m.ballot, self.id, self.floor, entries))
         elif self.cfg.nack:
             self.out.send(m.ballot.node, Nack(m.ballot, self.promised, self.id))
 
     def on_accept(self, m: Accept) -> None:
-        if m.slot < self.floor:
-            # Decided and trimmed long ago; the proposer learns it by catch-up.
+        if self.recovering or m.slot < self.floor:
+            # Not a voter yet; or decided and trimmed long ago (the node answers
+            # with the decision, see Node.step).
             return
         if m.ballot < self.promised:
             if self.cfg.nack:
                 self.out.send(m.ballot.node, Nack(m.ballot, self.promised, self.id))
             return
+        for aid, inc in m.incs:
+            known = self.inc if aid == self.id else self.peer_inc.get(aid)
+            if known is not None and known != inc:
+                # The ballot's phase 1 counted a promise from a disk that has
+                # since been lost; that promise no longer binds anyone, so the
+                # quorum is void (docs/design.md, "amnesia").
+                self.out.send(m.ballot.node, Fenced(m.ballot, self.id, aid))
+                return
         cur = self.accepted.get(m.slot)
         if cur is not None and cur[0] == m.ballot and cur[1] != m.value:
             # A proposer sends one value per (ballot, slot); two would let two
@@ -69,7 +97,56 @@ class Acceptor:
         self.out.send(m.ballot.node, Accepted(m.ballot, m.slot, self.id))
 
     def on_heartbeat(self, m: Heartbeat) -> None:
+        if self.recovering:
+            return  # must not count towards a read-index quorum
         self.out.send(m.ballot.node, HeartbeatAck(m.ballot, m.probe, self.id, self.promised))
+
+    def on_recover_prepare(self, m: RecoverPrepare) -> None:
+        """A peer lost its disk: promise its recovery ballot and record its new disk."""
+        if self.recovering:
+            return
+        if m.ballot >= self.promised:
+            if m.ballot > self.promised:
+                self.promised = m.ballot
+                self.out.persist(PromiseRec(m.ballot))
+            if self.peer_inc.get(m.acceptor) != m.inc:
+                self.peer_inc[m.acceptor] = m.inc
+                self.out.persist(PeerIncRec(m.acceptor, m.inc))
+            self.out.send(
+                m.ballot.node, Promise(m.ballot, self.id, self.floor, self._entries(0), self.inc)
+            )
+        else:
+            # Always answered, NACK option or not: the recovering acceptor
+            # needs the higher ballot to pick one above it.
+            self.out.send(m.ballot.node, Nack(m.ballot, self.promised, self.id))
+
+    def adopt(self, ballot: Ballot, promises: list[Promise]) -> None:
+        """Finish recovery from a quorum of other acceptors' promises for ``ballot``.
+
+        The adopted state is what a phase 1 at ``ballot`` learns: for each slot
+        the highest-ballot vote reported, and the highest floor. It is written
+        with this Ready; votes from here on go in later Readies, so they leave
+        only after it is durable.
+        """
+        assert self.recovering
+        floor = max([self.floor, *(p.floor for p in promises)])
+        merged: dict[int, tuple[Ballot, Value]] = {}
+        for p in promises:
+            for e in p.entries:
+                cur = merged.get(e.slot)
+                if e.slot >= floor and (cur is None or e.ballot > cur[0]):
+                    merged[e.slot] = (e.ballot, e.value)
+            if self.peer_inc.get(p.acceptor) != p.inc:
+                self.peer_inc[p.acceptor] = p.inc
+                self.out.persist(PeerIncRec(p.acceptor, p.inc))
+        self.promised = max(self.promised, ballot)
+        self.out.persist(PromiseRec(self.promised))
+        self.trim(floor)
+        for s, (b, v) in sorted(merged.items()):
+            self.accepted[s] = (b, v)
+            self.out.persist(AcceptRec(s, b, v))
+        self.recovering = False
+        self.out.persist(RecoveryRec(False))
 
     def trim(self, floor: int) -> None:
         """Forget votes below ``floor``; the caller guarantees those slots are decided."""

@@ -117,20 +117,27 @@ class Prepare:
         _check_slot("from_slot", self.from_slot)
 
 
+def _check_inc(name: str, inc: object) -> None:
+    _check_int(name, inc, 1, (1 << 63) - 1)
+
+
 @dataclass(frozen=True, slots=True)
 class Promise:
     """Phase 1b. ``floor``: the acceptor forgot (trimmed) votes below this slot,
-    because those slots were decided and snapshotted."""
+    because those slots were decided and snapshotted. ``inc``: the incarnation
+    of the acceptor's disk that made this promise (see RecoverPrepare)."""
 
     ballot: Ballot
     acceptor: int
     floor: int
     entries: tuple[AcceptedEntry, ...]
+    inc: int
 
     def __post_init__(self) -> None:
         _check_ballot("ballot", self.ballot)
         _check_acceptor(self.acceptor)
         _check_slot("floor", self.floor)
+        _check_inc("inc", self.inc)
         if not isinstance(self.entries, tuple) or len(self.entries) > MAX_ENTRIES:
             raise ProtocolError("promise entries must be a tuple within MAX_ENTRIES")
         for e in self.entries:
@@ -156,18 +163,63 @@ class Nack:
 
 @dataclass(frozen=True, slots=True)
 class Accept:
-    """Phase 2a. ``commit`` piggybacks the leader's decided prefix to learners."""
+    """Phase 2a. ``commit`` piggybacks the leader's decided prefix to learners.
+    ``incs`` names the (acceptor, incarnation) pairs whose promises made up the
+    phase-1 quorum: an acceptor that knows one of them is stale refuses."""
 
     ballot: Ballot
     slot: int
     value: Value
     commit: int
+    incs: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         _check_ballot("ballot", self.ballot)
         _check_slot("slot", self.slot)
         check_value(self.value, MAX_BATCH_HARD)
         _check_int("commit", self.commit, -1, MAX_SLOT)
+        if not isinstance(self.incs, tuple) or len(self.incs) > 1024:
+            raise ProtocolError("incs must be a tuple of (acceptor, incarnation)")
+        for pair in self.incs:
+            if not isinstance(pair, tuple) or len(pair) != 2:
+                raise ProtocolError("incs must hold (acceptor, incarnation) pairs")
+            _check_acceptor(pair[0])
+            _check_inc("incarnation", pair[1])
+
+
+@dataclass(frozen=True, slots=True)
+class RecoverPrepare:
+    """An acceptor that lost its disk fences older ballots before it votes again.
+
+    It is a phase 1a for every slot at a fresh ballot ``ballot`` (whose node is
+    the recovering acceptor), and it announces the acceptor's new incarnation
+    ``inc`` so that promises made by the lost disk can no longer be used.
+    """
+
+    ballot: Ballot
+    acceptor: int
+    inc: int
+
+    def __post_init__(self) -> None:
+        _check_ballot("ballot", self.ballot)
+        _check_acceptor(self.acceptor)
+        _check_inc("inc", self.inc)
+        if self.ballot.node != self.acceptor:
+            raise ProtocolError("a recovery ballot belongs to the recovering acceptor")
+
+
+@dataclass(frozen=True, slots=True)
+class Fenced:
+    """An Accept refused because its phase-1 quorum used a stale incarnation."""
+
+    ballot: Ballot
+    acceptor: int
+    stale: int
+
+    def __post_init__(self) -> None:
+        _check_ballot("ballot", self.ballot)
+        _check_acceptor(self.acceptor)
+        _check_acceptor(self.stale)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +342,8 @@ class ClientReply:
 
 PeerMessage = (
     Prepare
+    | RecoverPrepare
+    | Fenced
     | Promise
     | Nack
     | Accept
@@ -301,6 +355,8 @@ PeerMessage = (
 )
 PEER_MESSAGE_TYPES: tuple[type, ...] = (
     Prepare,
+    RecoverPrepare,
+    Fenced,
     Promise,
     Nack,
     Accept,

@@ -22,23 +22,27 @@ from .messages import (
     CatchupRequest,
     ClientReply,
     ClientRequest,
+    Fenced,
     Heartbeat,
     HeartbeatAck,
     Nack,
     PeerMessage,
     Prepare,
     Promise,
+    RecoverPrepare,
     Status,
 )
 from .outbox import Outbox, Ready
 from .proposer import Proposer, PState
-from .records import DurableState
+from .records import DurableState, IncarnationRec, RecoveryRec
+from .recovery import Recovery
 from .replica import Replica
 from .statemachine import KVStore, StateMachine
 from .types import ZERO_BALLOT, Ballot, Command, Kind, ProtocolError, Value, check_value
 
-_NEEDS_ACCEPTOR = (Prepare, Accept)
-_NEEDS_PROPOSER = (Promise, Nack, Accepted, HeartbeatAck)
+_NEEDS_ACCEPTOR = (Prepare, Accept, RecoverPrepare)
+# Promise and Nack also reach a recovering acceptor (answers to RecoverPrepare).
+_NEEDS_PROPOSER = (Accepted, HeartbeatAck, Fenced)
 _NEEDS_LEARNER = (CatchupRequest, CatchupReply)
 
 
@@ -51,16 +55,34 @@ class Node:
         *,
         seed: int = 0,
         sm_factory: Callable[[], StateMachine] = KVStore,
+        initial_state: str = "new",
     ) -> None:
+        """``initial_state`` matters only for an empty disk: "new" bootstraps a new
+        cluster; "existing" joins one that already runs, so an acceptor must
+        recover before it votes (as etcd's --initial-cluster-state)."""
         role = cfg.role_of(node_id)
         if not role:
             raise ProtocolError(f"node {node_id} has no role in this cluster")
+        if initial_state not in ("new", "existing"):
+            raise ProtocolError(f"initial_state must be 'new' or 'existing', not {initial_state!r}")
         self.cfg = cfg
         self.id = node_id
         self.role = role
         self.rng = random.Random(seed)
         self.out = Outbox(node_id)
         state = durable if durable is not None else DurableState()
+        if state.inc == 0:
+            # An empty disk: give it an identity before anything else is written.
+            state.inc = self.rng.getrandbits(62) + 1
+            self.out.persist(IncarnationRec(state.inc))
+            if initial_state == "existing" and Role.ACCEPTOR in role:
+                if cfg.n_acceptors == 1:
+                    raise ProtocolError(
+                        "the only acceptor of a cluster lost its disk: nothing to recover from"
+                    )
+                state.recovering = True
+                self.out.persist(RecoveryRec(True))
+        self.inc = state.inc
         self.acceptor: Acceptor | None = None
         self.replica: Replica | None = None
         self.proposer: Proposer | None = None
@@ -74,6 +96,9 @@ class Node:
             assert self.replica is not None
             max_seen = state.promised if state.promised != ZERO_BALLOT else ZERO_BALLOT
             self.proposer = Proposer(node_id, cfg, self.replica, self.out, self.rng, max_seen)
+        self.recovery: Recovery | None = None
+        if self.acceptor is not None and self.acceptor.recovering:
+            self.recovery = Recovery(node_id, cfg, self.out, self.inc, state.promised)
         #: Highest decided prefix any leader has told us about.
         self.commit_seen = -1
         self.catchup_elapsed = 0
@@ -85,11 +110,26 @@ class Node:
         """Handle one peer message. Raises ProtocolError (state unchanged) on bad input."""
         self._validate(src, msg)
         p, a, r = self.proposer, self.acceptor, self.replica
+        rec = self.recovery
+        if rec is not None and isinstance(msg, Promise | Nack) and msg.ballot.node == self.id:
+            if isinstance(msg, Nack):
+                rec.on_nack(msg)
+            elif msg.ballot == rec.ballot:
+                quorum = rec.on_promise(msg)
+                if quorum is not None:
+                    self._finish_recovery(rec, quorum)
+            self._after()
+            return
         if isinstance(msg, Prepare):
             assert a is not None
             if p is not None:
                 self._saw_ballot(msg.ballot, heard_leader=False)
             a.on_prepare(msg)
+        elif isinstance(msg, RecoverPrepare):
+            assert a is not None
+            if p is not None:
+                p.observe(msg.ballot)
+            a.on_recover_prepare(msg)
         elif isinstance(msg, Accept):
             assert a is not None
             if msg.slot < a.floor and r is not None and msg.ballot.node != self.id:
@@ -107,12 +147,15 @@ class Node:
             self._saw_ballot(msg.ballot, heard_leader=True)
             self._learn_commit(msg.ballot, msg.commit)
         elif isinstance(msg, Promise):
-            assert p is not None
-            p.observe(msg.ballot)
-            p.on_promise(msg)
+            if p is not None:
+                p.observe(msg.ballot)
+                p.on_promise(msg)
         elif isinstance(msg, Nack):
+            if p is not None:
+                p.on_nack(msg)
+        elif isinstance(msg, Fenced):
             assert p is not None
-            p.on_nack(msg)
+            p.on_fenced(msg)
         elif isinstance(msg, Accepted):
             assert p is not None
             p.on_accepted(msg)
@@ -152,7 +195,10 @@ class Node:
 
     def tick(self) -> None:
         self.ticks += 1
-        if self.proposer is not None:
+        if self.recovery is not None:
+            self.recovery.tick()
+        elif self.proposer is not None:
+            # A recovering node does not lead: its own acceptor cannot vote.
             self.proposer.tick()
         r = self.replica
         if r is not None:
@@ -203,12 +249,20 @@ class Node:
             raise ProtocolError(f"{type(msg).__name__} sent to node {self.id}, not a proposer")
         if isinstance(msg, _NEEDS_LEARNER) and Role.LEARNER not in role:
             raise ProtocolError(f"{type(msg).__name__} sent to node {self.id}, not a learner")
-        if isinstance(msg, Prepare | Accept | Heartbeat):
+        if isinstance(msg, Prepare | Accept | Heartbeat | RecoverPrepare):
             if msg.ballot.node != src:
                 raise ProtocolError(f"ballot {msg.ballot} is not node {src}'s")
-            if Role.PROPOSER not in self.cfg.role_of(src):
+            if isinstance(msg, RecoverPrepare):
+                if msg.acceptor != src or src >= self.cfg.n_acceptors:
+                    raise ProtocolError(f"node {src} cannot recover acceptor {msg.acceptor}")
+            elif Role.PROPOSER not in self.cfg.role_of(src):
                 raise ProtocolError(f"node {src} is not a proposer")
-        if isinstance(msg, Promise | Nack | Accepted | HeartbeatAck):
+        if isinstance(msg, Promise | Nack):
+            if msg.ballot.node != self.id:
+                raise ProtocolError(f"{type(msg).__name__} for ballot {msg.ballot}, not ours")
+            if Role.PROPOSER not in role and Role.ACCEPTOR not in role:
+                raise ProtocolError(f"{type(msg).__name__} sent to node {self.id}, not a proposer")
+        if isinstance(msg, Promise | Nack | Accepted | HeartbeatAck | Fenced):
             if msg.acceptor >= self.cfg.n_acceptors:
                 raise ProtocolError(
                     f"acceptor id {msg.acceptor} out of range 0..{self.cfg.n_acceptors - 1}"
@@ -218,12 +272,30 @@ class Node:
         mb = self.cfg.max_batch
         if isinstance(msg, Accept):
             check_value(msg.value, mb)
+            for aid, _inc in msg.incs:
+                if aid >= self.cfg.n_acceptors:
+                    raise ProtocolError(f"incarnation for unknown acceptor {aid}")
         elif isinstance(msg, Promise):
             for e in msg.entries:
                 check_value(e.value, mb)
         elif isinstance(msg, CatchupReply):
             for d in msg.entries:
                 check_value(d.value, mb)
+
+    @property
+    def recovering(self) -> bool:
+        return self.recovery is not None
+
+    def _finish_recovery(self, rec: Recovery, quorum: list[Promise]) -> None:
+        assert self.acceptor is not None and rec.ballot is not None
+        self.acceptor.adopt(rec.ballot, quorum)
+        self.recovery = None
+        if self.proposer is not None:
+            self.proposer.observe(rec.max_seen)
+        r = self.replica
+        if r is not None and self.acceptor.floor - 1 > r.known_commit:
+            # Slots below the peers' floor are decided: fetch them (or a snapshot).
+            r.known_commit = self.acceptor.floor - 1
 
     def _saw_ballot(self, b: Ballot, heard_leader: bool) -> None:
         p = self.proposer

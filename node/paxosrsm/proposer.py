@@ -16,6 +16,7 @@ from .messages import (
     CatchupRequest,
     ClientReply,
     ClientRequest,
+    Fenced,
     Heartbeat,
     HeartbeatAck,
     Nack,
@@ -35,6 +36,10 @@ class PState(Enum):
 
 
 class Proposer:
+    #: Carry the phase-1 quorum's incarnations in every Accept. Only a test
+    #: double turns this off, to show what the fence prevents.
+    fence_incarnations = True
+
     def __init__(
         self,
         node_id: int,
@@ -65,6 +70,8 @@ class Proposer:
         self.next_slot = 0
         self.p2_start = 0
         self.proposals: dict[int, Value] = {}
+        #: (acceptor, incarnation) of the promises our phase 1 counted.
+        self.incs: tuple[tuple[int, int], ...] = ()
         self.votes: dict[int, set[int]] = {}
         self.sent_at: dict[int, int] = {}
         self.queue: deque[Command] = deque()
@@ -180,6 +187,12 @@ class Proposer:
     def on_nack(self, m: Nack) -> None:
         self.observe(m.promised)
 
+    def on_fenced(self, m: Fenced) -> None:
+        """Our phase-1 quorum counted a promise from a lost disk: prepare again."""
+        if self.state == PState.LEADER and m.ballot == self.ballot:
+            self.step_down(None)
+            self.start_election()
+
     def _become_leader(self) -> None:
         assert self.ballot is not None
         self.state = PState.LEADER
@@ -212,6 +225,10 @@ class Proposer:
         self.sent_at.clear()
         self.ack_probe.clear()
         self.last_ack = {a: self.now for a in self.promises}
+        if self.fence_incarnations:
+            self.incs = tuple(sorted((a, p.inc) for a, p in self.promises.items()))
+        else:
+            self.incs = ()
         for s in range(start, self.next_slot):
             known = self.replica.log.get(s)
             if known is not None:
@@ -233,7 +250,7 @@ class Proposer:
         self.proposals[slot] = value
         self.votes[slot] = set()
         self.sent_at[slot] = self.now
-        msg = Accept(self.ballot, slot, value, self.replica.applied)
+        msg = Accept(self.ballot, slot, value, self.replica.applied, self.incs)
         for a in self.cfg.acceptor_ids:
             self.out.send(a, msg)
 
@@ -243,7 +260,7 @@ class Proposer:
             if self.now - t < self.cfg.retransmit_ticks:
                 continue
             self.sent_at[slot] = self.now
-            msg = Accept(self.ballot, slot, self.proposals[slot], self.replica.applied)
+            msg = Accept(self.ballot, slot, self.proposals[slot], self.replica.applied, self.incs)
             for a in self.cfg.acceptor_ids:
                 if a not in self.votes[slot]:
                     self.out.send(a, msg)

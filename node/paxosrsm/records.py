@@ -51,7 +51,38 @@ class SnapshotRec:
     log_retain: int
 
 
-Record = PromiseRec | AcceptRec | TrimRec | DecideRec | SnapshotRec
+@dataclass(frozen=True, slots=True)
+class IncarnationRec:
+    """The identity of this disk, drawn when the data directory is created."""
+
+    inc: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerIncRec:
+    """Acceptor ``acceptor`` now runs incarnation ``inc``; promises of older ones are void."""
+
+    acceptor: int
+    inc: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryRec:
+    """``active``: this acceptor lost its disk and must not vote until recovered."""
+
+    active: bool
+
+
+Record = (
+    PromiseRec
+    | AcceptRec
+    | TrimRec
+    | DecideRec
+    | SnapshotRec
+    | IncarnationRec
+    | PeerIncRec
+    | RecoveryRec
+)
 
 
 @dataclass(slots=True)
@@ -61,6 +92,9 @@ class DurableState:
     floor: int = 0
     decided: dict[int, Value] = field(default_factory=dict)
     snapshot: Snapshot | None = None
+    inc: int = 0
+    peer_inc: dict[int, int] = field(default_factory=dict)
+    recovering: bool = False
 
     def apply(self, rec: Record) -> None:
         if isinstance(rec, PromiseRec):
@@ -84,6 +118,12 @@ class DurableState:
                 cut = rec.snapshot.slot - rec.log_retain
                 for s in [s for s in self.decided if s <= cut]:
                     del self.decided[s]
+        elif isinstance(rec, IncarnationRec):
+            self.inc = rec.inc
+        elif isinstance(rec, PeerIncRec):
+            self.peer_inc[rec.acceptor] = rec.inc
+        elif isinstance(rec, RecoveryRec):
+            self.recovering = rec.active
         else:  # pragma: no cover - exhaustive
             raise TypeError(f"unknown record {rec!r}")
 
@@ -97,6 +137,11 @@ class DurableState:
     def compact(self) -> list[Record]:
         """Records equivalent to this state (used by storage compaction)."""
         out: list[Record] = []
+        if self.inc:
+            out.append(IncarnationRec(self.inc))
+        if self.recovering:
+            out.append(RecoveryRec(True))
+        out.extend(PeerIncRec(a, i) for a, i in sorted(self.peer_inc.items()))
         if self.snapshot is not None:
             out.append(SnapshotRec(self.snapshot, 0))
         out.append(PromiseRec(self.promised))

@@ -213,33 +213,41 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
             True, None, f"key {key!r}: no completed operations to linearize", n_input
         )
 
-    # Canonical model (see "Reductions" in the module docstring): every value
-    # that no completed get returns and no cas expects behaves identically, so
-    # all such values are represented by one token that is none of them.
-    observable = {op.result for op in ops if op.kind == "get" and op.complete is not None}
-    observable.update(op.arg[0] for op in ops if op.kind == "cas")
-    token = "\x00unobserved"
-    while token in observable:
-        token += "'"
-
-    def canon(value: str | None) -> str | None:
-        return value if value is None or value in observable else token
-
     code = [_KIND_CODE[op.kind] for op in ops]
-    new_val = [canon(op.arg[-1]) if op.arg else None for op in ops]  # put value / cas new
+    new_val = [op.arg[-1] if op.arg else None for op in ops]  # put value / cas new value
     expected = [op.arg[0] if op.kind == "cas" else None for op in ops]
     result = [op.result for op in ops]
-    # Completed and unknown ops are numbered separately: bit[i] is op i's bit
-    # in the completed-ops bitset or in the unknown-ops bitset.
+
+    # Observers (see "Reductions" in the module docstring): watchers[v] counts
+    # the ops that may still look at value v -- completed gets returning v and
+    # completed cas expecting v that are not linearized yet, plus every
+    # unknown cas expecting v.  A value nobody watches is replaced by `token`
+    # in memo keys.  Per op, the watched value it releases once linearized.
+    watchers: dict[str | None, int] = {}
+    releases: list[str | None] = [None] * n
+    for i in range(n):
+        watched: str | bool | None = None
+        if code[i] == _GET:
+            watched = result[i]
+        elif code[i] == _CAS:
+            watched = expected[i]
+        if isinstance(watched, str):
+            watchers[watched] = watchers.get(watched, 0) + 1
+            if known[i]:
+                releases[i] = watched
+    values = {v for op in ops for v in (*op.arg, op.result) if isinstance(v, str)}
+    token = "<unwatched>"
+    while token in values:
+        token += "'"
+
+    # Completed ops are numbered for the bitset; unknown ops are tracked by
+    # the list of those linearized so far (they form a stack, as the search).
     bit = [0] * n
-    n_c = n_u = 0
+    n_c = 0
     for i in range(n):
         if known[i]:
             bit[i], n_c = 1 << n_c, n_c + 1
-        else:
-            bit[i], n_u = 1 << n_u, n_u + 1
-    # Unknown ops with the same effect on the canonical model are interchangeable.
-    effect = [(code[i], expected[i], new_val[i]) for i in range(n)]
+    used_unknown: list[int] = []
 
     # Events: index 0 is the list head; op i has call event 2i+1 and return
     # event 2i+2.  Sorted by time, calls before returns at equal times,
@@ -266,37 +274,34 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
         prv[ev] = last
         last = ev
 
-    # cache: (completed bitset, state) -> minimal unknown-op bitsets explored.
-    cache: dict[tuple[int, str | None], list[int]] = {}
-    n_states = 0
-    no_effects: frozenset[tuple[int, str | None, str | None]] = frozenset()
-    # Undo records: (call event, state before it, phase, effects tried).
-    stack: list[tuple[int, str | None, int, frozenset[tuple[int, str | None, str | None]]]] = []
-    c_bits = u_bits = 0
+    cache: set[
+        tuple[int, str | None, frozenset[tuple[tuple[int, str | None, str | None], int]]]
+    ] = set()
+    no_unknown: frozenset[tuple[tuple[int, str | None, str | None], int]] = frozenset()
+    stack: list[tuple[int, str | None]] = []  # (call event, state before it)
+    c_bits = 0
     state: str | None = None
     remaining = n_completed
     best: list[int] = []  # deepest linearization seen, as op indices
 
-    # phase 0 tries the completed candidates, phase 1 the unknown ones;
-    # tried: effects of the unknown candidates already tried in this config.
-    entry, phase, tried = nxt[0], 0, no_effects
+    entry = nxt[0]
     while True:
         if entry == -1:  # cannot happen: some return always follows the calls
             raise AssertionError("WGL event list ended without a return event")
         i = ev_op[entry]
         if not is_call[entry]:
-            if phase == 0:  # no completed candidate left: try the unknown ones
-                entry, phase = nxt[0], 1
-                continue
+            # op i must be linearized before this point: dead end, backtrack.
             if not stack:
                 return CheckResult(False, key, _explain_failure(key, ops, best), n_input)
-            entry, state, phase, tried = stack.pop()
+            entry, state = stack.pop()
             i = ev_op[entry]
             if known[i]:
                 c_bits ^= bit[i]
                 remaining += 1
+                if releases[i] is not None:
+                    watchers[releases[i]] += 1
             else:
-                u_bits ^= bit[i]
+                used_unknown.pop()
             # unlift: relink the return, then the call
             ret = entry + 1
             nxt[prv[ret]] = ret
@@ -306,16 +311,8 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
             prv[nxt[entry]] = entry
             entry = nxt[entry]
             continue
-        if known[i] == (phase == 1):  # not this phase's kind of candidate
-            entry = nxt[entry]
-            continue
-        if phase == 1:
-            if effect[i] in tried:
-                entry = nxt[entry]
-                continue
-            tried = tried | {effect[i]}
 
-        # Apply op i to the canonical model.
+        # Apply op i to the model.
         k = code[i]
         new_state = state
         if k == _GET:
@@ -333,22 +330,35 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
             entry = nxt[entry]
             continue
 
+        # Lift op i tentatively, then look its configuration up in the memo.
         if known[i]:
-            new_c, new_u = c_bits | bit[i], u_bits
+            c_bits |= bit[i]
+            if releases[i] is not None:
+                watchers[releases[i]] -= 1
         else:
-            new_c, new_u = c_bits, u_bits | bit[i]
-        config = (new_c, new_state)
-        explored = cache.get(config)
-        if explored is None:
-            cache[config] = [new_u]
-        elif any(u | new_u == new_u for u in explored):
-            entry = nxt[entry]  # dominated by a configuration already explored
+            used_unknown.append(i)
+        mstate = new_state if new_state is None or watchers.get(new_state) else token
+        if used_unknown:
+            effects: dict[tuple[int, str | None, str | None], int] = {}
+            for u in used_unknown:
+                v = new_val[u]
+                eff = (code[u], expected[u], v if v is None or watchers.get(v) else token)
+                effects[eff] = effects.get(eff, 0) + 1
+            config = (c_bits, mstate, frozenset(effects.items()))
+        else:
+            config = (c_bits, mstate, no_unknown)
+        if config in cache:
+            # seen before: undo the tentative lift and try the next candidate
+            if known[i]:
+                c_bits ^= bit[i]
+                if releases[i] is not None:
+                    watchers[releases[i]] += 1
+            else:
+                used_unknown.pop()
+            entry = nxt[entry]
             continue
-        else:
-            explored[:] = [u for u in explored if u | new_u != u]
-            explored.append(new_u)
-        n_states += 1
-        if n_states > max_states:
+        cache.add(config)
+        if len(cache) > max_states:
             return CheckResult(
                 False,
                 key,
@@ -358,8 +368,8 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
                 inconclusive=True,
             )
 
-        stack.append((entry, state, phase, tried))
-        c_bits, u_bits, state = new_c, new_u, new_state
+        stack.append((entry, state))
+        state = new_state
         # lift: unlink the call, then its return
         ret = entry + 1
         nxt[prv[entry]] = nxt[entry]
@@ -373,12 +383,12 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
                 return CheckResult(
                     True,
                     None,
-                    f"key {key!r}: linearizable ({n_input} ops, {n_states} states explored)",
+                    f"key {key!r}: linearizable ({n_input} ops, {len(cache)} states explored)",
                     n_input,
                 )
         if len(stack) > len(best):
-            best = [ev_op[e] for e, _, _, _ in stack]
-        entry, phase, tried = nxt[0], 0, no_effects
+            best = [ev_op[e] for e, _ in stack]
+        entry = nxt[0]
 
 
 def _explain_failure(key: str, ops: list[Op], best: list[int]) -> str:

@@ -32,16 +32,16 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="run one seed")
     r.add_argument("--seed", type=int, required=True)
     r.add_argument("-v", "--verbose", action="store_true")
-    r.add_argument("--wipe", action="store_true", help="include the disk-wipe fault")
+    r.add_argument("--no-wipe", action="store_true", help="leave out the disk-wipe fault")
     s = sub.add_parser("sweep", help="run many seeds")
     s.add_argument("--seeds", type=int, default=500)
     s.add_argument("--start", type=int, default=0)
     s.add_argument("--jobs", type=int, default=2)
-    s.add_argument("--wipe", action="store_true", help="include the disk-wipe fault")
+    s.add_argument("--no-wipe", action="store_true", help="leave out the disk-wipe fault")
     a = ap.parse_args(argv)
     if a.cmd == "run":
         try:
-            res = run_seed(a.seed, verbose=a.verbose, wipe=a.wipe)
+            res = run_seed(a.seed, verbose=a.verbose, wipe=not a.no_wipe)
         except SimulationFailure as e:
             print(e, file=sys.stderr)
             return 1
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     failures: list[str] = []
     done = 0
-    seeds = [(i, a.wipe) for i in range(a.start, a.start + a.seeds)]
+    seeds = [(i, not a.no_wipe) for i in range(a.start, a.start + a.seeds)]
     with multiprocessing.Pool(a.jobs) as pool:
         for _seed, err, _summary in pool.imap_unordered(_one, seeds, chunksize=8):
             done += 1

@@ -72,6 +72,9 @@ class SimParams:
     fault_kinds: tuple[str, ...] = ("partition", "oneway", "isolate", "crash", "pause", "lossy")
     client_retry_ticks: int = 10
     client_give_up_ticks: int = 300
+    #: TEST DOUBLE when False: a wiped acceptor rejoins at once, as if new,
+    #: skipping recovery. Kept to show that this loses safety.
+    recovery: bool = True
 
     @staticmethod
     def random(rng: random.Random, *, wipe: bool = False) -> SimParams:
@@ -95,8 +98,8 @@ class SimParams:
             "pause",
             "lossy",
         )
-        if wipe:
-            kinds += ("wipe",)
+        if wipe and n > 1:
+            kinds += ("wipe", "wipe")
         return SimParams(
             cfg=cfg,
             clients=rng.choice((1, 2, 3, 4)),
@@ -123,6 +126,8 @@ class SimNode:
     paused: bool = False
     buffered: list[Callable[[], None]] = field(default_factory=list)
     incarnation: int = 0
+    #: Its disk was wiped; it must rejoin as "existing" (recover before voting).
+    wiped: bool = False
 
 
 @dataclass
@@ -177,6 +182,9 @@ class Simulator:
             self.nodes[nid] = sn
             self._boot(sn)
         self.blocked: set[tuple[int, int]] = set()
+        self._holds: list[tuple[Callable[[Envelope], bool], list[Envelope]]] = []
+        #: Messages sent, by type (for tests and the summary).
+        self.sent: dict[str, int] = {}
         self.loss = self.p.loss
         self.dup = self.p.dup
         self.clients: dict[int, Client] = {}
@@ -233,7 +241,8 @@ class Simulator:
     def _boot(self, sn: SimNode) -> None:
         state = DurableState.fold(sn.disk.durable)
         sn.incarnation += 1
-        sn.node = Node(self.cfg, sn.id, state, seed=self.rng.getrandbits(64))
+        initial = "existing" if sn.wiped and self.p.recovery else "new"
+        sn.node = Node(self.cfg, sn.id, state, seed=self.rng.getrandbits(64), initial_state=initial)
 
     def _node_tick(self, nid: int, epoch: int) -> None:
         sn = self.nodes[nid]
@@ -307,7 +316,31 @@ class Simulator:
 
     # ------------------------------------------------------------ network
 
+    def hold(self, pred: Callable[[Envelope], bool]) -> list[Envelope]:
+        """Hold back every message matching ``pred`` (a scripted delay); returns the bin."""
+        held: list[Envelope] = []
+        self._holds.append((pred, held))
+        return held
+
+    def release(self, held: list[Envelope]) -> None:
+        """Stop holding and deliver what was held, in order."""
+        self._holds = [(p, h) for p, h in self._holds if h is not held]
+        for env in held:
+            self._at(self.p.min_delay_us, self._deliver, env, -1)
+        held.clear()
+
+    def drop(self, held: list[Envelope]) -> None:
+        """Stop holding and lose what was held."""
+        self._holds = [(p, h) for p, h in self._holds if h is not held]
+        held.clear()
+
     def _send(self, env: Envelope) -> None:
+        name = type(env.msg).__name__
+        self.sent[name] = self.sent.get(name, 0) + 1
+        for pred, held in self._holds:
+            if pred(env):
+                held.append(env)
+                return
         if env.src == env.dst:
             self._at(10 * US, self._deliver, env, self.nodes[env.dst].epoch)
             return
@@ -513,10 +546,14 @@ class Simulator:
                 self._crash(sn)
                 self._at(self.rng.randint(100 * MS, 3 * SEC), self._restart, sn.id)
         elif kind == "wipe":
-            sn = self.nodes[self.rng.choice(ids)]
-            if sn.node is not None:
-                self._crash(sn)
-                sn.disk.durable = []
+            acc = [i for i in ids if i < self.cfg.n_acceptors]
+            sn = self.nodes[self.rng.choice(acc)]
+            # At most f acceptors may have lost their disks and not recovered:
+            # with more, the data is gone (no quorum of copies) - no protocol
+            # can survive that, so the nemesis does not ask it to.
+            amnesiac = sum(1 for i in acc if self.amnesiac(i))
+            if sn.node is not None and not self.amnesiac(sn.id) and amnesiac < self.cfg.quorum - 1:
+                self.wipe(sn.id)
                 self.log(f"wipe disk of node {sn.id}")
                 self._at(self.rng.randint(100 * MS, 3 * SEC), self._restart, sn.id)
         elif kind == "pause":
@@ -551,6 +588,18 @@ class Simulator:
         if sn.node is not None:
             self._crash(sn)
         sn.disk.durable = []
+        sn.wiped = True
+
+    def amnesiac(self, nid: int) -> bool:
+        """Wiped and not yet recovered (restarted or not)."""
+        sn = self.nodes[nid]
+        if not sn.wiped:
+            return False
+        if sn.node is not None and not sn.node.recovering:
+            if self.p.recovery:
+                sn.wiped = False  # recovered: it votes again
+            return not self.p.recovery
+        return True
 
     def _restart(self, nid: int) -> None:
         sn = self.nodes[nid]
@@ -692,7 +741,7 @@ def states_summary(states: dict[int, tuple[int, bytes]]) -> str:
     return ", ".join(f"node {n}: applied={a} state={s[:60]!r}" for n, (a, s) in states.items())
 
 
-def run_seed(seed: int, *, verbose: bool = False, wipe: bool = False) -> SimResult:
+def run_seed(seed: int, *, verbose: bool = False, wipe: bool = True) -> SimResult:
     rng = random.Random(seed)
     params = SimParams.random(rng, wipe=wipe)
     sim = Simulator(seed, params, verbose=verbose)

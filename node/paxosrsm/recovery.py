@@ -1,0 +1,64 @@
+"""Recovery of an acceptor that came back with an empty disk (same id).
+
+The danger (issue 3): an acceptor that forgot its promises and votes can let
+two different values be chosen for one slot. Before it votes again it runs a
+phase 1 of its own, at a fresh ballot ``b_r``, with a quorum of the *other*
+acceptors, and announces its new disk incarnation. Then it adopts what that
+phase 1 learned (Acceptor.adopt). The proof sketch is in docs/design.md.
+"""
+
+from __future__ import annotations
+
+from .config import ClusterConfig
+from .messages import Nack, Promise, RecoverPrepare
+from .outbox import Outbox
+from .types import Ballot
+
+
+class Recovery:
+    def __init__(self, node_id: int, cfg: ClusterConfig, out: Outbox, inc: int, max_seen: Ballot):
+        self.id = node_id
+        self.cfg = cfg
+        self.out = out
+        self.inc = inc
+        self.max_seen = max_seen
+        self.ballot: Ballot | None = None
+        self.promises: dict[int, Promise] = {}
+        self.elapsed = 0
+        self.rounds = 0
+
+    @property
+    def others(self) -> list[int]:
+        return [a for a in self.cfg.acceptor_ids if a != self.id]
+
+    def tick(self) -> None:
+        self.elapsed += 1
+        if self.ballot is None or self.elapsed >= 2 * self.cfg.retransmit_ticks:
+            self.start()
+
+    def start(self) -> None:
+        # A fresh ballot above everything heard of; peers that promised more
+        # answer with a Nack, and the next round goes above that.
+        self.ballot = Ballot(self.max_seen.round + 1, self.id)
+        self.max_seen = self.ballot
+        self.promises = {}
+        self.elapsed = 0
+        self.rounds += 1
+        msg = RecoverPrepare(self.ballot, self.id, self.inc)
+        for a in self.others:
+            self.out.send(a, msg)
+
+    def on_nack(self, m: Nack) -> None:
+        if m.promised > self.max_seen:
+            self.max_seen = m.promised
+
+    def on_promise(self, m: Promise) -> list[Promise] | None:
+        """Returns the quorum of promises once complete."""
+        if m.ballot != self.ballot or m.acceptor == self.id:
+            return None
+        self.promises[m.acceptor] = m
+        # A quorum (f+1) of the 2f others: it intersects every phase-1 quorum
+        # of any ballot this acceptor could have voted in before the loss.
+        if len(self.promises) >= self.cfg.quorum:
+            return list(self.promises.values())
+        return None
