@@ -7,8 +7,6 @@ two values for one slot, and with our recovery, which must not.
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from paxosrsm.client import Outcome
@@ -160,13 +158,12 @@ def test_new_and_existing_bootstrap() -> None:
         initial_state="existing",
     )
     assert not again.recovering
-    _ = dataclasses
 
 
 def test_a_recovering_acceptor_does_not_vote_promise_or_ack() -> None:
     from paxosrsm.messages import Heartbeat, Prepare
     from paxosrsm.node import Node
-    from paxosrsm.types import Ballot, NOOP
+    from paxosrsm.types import NOOP, Ballot
 
     n = Node(ClusterConfig(n_acceptors=3), 0, initial_state="existing")
     n.ready()

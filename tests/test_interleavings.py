@@ -12,6 +12,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
 from paxosrsm.config import ClusterConfig
 from paxosrsm.messages import ClientRequest, Envelope
 from paxosrsm.node import Node

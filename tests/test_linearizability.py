@@ -10,6 +10,7 @@ from typing import Protocol
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from paxosrsm.check.linearizability import (
     CheckResult,
     Op,

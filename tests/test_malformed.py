@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+
 from paxosrsm.config import ClusterConfig
 from paxosrsm.messages import (
     Accept,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from paxosrsm.config import ClusterConfig, Role
 from paxosrsm.messages import (
     Accept,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from paxosrsm.check.linearizability import check_history
 from paxosrsm.client import Outcome
 from paxosrsm.config import ClusterConfig

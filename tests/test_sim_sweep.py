@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 import pytest
+
 from paxosrsm.sim.engine import SimParams, Simulator, run_seed
 
 SEEDS = int(os.environ.get("SIM_SEEDS", "500"))
