@@ -81,6 +81,9 @@ _ARITY: dict[str, int] = {"get": 0, "put": 1, "delete": 0, "cas": 2}
 _GET, _PUT, _DELETE, _CAS = 0, 1, 2, 3
 _KIND_CODE: dict[str, int] = {"get": _GET, "put": _PUT, "delete": _DELETE, "cas": _CAS}
 
+# An unknown op's effect on the canonical model: (kind, cas expected, new value).
+_Effect = tuple[int, str | None, str | None]
+
 # How many operations of a linearizable prefix an explanation lists.
 _EXPLAIN_TAIL = 10
 
@@ -247,7 +250,6 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
     for i in range(n):
         if known[i]:
             bit[i], n_c = 1 << n_c, n_c + 1
-    used_unknown: list[int] = []
 
     # Events: index 0 is the list head; op i has call event 2i+1 and return
     # event 2i+2.  Sorted by time, calls before returns at equal times,
@@ -274,34 +276,67 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
         prv[ev] = last
         last = ev
 
-    cache: set[
-        tuple[int, str | None, frozenset[tuple[tuple[int, str | None, str | None], int]]]
-    ] = set()
-    no_unknown: frozenset[tuple[tuple[int, str | None, str | None], int]] = frozenset()
-    stack: list[tuple[int, str | None]] = []  # (call event, state before it)
+    # Memo: (completed bitset, canonical state) -> the multisets of unknown-op
+    # effects used by the configurations explored with it, kept minimal.
+    cache: dict[tuple[int, str | None], list[dict[_Effect, int]]] = {}
+    n_states = 0
+    used: dict[_Effect, int] = {}  # multiset of effects of the unknown ops linearized
+    # Undo records: (call event, state before it, phase).
+    stack: list[tuple[int, str | None, int]] = []
     c_bits = 0
     state: str | None = None
     remaining = n_completed
     best: list[int] = []  # deepest linearization seen, as op indices
 
-    entry = nxt[0]
+    def canon(value: str | None) -> str | None:
+        return value if value is None or watchers.get(value) else token
+
+    def effect(u: int) -> _Effect:
+        return (code[u], expected[u], canon(new_val[u]))
+
+    def recount() -> dict[_Effect, int]:
+        """The multiset of effects of the unknown ops on the stack."""
+        counts: dict[_Effect, int] = {}
+        for e, _, _ in stack:
+            if not known[ev_op[e]]:
+                eff = effect(ev_op[e])
+                counts[eff] = counts.get(eff, 0) + 1
+        return counts
+
+    def release(i: int, delta: int) -> bool:
+        """Op i stops (-1) or starts again (+1) watching its value.  Whether
+        the set of watched values, hence the canonical effects, changed."""
+        v = releases[i]
+        if v is None:
+            return False
+        watchers[v] += delta
+        return watchers[v] == (0 if delta < 0 else 1)
+
+    # phase 0 tries the completed candidates, phase 1 the unknown ones.
+    entry, phase = nxt[0], 0
     while True:
         if entry == -1:  # cannot happen: some return always follows the calls
             raise AssertionError("WGL event list ended without a return event")
         i = ev_op[entry]
         if not is_call[entry]:
+            if phase == 0:  # no completed candidate left: try the unknown ones
+                entry, phase = nxt[0], 1
+                continue
             # op i must be linearized before this point: dead end, backtrack.
             if not stack:
                 return CheckResult(False, key, _explain_failure(key, ops, best), n_input)
-            entry, state = stack.pop()
+            entry, state, phase = stack.pop()
             i = ev_op[entry]
             if known[i]:
                 c_bits ^= bit[i]
                 remaining += 1
-                if releases[i] is not None:
-                    watchers[releases[i]] += 1
+                if release(i, +1) and used:
+                    used = recount()
             else:
-                used_unknown.pop()
+                eff = effect(i)
+                used[eff] -= 1
+                if not used[eff]:
+                    del used[eff]
             # unlift: relink the return, then the call
             ret = entry + 1
             nxt[prv[ret]] = ret
@@ -309,6 +344,9 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
                 prv[nxt[ret]] = ret
             nxt[prv[entry]] = entry
             prv[nxt[entry]] = entry
+            entry = nxt[entry]
+            continue
+        if known[i] == (phase == 1):  # not a candidate of this phase
             entry = nxt[entry]
             continue
 
@@ -326,39 +364,44 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
             consistent = not known[i] or result[i] == swapped
             if swapped:
                 new_state = new_val[i]
-        if not consistent:
+        if not consistent or (not known[i] and canon(new_state) == canon(state)):
+            # inconsistent, or an unknown op that changes nothing observable
             entry = nxt[entry]
             continue
 
         # Lift op i tentatively, then look its configuration up in the memo.
         if known[i]:
             c_bits |= bit[i]
-            if releases[i] is not None:
-                watchers[releases[i]] -= 1
+            if release(i, -1) and used:
+                used = recount()
+            config = (c_bits, canon(new_state))
         else:
-            used_unknown.append(i)
-        mstate = new_state if new_state is None or watchers.get(new_state) else token
-        if used_unknown:
-            effects: dict[tuple[int, str | None, str | None], int] = {}
-            for u in used_unknown:
-                v = new_val[u]
-                eff = (code[u], expected[u], v if v is None or watchers.get(v) else token)
-                effects[eff] = effects.get(eff, 0) + 1
-            config = (c_bits, mstate, frozenset(effects.items()))
-        else:
-            config = (c_bits, mstate, no_unknown)
-        if config in cache:
-            # seen before: undo the tentative lift and try the next candidate
+            config = (c_bits, canon(new_state))
+            eff = effect(i)
+            used[eff] = used.get(eff, 0) + 1
+        explored = cache.get(config)
+        if explored is None:
+            cache[config] = [dict(used)]
+        elif any(all(used.get(e, 0) >= c for e, c in m.items()) for m in explored):
+            # covered by an explored configuration that had at least the same
+            # unknown ops left: undo the tentative lift, try the next candidate
             if known[i]:
                 c_bits ^= bit[i]
-                if releases[i] is not None:
-                    watchers[releases[i]] += 1
+                if release(i, +1) and used:
+                    used = recount()
             else:
-                used_unknown.pop()
+                used[eff] -= 1
+                if not used[eff]:
+                    del used[eff]
             entry = nxt[entry]
             continue
-        cache.add(config)
-        if len(cache) > max_states:
+        else:
+            explored[:] = [
+                m for m in explored if not all(m.get(e, 0) >= c for e, c in used.items())
+            ]
+            explored.append(dict(used))
+        n_states += 1
+        if n_states > max_states:
             return CheckResult(
                 False,
                 key,
@@ -368,7 +411,7 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
                 inconclusive=True,
             )
 
-        stack.append((entry, state))
+        stack.append((entry, state, phase))
         state = new_state
         # lift: unlink the call, then its return
         ret = entry + 1
@@ -383,12 +426,12 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
                 return CheckResult(
                     True,
                     None,
-                    f"key {key!r}: linearizable ({n_input} ops, {len(cache)} states explored)",
+                    f"key {key!r}: linearizable ({n_input} ops, {n_states} states explored)",
                     n_input,
                 )
         if len(stack) > len(best):
-            best = [ev_op[e] for e, _ in stack]
-        entry = nxt[0]
+            best = [ev_op[e] for e, _, _ in stack]
+        entry, phase = nxt[0], 0
 
 
 def _explain_failure(key: str, ops: list[Op], best: list[int]) -> str:
