@@ -261,3 +261,22 @@ def test_stale_promise_is_fenced() -> None:
 
     res = check_history(sim._lin_ops())
     assert res.ok, res.explanation
+
+
+def test_fence_refuses_older_incarnations_only() -> None:
+    # Regression (simulator seed 482): a peer that missed a later recovery
+    # knows an older incarnation; it must not fence the newer one forever.
+    from paxosrsm.messages import Fenced, RecoverPrepare
+    from paxosrsm.node import Node
+    from paxosrsm.types import Ballot
+
+    n = Node(ClusterConfig(n_acceptors=3), 1)
+    n.step(0, RecoverPrepare(Ballot(4, 0), 0, 5))  # acceptor 0 is now incarnation 5
+    n.ready()
+    b = Ballot(9, 2)
+    n.step(2, Accept(b, 0, (), -1, ((0, 7), (2, 1))))  # newer than 5: fine
+    n.step(2, Accept(b, 1, (), -1, ((0, 5), (2, 1))))  # the known one: fine
+    n.step(2, Accept(b, 2, (), -1, ((0, 1), (2, 1))))  # the lost disk: fenced
+    msgs = [e.msg for e in n.ready().messages]
+    assert [type(m).__name__ for m in msgs] == ["Accepted", "Accepted", "Fenced"]
+    assert msgs[2] == Fenced(b, 1, 0)

@@ -61,7 +61,7 @@ BAD_INPUTS: list[tuple[str, int, object, str]] = [
     (
         "recovery for another acceptor",
         1,
-        RecoverPrepare(Ballot(3, 2), 2, 5),
+        RecoverPrepare(Ballot(3, 2), 2, 4),
         "not node 1.s",
     ),
     (

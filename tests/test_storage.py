@@ -182,7 +182,7 @@ def test_missing_snapshot_is_detected(tmp_path: Path) -> None:
     st.close()
     for f in (tmp_path / "d" / "snapshots").iterdir():
         f.unlink()
-    with pytest.raises(StorageCorrupt, match="snapshot file .* is missing"):
+    with pytest.raises(StorageCorrupt, match=r"snapshot file .* is missing"):
         SQLiteStorage(tmp_path / "d", ID).load()
 
 

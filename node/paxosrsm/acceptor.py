@@ -19,6 +19,7 @@ from .outbox import Outbox, SafetyViolation
 from .records import (
     AcceptRec,
     DurableState,
+    IncarnationRec,
     PeerIncRec,
     PromiseRec,
     RecoveryRec,
@@ -74,8 +75,8 @@ class Acceptor:
                 self.out.send(m.ballot.node, Nack(m.ballot, self.promised, self.id))
             return
         for aid, inc in m.incs:
-            known = self.inc if aid == self.id else self.peer_inc.get(aid)
-            if known is not None and known != inc:
+            known = self.inc if aid == self.id else self.peer_inc.get(aid, 0)
+            if inc < known:
                 # The ballot's phase 1 counted a promise from a disk that has
                 # since been lost; that promise no longer binds anyone, so the
                 # quorum is void (docs/design.md, "amnesia").
@@ -109,7 +110,7 @@ class Acceptor:
             if m.ballot > self.promised:
                 self.promised = m.ballot
                 self.out.persist(PromiseRec(m.ballot))
-            if self.peer_inc.get(m.acceptor) != m.inc:
+            if m.inc > self.peer_inc.get(m.acceptor, 0):
                 self.peer_inc[m.acceptor] = m.inc
                 self.out.persist(PeerIncRec(m.acceptor, m.inc))
             self.out.send(
@@ -136,9 +137,11 @@ class Acceptor:
                 cur = merged.get(e.slot)
                 if e.slot >= floor and (cur is None or e.ballot > cur[0]):
                     merged[e.slot] = (e.ballot, e.value)
-            if self.peer_inc.get(p.acceptor) != p.inc:
+            if p.inc > self.peer_inc.get(p.acceptor, 0):
                 self.peer_inc[p.acceptor] = p.inc
                 self.out.persist(PeerIncRec(p.acceptor, p.inc))
+        self.inc = ballot.round + 1
+        self.out.persist(IncarnationRec(self.inc))
         self.promised = max(self.promised, ballot)
         self.out.persist(PromiseRec(self.promised))
         self.trim(floor)

@@ -206,6 +206,8 @@ class RecoverPrepare:
         _check_inc("inc", self.inc)
         if self.ballot.node != self.acceptor:
             raise ProtocolError("a recovery ballot belongs to the recovering acceptor")
+        if self.inc != self.ballot.round + 1:
+            raise ProtocolError("a recovery's incarnation is its ballot's round + 1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,8 +72,9 @@ class Node:
         self.out = Outbox(node_id)
         state = durable if durable is not None else DurableState()
         if state.inc == 0:
-            # An empty disk: give it an identity before anything else is written.
-            state.inc = self.rng.getrandbits(62) + 1
+            # An empty disk: mark it before anything else is written. A new
+            # disk is incarnation 1; recovery gives it a higher one.
+            state.inc = 1
             self.out.persist(IncarnationRec(state.inc))
             if initial_state == "existing" and Role.ACCEPTOR in role:
                 if cfg.n_acceptors == 1:
@@ -98,7 +99,7 @@ class Node:
             self.proposer = Proposer(node_id, cfg, self.replica, self.out, self.rng, max_seen)
         self.recovery: Recovery | None = None
         if self.acceptor is not None and self.acceptor.recovering:
-            self.recovery = Recovery(node_id, cfg, self.out, self.inc, state.promised)
+            self.recovery = Recovery(node_id, cfg, self.out, state.promised)
         #: Highest decided prefix any leader has told us about.
         self.commit_seen = -1
         self.catchup_elapsed = 0
@@ -169,7 +170,13 @@ class Node:
                 self.out.send(src, reply)
         elif isinstance(msg, CatchupReply):
             assert r is not None
+            before = r.applied
             r.on_catchup_reply(msg)
+            if r.known_commit > r.applied > before:
+                # Still behind and this batch helped: ask for the next one now
+                # (pipelined catch-up) rather than on the retransmit timer.
+                self.catchup_elapsed = 0
+                self.out.send(src, CatchupRequest(r.applied + 1))
         self._after()
 
     def client_request(self, req: ClientRequest) -> None:
@@ -289,6 +296,7 @@ class Node:
     def _finish_recovery(self, rec: Recovery, quorum: list[Promise]) -> None:
         assert self.acceptor is not None and rec.ballot is not None
         self.acceptor.adopt(rec.ballot, quorum)
+        self.inc = self.acceptor.inc
         self.recovery = None
         if self.proposer is not None:
             self.proposer.observe(rec.max_seen)

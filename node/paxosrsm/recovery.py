@@ -16,11 +16,10 @@ from .types import Ballot
 
 
 class Recovery:
-    def __init__(self, node_id: int, cfg: ClusterConfig, out: Outbox, inc: int, max_seen: Ballot):
+    def __init__(self, node_id: int, cfg: ClusterConfig, out: Outbox, max_seen: Ballot):
         self.id = node_id
         self.cfg = cfg
         self.out = out
-        self.inc = inc
         self.max_seen = max_seen
         self.ballot: Ballot | None = None
         self.promises: dict[int, Promise] = {}
@@ -44,7 +43,10 @@ class Recovery:
         self.promises = {}
         self.elapsed = 0
         self.rounds += 1
-        msg = RecoverPrepare(self.ballot, self.id, self.inc)
+        # Incarnations are ordered: a new disk is 1, a recovered one is its
+        # recovery round + 1. Each recovery's quorum of others meets the last
+        # one's, so its round is higher: a later disk has a larger number.
+        msg = RecoverPrepare(self.ballot, self.id, self.ballot.round + 1)
         for a in self.others:
             self.out.send(a, msg)
 

@@ -46,8 +46,22 @@ def _err(msg: str) -> bytes:
     return json.dumps({"ok": False, "error": msg}, separators=(",", ":")).encode()
 
 
-def _ok(value: object) -> bytes:
-    return json.dumps({"ok": True, "value": value}, separators=(",", ":")).encode()
+# The common answers, encoded once (apply runs for every command on every replica).
+_OK_NONE = b'{"ok":true,"value":null}'
+_OK_TRUE = b'{"ok":true,"value":true}'
+_OK_FALSE = b'{"ok":true,"value":false}'
+_decode = json.JSONDecoder().decode
+_encode_str = json.JSONEncoder(ensure_ascii=True).encode
+
+
+def _ok(value: str | bool | None) -> bytes:
+    if value is None:
+        return _OK_NONE
+    if value is True:
+        return _OK_TRUE
+    if value is False:
+        return _OK_FALSE
+    return b'{"ok":true,"value":' + _encode_str(value).encode() + b"}"
 
 
 def decode_result(data: bytes) -> dict[str, object]:
@@ -66,7 +80,7 @@ class KVStore:
     @staticmethod
     def _parse(payload: bytes) -> dict[str, object] | str:
         try:
-            body = json.loads(payload)
+            body = _decode(payload.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as e:
             return f"malformed request: {e}"
         if not isinstance(body, dict):

@@ -19,8 +19,9 @@ class ProtocolError(ValueError):
 
 
 def _check_int(name: str, value: object, lo: int, hi: int | None = None) -> None:
-    # bool is an int subclass; a True slot number is a bug somewhere upstream.
-    if not isinstance(value, int) or isinstance(value, bool):
+    # `type(...) is int` also refuses bool (an int subclass): a True slot
+    # number is a bug somewhere upstream. One check: this runs per field.
+    if type(value) is not int:
         raise ProtocolError(f"{name} must be an int, got {type(value).__name__}")
     if value < lo or (hi is not None and value > hi):
         bound = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"

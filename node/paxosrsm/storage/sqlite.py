@@ -214,6 +214,24 @@ class SQLiteStorage:
             return
         old_snapshots: list[str] = []
         db = self.db
+        votes: list[tuple[int, bytes, bytes, int]] = []
+        decided: list[tuple[int, bytes, int]] = []
+
+        def flush_rows() -> None:
+            # Runs of votes and decisions go in with one executemany each;
+            # order against the other records is kept by flushing before them.
+            if votes:
+                db.executemany(
+                    "INSERT OR REPLACE INTO votes(slot, ballot, value, crc) VALUES (?,?,?,?)",
+                    votes,
+                )
+                votes.clear()
+            if decided:
+                db.executemany(
+                    "INSERT OR REPLACE INTO decided(slot, value, crc) VALUES (?,?,?)", decided
+                )
+                decided.clear()
+
         db.execute("BEGIN IMMEDIATE")
         try:
             for r in records:
@@ -221,18 +239,15 @@ class SQLiteStorage:
                     sb = _SLOT.pack(r.slot)
                     bb = encode_ballot(r.ballot)
                     vb = encode_value(r.value)
-                    db.execute(
-                        "INSERT OR REPLACE INTO votes(slot, ballot, value, crc) VALUES (?,?,?,?)",
-                        (r.slot, bb, vb, crc32(sb, bb, vb)),
-                    )
-                elif isinstance(r, DecideRec):
+                    votes.append((r.slot, bb, vb, crc32(sb, bb, vb)))
+                    continue
+                if isinstance(r, DecideRec):
                     sb = _SLOT.pack(r.slot)
                     vb = encode_value(r.value)
-                    db.execute(
-                        "INSERT OR REPLACE INTO decided(slot, value, crc) VALUES (?,?,?)",
-                        (r.slot, vb, crc32(sb, vb)),
-                    )
-                elif isinstance(r, PromiseRec):
+                    decided.append((r.slot, vb, crc32(sb, vb)))
+                    continue
+                flush_rows()
+                if isinstance(r, PromiseRec):
                     self._meta("promised", encode_ballot(r.ballot))
                 elif isinstance(r, TrimRec):
                     self._meta("floor", _SLOT.pack(r.floor))
@@ -254,6 +269,7 @@ class SQLiteStorage:
                     self._meta("recovering", b"1" if r.active else b"0")
                 else:  # pragma: no cover - exhaustive
                     raise TypeError(f"unknown record {r!r}")
+            flush_rows()
             if self.crash_hook is not None:
                 self.crash_hook("before_commit")
             db.execute("COMMIT")  # the fsync (WAL, synchronous=FULL)
