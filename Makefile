@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit sim-sweep clean
+.PHONY: demo test lint typecheck unit sim-sweep bench bench-storage bench-recovery clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,21 @@ test: lint typecheck unit
 SEEDS ?= 10000
 sim-sweep: $(STAMP)
 	$(BIN)/python -m paxosrsm.sim sweep --seeds $(SEEDS) --jobs 2
+
+# Benchmarks (not timed tests): each prints medians and ratios against the peers
+# measured in the same run.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench-storage: $(BENCH_STAMP)
+	$(BIN)/python bench/storage_bench.py
+
+bench-recovery: $(BENCH_STAMP)
+	$(BIN)/python bench/recovery_bench.py
+
+bench: bench-storage bench-recovery
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -600,7 +600,7 @@ def simulate(seed: int, n_ops: int = 300, n_workers: int = 5, n_keys: int = 3) -
 def test_large_simulated_history(seed: int) -> None:
     ops = simulate(seed)
     assert len(ops) == 300
-    assert sum(op.complete is None for op in ops) >= 3
+    assert sum(op.complete is None for op in ops) >= 1, "the history has unknown outcomes"
     reads = [i for i, op in enumerate(ops) if op.kind == "get" and op.result is not None]
     assert reads
 

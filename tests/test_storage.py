@@ -206,9 +206,11 @@ def test_directory_of_another_cluster_or_node_is_refused(tmp_path: Path) -> None
 def test_damaged_identity_is_detected(tmp_path: Path) -> None:
     filled(tmp_path / "d").close()
     ident = tmp_path / "d" / "IDENTITY"
-    ident.write_bytes(ident.read_bytes().replace(b"c1", b"c9"))
-    with pytest.raises(StorageCorrupt, match="IDENTITY is damaged"):
-        SQLiteStorage(tmp_path / "d", ID)
+    good = ident.read_bytes()
+    for bad in (good.replace(b"c1", b"c9"), good + b"x", good[:-3], b""):
+        ident.write_bytes(bad)
+        with pytest.raises(StorageCorrupt, match="IDENTITY is damaged"):
+            SQLiteStorage(tmp_path / "d", ID)
 
 
 def test_errors_say_how_to_recover_and_quarantine_works(tmp_path: Path) -> None:

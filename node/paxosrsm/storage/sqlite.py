@@ -173,6 +173,8 @@ class SQLiteStorage:
             return
         raw = ident.read_bytes().split(b"\n")
         try:
+            if len(raw) != 3 or raw[2] != b"":
+                raise ValueError("unexpected layout (truncated or extra bytes)")
             body, crc = raw[0], int(raw[1])
             if crc32(body) != crc:
                 raise ValueError("checksum mismatch")
