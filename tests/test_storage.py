@@ -228,3 +228,41 @@ def test_errors_say_how_to_recover_and_quarantine_works(tmp_path: Path) -> None:
 def test_crash_between_identity_and_first_commit_is_a_fresh_directory(tmp_path: Path) -> None:
     SQLiteStorage(tmp_path / "d", ID).close()  # IDENTITY written, nothing committed
     assert SQLiteStorage(tmp_path / "d", ID).load() == DurableState()
+
+
+def test_torn_final_record_loses_only_the_uncommitted_tail(tmp_path: Path) -> None:
+    # A crash mid-write leaves the last WAL frame torn. SQLite's WAL frames
+    # carry checksums and a commit marker: recovery must keep every earlier
+    # commit and drop the torn one, never apply half of it.
+    d = tmp_path / "d"
+    st = filled(d)
+    st.db.execute("PRAGMA wal_autocheckpoint=0")
+    st.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    st.append([AcceptRec(50, Ballot(4, 1), v("first"))])
+    size_after_first = (d / "paxos.db-wal").stat().st_size
+    st.append([AcceptRec(51, Ballot(4, 1), v("second" * 50))])
+    wal = (d / "paxos.db-wal").read_bytes()
+    assert len(wal) > size_after_first
+    # Copy the files as a crash would leave them: the second commit torn.
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    for name in ("IDENTITY", "COMMITTED", "paxos.db"):
+        (crashed / name).write_bytes((d / name).read_bytes())
+    (crashed / "snapshots").mkdir()
+    (crashed / "paxos.db-wal").write_bytes(
+        wal[: size_after_first + (len(wal) - size_after_first) // 2]
+    )
+    st.close()
+    state = SQLiteStorage(crashed, ID).load()
+    assert 50 in state.accepted, "the first commit survives"
+    assert 51 not in state.accepted, "the torn commit is dropped whole"
+    assert state == DurableState.fold([*RECORDS, AcceptRec(50, Ballot(4, 1), v("first"))])
+
+
+def test_a_vote_is_a_durable_promise(tmp_path: Path) -> None:
+    # Regression: a vote at a higher ballot than the last explicit promise must
+    # come back from disk as a promise of that ballot.
+    st = filled(tmp_path / "d")
+    st.append([AcceptRec(9, Ballot(8, 2), v("x"))])
+    st.close()
+    assert SQLiteStorage(tmp_path / "d", ID).load().promised == Ballot(8, 2)

@@ -90,7 +90,11 @@ class Acceptor:
             raise SafetyViolation(
                 f"acceptor {self.id}: two values for slot {m.slot} at ballot {m.ballot}"
             )
-        self.promised = m.ballot
+        if m.ballot > self.promised:
+            # Accepting b promises b (section 2.2, P1a): make that promise durable
+            # on its own, not only implied by a vote that trimming may remove.
+            self.promised = m.ballot
+            self.out.persist(PromiseRec(m.ballot))
         if cur != (m.ballot, m.value):
             self.accepted[m.slot] = (m.ballot, m.value)
             self.out.persist(AcceptRec(m.slot, m.ballot, m.value))

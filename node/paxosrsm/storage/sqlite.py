@@ -342,7 +342,10 @@ class SQLiteStorage:
         for slot, bb, vb, crc in self.db.execute("SELECT slot, ballot, value, crc FROM votes"):
             if crc32(_SLOT.pack(slot), bb, vb) != crc:
                 raise self._bad(f"checksum mismatch in the vote for slot {slot}")
-            st.accepted[slot] = (decode_ballot(bb), decode_value(vb))
+            ballot = decode_ballot(bb)
+            st.accepted[slot] = (ballot, decode_value(vb))
+            if ballot > st.promised:
+                st.promised = ballot  # a vote at b is a promise of b, as in DurableState
         for slot, vb, crc in self.db.execute("SELECT slot, value, crc FROM decided"):
             if crc32(_SLOT.pack(slot), vb) != crc:
                 raise self._bad(f"checksum mismatch in decided slot {slot}")
