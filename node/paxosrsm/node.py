@@ -107,9 +107,16 @@ class Node:
 
     # ------------------------------------------------------------ inputs
 
-    def step(self, src: int, msg: PeerMessage) -> None:
-        """Handle one peer message. Raises ProtocolError (state unchanged) on bad input."""
-        self._validate(src, msg)
+    def step(self, src: int, msg: PeerMessage, *, revalidate: bool = True) -> None:
+        """Handle one peer message. Raises ProtocolError (state unchanged) on bad input.
+
+        ``revalidate=False`` skips re-running the message's construction checks
+        (the checks against this cluster's configuration always run). Only for
+        a runtime that passes objects the core itself built, as the simulator
+        and LocalCluster do; a decoder builds messages through their
+        validating constructors anyway.
+        """
+        self._validate(src, msg, revalidate)
         p, a, r = self.proposer, self.acceptor, self.replica
         rec = self.recovery
         if rec is not None and isinstance(msg, Promise | Nack) and msg.ballot.node == self.id:
@@ -241,14 +248,15 @@ class Node:
 
     # ------------------------------------------------------------ internals
 
-    def _validate(self, src: int, msg: object) -> None:
+    def _validate(self, src: int, msg: object, revalidate: bool = True) -> None:
         # Everything is checked before anything changes: bad input is refused
         # whole and leaves the node as it was.
         if not isinstance(msg, PEER_MESSAGE_TYPES):
             raise ProtocolError(f"unknown message type {type(msg).__name__}")
         if not isinstance(src, int) or isinstance(src, bool) or not self.cfg.is_node(src):
             raise ProtocolError(f"message from unknown node {src!r}")
-        cast(PeerMessage, msg).__post_init__()  # re-run checks: objects may bypass __init__
+        if revalidate:
+            cast(PeerMessage, msg).__post_init__()  # re-run checks: objects may bypass __init__
         role = self.role
         if isinstance(msg, _NEEDS_ACCEPTOR) and Role.ACCEPTOR not in role:
             raise ProtocolError(f"{type(msg).__name__} sent to node {self.id}, not an acceptor")

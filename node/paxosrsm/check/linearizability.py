@@ -221,19 +221,27 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
     expected = [op.arg[0] if op.kind == "cas" else None for op in ops]
     result = [op.result for op in ops]
 
-    # Observers (see "Reductions" in the module docstring): watchers[v] counts
-    # the ops that may still look at value v -- completed gets returning v and
-    # completed cas expecting v that are not linearized yet, plus every
-    # unknown cas expecting v.  A value nobody watches is replaced by `token`
-    # in memo keys.  Per op, the watched value it releases once linearized.
-    watchers: dict[str | None, int] = {}
+    def apply(i: int, s: str | None) -> tuple[bool, str | None]:
+        """Op i on state s: (consistent with its result?, new state)."""
+        k = code[i]
+        if k == _GET:
+            return (not known[i] or result[i] == s), s
+        if k == _PUT:
+            return True, new_val[i]
+        if k == _DELETE:
+            return (not known[i] or result[i] == (s is not None)), None
+        swapped = s == expected[i]
+        return (not known[i] or result[i] == swapped), (new_val[i] if swapped else s)
+
+    # Watched values (see the module docstring): watchers[v] counts the ops
+    # that may still look at value v -- the completed gets returning v and
+    # completed cas expecting v not linearized yet, and every unknown cas
+    # expecting v.  An unwatched value is replaced by `token` in memo keys.
+    # releases[i]: the value op i stops watching once linearized.
+    watchers: dict[str, int] = {}
     releases: list[str | None] = [None] * n
     for i in range(n):
-        watched: str | bool | None = None
-        if code[i] == _GET:
-            watched = result[i]
-        elif code[i] == _CAS:
-            watched = expected[i]
+        watched = result[i] if code[i] == _GET else expected[i] if code[i] == _CAS else None
         if isinstance(watched, str):
             watchers[watched] = watchers.get(watched, 0) + 1
             if known[i]:
@@ -243,13 +251,37 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
     while token in values:
         token += "'"
 
-    # Completed ops are numbered for the bitset; unknown ops are tracked by
-    # the list of those linearized so far (they form a stack, as the search).
+    def canon(value: str | None) -> str | None:
+        return value if value is None or watchers.get(value) else token
+
+    def effect(u: int) -> _Effect:
+        return (code[u], expected[u], canon(new_val[u]))
+
+    # Completed ops are numbered for the bitset; the unknown ops linearized
+    # are kept as a stack (used_ops) and a multiset of canonical effects.
     bit = [0] * n
     n_c = 0
     for i in range(n):
         if known[i]:
             bit[i], n_c = 1 << n_c, n_c + 1
+    used_ops: list[int] = []
+    used: dict[_Effect, int] = {}
+
+    def recount() -> dict[_Effect, int]:
+        counts: dict[_Effect, int] = {}
+        for u in used_ops:
+            eff = effect(u)
+            counts[eff] = counts.get(eff, 0) + 1
+        return counts
+
+    def watch(i: int, delta: int) -> bool:
+        """Op i stops (-1) or starts again (+1) watching its value; whether
+        that changed the set of watched values (so canonical effects)."""
+        v = releases[i]
+        if v is None:
+            return False
+        watchers[v] += delta
+        return watchers[v] == (0 if delta < 0 else 1)
 
     # Events: index 0 is the list head; op i has call event 2i+1 and return
     # event 2i+2.  Sorted by time, calls before returns at equal times,
@@ -276,118 +308,115 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
         prv[ev] = last
         last = ev
 
-    # Memo: (completed bitset, canonical state) -> the multisets of unknown-op
-    # effects used by the configurations explored with it, kept minimal.
-    cache: dict[tuple[int, str | None], list[dict[_Effect, int]]] = {}
+    def lift(e: int) -> None:
+        """Unlink call event e, then its return e + 1."""
+        nxt[prv[e]] = nxt[e]
+        prv[nxt[e]] = prv[e]  # a call is never last: its return follows
+        r = e + 1
+        nxt[prv[r]] = nxt[r]
+        if nxt[r] != -1:
+            prv[nxt[r]] = prv[r]
+
+    def unlift(e: int) -> None:
+        """Relink return event e + 1, then call event e."""
+        r = e + 1
+        nxt[prv[r]] = r
+        if nxt[r] != -1:
+            prv[nxt[r]] = r
+        nxt[prv[e]] = e
+        prv[nxt[e]] = e
+
+    def needs_unknown(s: str | None) -> bool:
+        """Whether some completed op that could go next is inconsistent in s."""
+        e = nxt[0]
+        while is_call[e]:
+            if known[ev_op[e]] and not apply(ev_op[e], s)[0]:
+                return True
+            e = nxt[e]
+        return False
+
+    # Memo: (completed bitset, canonical state, in a run?, canonical state at
+    # the start of the run) -> the minimal multisets of unknown-op effects
+    # used by the configurations explored with that key.
+    cache: dict[tuple[int, str | None, bool, str | None], list[dict[_Effect, int]]] = {}
     n_states = 0
-    used: dict[_Effect, int] = {}  # multiset of effects of the unknown ops linearized
-    # Undo records: (call event, state before it, phase).
-    stack: list[tuple[int, str | None, int]] = []
+    # Undo records: (call event, state, phase, in_run, run) before the lift.
+    stack: list[tuple[int, str | None, int, bool, str | None]] = []
     c_bits = 0
     state: str | None = None
+    # Whether the last ops linearized are unknown ones, and the state before them.
+    in_run, run = False, None
     remaining = n_completed
     best: list[int] = []  # deepest linearization seen, as op indices
 
-    def canon(value: str | None) -> str | None:
-        return value if value is None or watchers.get(value) else token
-
-    def effect(u: int) -> _Effect:
-        return (code[u], expected[u], canon(new_val[u]))
-
-    def recount() -> dict[_Effect, int]:
-        """The multiset of effects of the unknown ops on the stack."""
-        counts: dict[_Effect, int] = {}
-        for e, _, _ in stack:
-            if not known[ev_op[e]]:
-                eff = effect(ev_op[e])
-                counts[eff] = counts.get(eff, 0) + 1
-        return counts
-
-    def release(i: int, delta: int) -> bool:
-        """Op i stops (-1) or starts again (+1) watching its value.  Whether
-        the set of watched values, hence the canonical effects, changed."""
-        v = releases[i]
-        if v is None:
-            return False
-        watchers[v] += delta
-        return watchers[v] == (0 if delta < 0 else 1)
-
-    # phase 0 tries the completed candidates, phase 1 the unknown ones.
+    # Phase 0 tries the completed candidates, phase 1 the unknown ones.
     entry, phase = nxt[0], 0
     while True:
-        if entry == -1:  # cannot happen: some return always follows the calls
-            raise AssertionError("WGL event list ended without a return event")
         i = ev_op[entry]
         if not is_call[entry]:
-            if phase == 0:  # no completed candidate left: try the unknown ones
+            # The first return: every candidate of this phase has been tried.
+            if phase == 0 and (in_run or needs_unknown(state)):
                 entry, phase = nxt[0], 1
                 continue
-            # op i must be linearized before this point: dead end, backtrack.
             if not stack:
                 return CheckResult(False, key, _explain_failure(key, ops, best), n_input)
-            entry, state, phase = stack.pop()
+            # Backtrack: undo the last lift, resume after it.
+            entry, state, phase, in_run, run = stack.pop()
             i = ev_op[entry]
             if known[i]:
                 c_bits ^= bit[i]
                 remaining += 1
-                if release(i, +1) and used:
+                if watch(i, +1) and used:
                     used = recount()
             else:
                 eff = effect(i)
+                used_ops.pop()
                 used[eff] -= 1
                 if not used[eff]:
                     del used[eff]
-            # unlift: relink the return, then the call
-            ret = entry + 1
-            nxt[prv[ret]] = ret
-            if nxt[ret] != -1:
-                prv[nxt[ret]] = ret
-            nxt[prv[entry]] = entry
-            prv[nxt[entry]] = entry
+            unlift(entry)
             entry = nxt[entry]
             continue
+
         if known[i] == (phase == 1):  # not a candidate of this phase
             entry = nxt[entry]
             continue
-
-        # Apply op i to the model.
-        k = code[i]
-        new_state = state
-        if k == _GET:
-            consistent = not known[i] or result[i] == state
-        elif k == _PUT:
-            consistent, new_state = True, new_val[i]
-        elif k == _DELETE:
-            consistent, new_state = (not known[i] or result[i] == (state is not None)), None
-        else:
-            swapped = state == expected[i]
-            consistent = not known[i] or result[i] == swapped
-            if swapped:
-                new_state = new_val[i]
+        if phase == 0:
+            # A run of unknown ops must enable the completed op that ends it.
+            if in_run and apply(i, run)[0]:
+                entry = nxt[entry]
+                continue
+        elif in_run and code[i] != _CAS:
+            # Only the first op of a run may be a put or delete (anything
+            # before it would be overwritten).
+            entry = nxt[entry]
+            continue
+        consistent, new_state = apply(i, state)
         if not consistent or (not known[i] and canon(new_state) == canon(state)):
-            # inconsistent, or an unknown op that changes nothing observable
+            # Inconsistent, or an unknown op changing nothing observable.
             entry = nxt[entry]
             continue
 
-        # Lift op i tentatively, then look its configuration up in the memo.
+        # Tentatively linearize op i, then look the configuration up.
         if known[i]:
             c_bits |= bit[i]
-            if release(i, -1) and used:
+            if watch(i, -1) and used:
                 used = recount()
-            config = (c_bits, canon(new_state))
+            new_in_run, new_run = False, None
         else:
-            config = (c_bits, canon(new_state))
             eff = effect(i)
             used[eff] = used.get(eff, 0) + 1
+            new_in_run, new_run = True, (run if in_run else state)
+        config = (c_bits, canon(new_state), new_in_run, canon(new_run))
         explored = cache.get(config)
         if explored is None:
             cache[config] = [dict(used)]
         elif any(all(used.get(e, 0) >= c for e, c in m.items()) for m in explored):
-            # covered by an explored configuration that had at least the same
-            # unknown ops left: undo the tentative lift, try the next candidate
+            # Covered by an explored configuration that had at least these
+            # unknown ops left: undo, try the next candidate.
             if known[i]:
                 c_bits ^= bit[i]
-                if release(i, +1) and used:
+                if watch(i, +1) and used:
                     used = recount()
             else:
                 used[eff] -= 1
@@ -396,9 +425,7 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
             entry = nxt[entry]
             continue
         else:
-            explored[:] = [
-                m for m in explored if not all(m.get(e, 0) >= c for e, c in used.items())
-            ]
+            explored[:] = [m for m in explored if any(m.get(e, 0) < c for e, c in used.items())]
             explored.append(dict(used))
         n_states += 1
         if n_states > max_states:
@@ -411,15 +438,11 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
                 inconclusive=True,
             )
 
-        stack.append((entry, state, phase))
-        state = new_state
-        # lift: unlink the call, then its return
-        ret = entry + 1
-        nxt[prv[entry]] = nxt[entry]
-        prv[nxt[entry]] = prv[entry]  # a call is never last
-        nxt[prv[ret]] = nxt[ret]
-        if nxt[ret] != -1:
-            prv[nxt[ret]] = prv[ret]
+        stack.append((entry, state, phase, in_run, run))
+        if not known[i]:
+            used_ops.append(i)
+        state, in_run, run = new_state, new_in_run, new_run
+        lift(entry)
         if known[i]:
             remaining -= 1
             if remaining == 0:
@@ -430,7 +453,7 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
                     n_input,
                 )
         if len(stack) > len(best):
-            best = [ev_op[e] for e, _, _ in stack]
+            best = [ev_op[e] for e, *_ in stack]
         entry, phase = nxt[0], 0
 
 

@@ -266,7 +266,7 @@ class Simulator:
             sn.buffered.append(lambda: self._deliver(env, epoch))
             return
         was_leader = sn.node.is_leader
-        sn.node.step(env.src, env.msg)
+        sn.node.step(env.src, env.msg, revalidate=False)
         if sn.node.is_leader and not was_leader:
             self.elections += 1
             self.log(f"node {sn.id} leads")
