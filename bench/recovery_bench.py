@@ -123,6 +123,7 @@ def main() -> None:
     ap.add_argument("--slots", type=int, default=1_000_000)
     ap.add_argument("--behind", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", choices=("restart", "catchup"), default=None)
     a = ap.parse_args()
     cfg_big = ClusterConfig(n_acceptors=3, snapshot_interval=10 * a.slots, log_retain=10 * a.slots)
     cfg_def = ClusterConfig(n_acceptors=3)
@@ -134,6 +135,13 @@ def main() -> None:
 
         return run
 
+    if a.only != "catchup":
+        bench_restart(a, cfg_big, cfg_def, restart)
+    if a.only != "restart":
+        bench_catchup(a)
+
+
+def bench_restart(a, cfg_big, cfg_def, restart):  # type: ignore[no-untyped-def]
     print(f"1. restart of a node holding {a.slots:,} slots of state (median of {a.rounds})")
     for name, build, cfg in (
         ("compacted (snapshot + 200-slot tail)", build_compacted, cfg_def),
@@ -143,6 +151,9 @@ def main() -> None:
         applied = res[0][1]
         assert applied == a.slots - 1, f"restart applied {applied}, expected {a.slots - 1}"
         print(f"   {name:<40} {statistics.median(r[0] for r in res):7.2f} s")
+
+
+def bench_catchup(a):  # type: ignore[no-untyped-def]
     print(f"2. catch-up of a node {a.behind:,} slots behind (median of {a.rounds})")
     for name, compacted in (("by decided slots", False), ("by snapshot + tail", True)):
         res = rounds(a.rounds, lambda d, c=compacted: catchup_rate(d, a.behind, c))

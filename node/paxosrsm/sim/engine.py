@@ -62,9 +62,9 @@ class SimParams:
     loss: float = 0.0
     dup: float = 0.0
     #: Faults are injected during [0, fault_until); then everything heals.
-    fault_until_us: int = 8 * SEC
+    fault_until_us: int = 6 * SEC
     #: After healing, every client request must finish within this bound.
-    liveness_us: int = 12 * SEC
+    liveness_us: int = 8 * SEC
     faults: bool = True
     #: Clients run a random workload; scenario tests turn this off and script ops.
     workload: bool = True
