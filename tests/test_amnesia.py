@@ -280,3 +280,36 @@ def test_fence_refuses_older_incarnations_only() -> None:
     msgs = [e.msg for e in n.ready().messages]
     assert [type(m).__name__ for m in msgs] == ["Accepted", "Accepted", "Fenced"]
     assert msgs[2] == Fenced(b, 1, 0)
+
+
+def test_a_recovered_acceptor_inherits_every_known_fence() -> None:
+    # Review finding 7: with f >= 2, an acceptor wiped after it recorded a
+    # peer's new incarnation must get that fence back through recovery.
+    from paxosrsm.messages import Promise, RecoverPrepare
+    from paxosrsm.node import Node
+    from paxosrsm.types import Ballot
+
+    cfg = ClusterConfig(n_acceptors=5)
+    peer = Node(cfg, 1)
+    peer.step(0, RecoverPrepare(Ballot(6, 0), 0, 7))  # acceptor 0 recovered: incarnation 7
+    peer.ready()
+    wiped = Node(cfg, 2, initial_state="existing")
+    promise = None
+    for _ in range(50):  # rounds until the recovery ballot clears the peer's promise
+        wiped.tick()
+        for e in wiped.ready().messages:
+            if e.dst == 1 and isinstance(e.msg, RecoverPrepare):
+                rp = e.msg
+                peer.step(2, rp)
+                for back in peer.ready().messages:
+                    if isinstance(back.msg, Promise):
+                        promise = back.msg
+                    else:
+                        wiped.step(1, back.msg)  # the Nack: go higher
+        if promise is not None:
+            break
+    assert isinstance(promise, Promise) and (0, 7) in promise.peer_incs
+    for a in (1, 3, 4):
+        wiped.step(a, Promise(rp.ballot, a, 0, (), 1, promise.peer_incs if a == 1 else ()))
+    assert not wiped.recovering
+    assert wiped.acceptor is not None and wiped.acceptor.peer_inc[0] == 7

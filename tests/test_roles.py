@@ -165,14 +165,17 @@ def test_duplicated_accepted_is_counted_once() -> None:
     for a in range(3):
         n.step(a, Promise(b, a, 0, (), 1))
     n.ready()
-    n.client_request(ClientRequest(9, 1, Kind.WRITE, encode_op("put", "k", "v")))
-    assert next(e.msg.slot for e in n.ready().messages if isinstance(e.msg, Accept)) == 0
-    for _ in range(4):
-        n.step(1, Accepted(b, 0, 1))
-        n.step(2, Accepted(b, 0, 2))
-    assert n.applied == -1, "two acceptors of five, however often they repeat, are no quorum"
-    n.step(3, Accepted(b, 0, 3))
+    for a in range(3):
+        n.step(a, Accepted(b, 0, a))  # the new leader's no-op in slot 0
     assert n.applied == 0
+    n.client_request(ClientRequest(9, 1, Kind.WRITE, encode_op("put", "k", "v")))
+    assert next(e.msg.slot for e in n.ready().messages if isinstance(e.msg, Accept)) == 1
+    for _ in range(4):
+        n.step(1, Accepted(b, 1, 1))
+        n.step(2, Accepted(b, 1, 2))
+    assert n.applied == 0, "two acceptors of five, however often they repeat, are no quorum"
+    n.step(3, Accepted(b, 1, 3))
+    assert n.applied == 1
     rd = n.ready()
     assert [r.status for r in rd.replies] == [Status.OK]
 
@@ -209,6 +212,8 @@ def test_batching_and_the_pipeline_window() -> None:
     b = n.ready().messages[0].msg.ballot  # type: ignore[union-attr]
     for a in (1, 2):
         n.step(a, Promise(b, a, 0, (), 1))
+    for a in (1, 2):
+        n.step(a, Accepted(b, 0, a))  # the new leader's no-op
     n.ready()
     for seq in range(1, 11):
         n.client_request(ClientRequest(5, seq, Kind.WRITE, encode_op("put", "k", str(seq))))
@@ -216,15 +221,18 @@ def test_batching_and_the_pipeline_window() -> None:
     # The first two commands go out at once (no waiting to fill a batch); the
     # window is then full, and the other eight queue.
     assert [len(a.value) for a in accepts] == [1, 1], "two slots in flight"
-    n.step(1, Accepted(b, 0, 1))
-    n.step(2, Accepted(b, 0, 2))
+    n.step(1, Accepted(b, 1, 1))
+    n.step(2, Accepted(b, 1, 2))
     more = [e.msg for e in n.ready().messages if isinstance(e.msg, Accept) and e.dst == 1]
-    assert [(a.slot, len(a.value)) for a in more] == [(2, 3)]
+    assert [(a.slot, len(a.value)) for a in more] == [(3, 3)]
 
 
 def test_read_waits_for_a_quorum_probe_sent_after_it_arrived() -> None:
     n = Node(CFG3, 0)
     b = elect(n)
+    n.step(0, Accepted(b, 0, 0))  # the new leader's no-op is decided
+    n.step(1, Accepted(b, 0, 1))
+    assert n.applied == 0
     n.ready()
     n.client_request(ClientRequest(9, 1, Kind.READ, encode_op("get", "k")))
     rd = n.ready()

@@ -110,20 +110,28 @@ class Acceptor:
         """A peer lost its disk: promise its recovery ballot and record its new disk."""
         if self.recovering:
             return
-        if m.ballot >= self.promised:
-            if m.ballot > self.promised:
-                self.promised = m.ballot
-                self.out.persist(PromiseRec(m.ballot))
-            if m.inc > self.peer_inc.get(m.acceptor, 0):
-                self.peer_inc[m.acceptor] = m.inc
-                self.out.persist(PeerIncRec(m.acceptor, m.inc))
+        known = self.peer_inc.get(m.acceptor, 0)
+        # Both strictly: a recovery ballot above every promise (so it is above
+        # every ballot a quorum member promised before the loss, proof step 1),
+        # and an incarnation above every earlier one of that acceptor (so that a
+        # second recovery can never reuse the first one's number, step 2).
+        if m.ballot > self.promised and m.inc > known:
+            self.promised = m.ballot
+            self.out.persist(PromiseRec(m.ballot))
+            self.peer_inc[m.acceptor] = m.inc
+            self.out.persist(PeerIncRec(m.acceptor, m.inc))
+            known_incs = tuple(sorted(self.peer_inc.items()))
             self.out.send(
-                m.ballot.node, Promise(m.ballot, self.id, self.floor, self._entries(0), self.inc)
+                m.ballot.node,
+                Promise(m.ballot, self.id, self.floor, self._entries(0), self.inc, known_incs),
             )
-        else:
-            # Always answered, NACK option or not: the recovering acceptor
-            # needs the higher ballot to pick one above it.
-            self.out.send(m.ballot.node, Nack(m.ballot, self.promised, self.id))
+            return
+        # Always answered, NACK option or not: the recovering acceptor needs a
+        # ballot to go above (and its next round r gives incarnation r + 1).
+        hint = max(self.promised, Ballot(known, m.acceptor))
+        if hint <= m.ballot:
+            hint = Ballot(m.ballot.round + 1, 0)
+        self.out.send(m.ballot.node, Nack(m.ballot, hint, self.id))
 
     def adopt(self, ballot: Ballot, promises: list[Promise]) -> None:
         """Finish recovery from a quorum of other acceptors' promises for ``ballot``.
@@ -141,9 +149,13 @@ class Acceptor:
                 cur = merged.get(e.slot)
                 if e.slot >= floor and (cur is None or e.ballot > cur[0]):
                     merged[e.slot] = (e.ballot, e.value)
-            if p.inc > self.peer_inc.get(p.acceptor, 0):
-                self.peer_inc[p.acceptor] = p.inc
-                self.out.persist(PeerIncRec(p.acceptor, p.inc))
+            # Inherit every fence the quorum knows of, not only its members'
+            # own incarnations: otherwise an acceptor wiped after recording
+            # a fence would come back without it.
+            for aid, inc in ((p.acceptor, p.inc), *p.peer_incs):
+                if aid != self.id and inc > self.peer_inc.get(aid, 0):
+                    self.peer_inc[aid] = inc
+                    self.out.persist(PeerIncRec(aid, inc))
         self.inc = ballot.round + 1
         self.out.persist(IncarnationRec(self.inc))
         self.promised = max(self.promised, ballot)

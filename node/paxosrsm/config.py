@@ -50,6 +50,8 @@ class ClusterConfig:
     retransmit_ticks: int = 4
     #: Most decided entries in one catch-up reply.
     catchup_batch: int = 512
+    #: A new leader this far behind the highest reported vote catches up first.
+    max_reproposals: int = 1 << 16
     # Derived once in __post_init__ (read on every message).
     _node_ids: tuple[int, ...] = field(init=False, repr=False, compare=False, default=())
     _node_set: frozenset[int] = field(init=False, repr=False, compare=False, default=frozenset())
@@ -83,6 +85,7 @@ class ClusterConfig:
             "max_backoff",
             "retransmit_ticks",
             "catchup_batch",
+            "max_reproposals",
         ):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -91,6 +94,10 @@ class ClusterConfig:
             raise ProtocolError("log_retain must be >= 0")
         if self.election_ticks <= self.heartbeat_ticks:
             raise ProtocolError("election_ticks must exceed heartbeat_ticks")
+        if self.snapshot_interval + self.window + self.log_retain > 50_000:
+            # An acceptor's votes above its floor must fit in one Promise
+            # (messages.MAX_ENTRIES), and so must a learner's retained log.
+            raise ProtocolError("snapshot_interval + window + log_retain must be <= 50000")
         ids = set(range(n)) | set(self.roles)
         node_ids = tuple(sorted(i for i in ids if self.role_of(i)))
         object.__setattr__(self, "_node_ids", node_ids)

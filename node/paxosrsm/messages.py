@@ -132,12 +132,22 @@ class Promise:
     floor: int
     entries: tuple[AcceptedEntry, ...]
     inc: int
+    #: The acceptor's known incarnations of its peers (answers to RecoverPrepare
+    #: carry them, so that a recovered acceptor inherits every fence).
+    peer_incs: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         _check_ballot("ballot", self.ballot)
         _check_acceptor(self.acceptor)
         _check_slot("floor", self.floor)
         _check_inc("inc", self.inc)
+        if not isinstance(self.peer_incs, tuple) or len(self.peer_incs) > 1024:
+            raise ProtocolError("peer_incs must be a tuple of (acceptor, incarnation)")
+        for pair in self.peer_incs:
+            if not isinstance(pair, tuple) or len(pair) != 2:
+                raise ProtocolError("peer_incs must hold (acceptor, incarnation) pairs")
+            _check_acceptor(pair[0])
+            _check_inc("incarnation", pair[1])
         if not isinstance(self.entries, tuple) or len(self.entries) > MAX_ENTRIES:
             raise ProtocolError("promise entries must be a tuple within MAX_ENTRIES")
         for e in self.entries:

@@ -38,7 +38,7 @@ from .records import DurableState, IncarnationRec, RecoveryRec
 from .recovery import Recovery
 from .replica import Replica
 from .statemachine import KVStore, StateMachine
-from .types import ZERO_BALLOT, Ballot, Command, Kind, ProtocolError, Value, check_value
+from .types import Ballot, Command, Kind, ProtocolError, Value, check_value
 
 _NEEDS_ACCEPTOR = (Prepare, Accept, RecoverPrepare)
 # Promise and Nack also reach a recovering acceptor (answers to RecoverPrepare).
@@ -95,7 +95,7 @@ class Node:
             )
         if Role.PROPOSER in role:
             assert self.replica is not None
-            max_seen = state.promised if state.promised != ZERO_BALLOT else ZERO_BALLOT
+            max_seen = max(state.promised, state.proposer_ballot)
             self.proposer = Proposer(node_id, cfg, self.replica, self.out, self.rng, max_seen)
         self.recovery: Recovery | None = None
         if self.acceptor is not None and self.acceptor.recovering:
@@ -293,6 +293,9 @@ class Node:
         elif isinstance(msg, Promise):
             for e in msg.entries:
                 check_value(e.value, mb)
+            for aid, _inc in msg.peer_incs:
+                if aid >= self.cfg.n_acceptors:
+                    raise ProtocolError(f"incarnation for unknown acceptor {aid}")
         elif isinstance(msg, CatchupReply):
             for d in msg.entries:
                 check_value(d.value, mb)

@@ -9,7 +9,7 @@ import random
 from collections import deque
 from enum import Enum
 
-from .config import ClusterConfig
+from .config import ClusterConfig, Role
 from .messages import (
     Accept,
     Accepted,
@@ -25,6 +25,7 @@ from .messages import (
     Status,
 )
 from .outbox import Outbox
+from .records import BallotRec
 from .replica import Replica
 from .types import NOOP, Ballot, Command, Kind, Value
 
@@ -82,6 +83,7 @@ class Proposer:
         self.last_ack: dict[int, int] = {}
         self.hb_elapsed = 0
         self.now = 0
+        self.decided_own = False
 
     # ------------------------------------------------------------ timers
 
@@ -163,6 +165,8 @@ class Proposer:
         self.state = PState.CANDIDATE
         self.ballot = Ballot(self.max_seen.round + 1, self.id)
         self.max_seen = self.ballot
+        # Durable before the Prepares leave (same Ready): never reuse a ballot.
+        self.out.persist(BallotRec(self.ballot))
         self.promises = {}
         # Phase 1 covers every slot from the first one we have not applied.
         self.prepare_from = self.replica.applied + 1
@@ -198,6 +202,7 @@ class Proposer:
         self.state = PState.LEADER
         self.leader_hint = self.id
         self.backoff = 1
+        self.decided_own = False
         k = self.prepare_from
         # Paxos Made Simple, section 2.2 (P2c): in each slot, propose the value
         # of the highest-numbered proposal reported by the promise quorum.
@@ -215,9 +220,18 @@ class Proposer:
                     merged[e.slot] = (e.ballot, e.value)
         # Slots below `floor` were decided and trimmed by some acceptor of the
         # quorum: never propose there (a no-op could contradict the decision);
-        # learn them by catch-up instead.
-        start = floor
+        # learn them by catch-up instead. Slots our learner applied while we
+        # were a candidate are decided too.
+        start = max(floor, self.replica.applied + 1)
         top = max(merged, default=start - 1)
+        if top - start > self.cfg.max_reproposals:
+            # Far behind (or a peer reported nonsense): catch up before leading,
+            # rather than re-proposing a huge range.
+            self.promises = {}
+            self.step_down(None)
+            if floor_from is not None:
+                self.request_catchup(floor_from)
+            return
         self.p2_start = start
         self.next_slot = max(top + 1, start)
         self.proposals.clear()
@@ -238,9 +252,18 @@ class Proposer:
             else:
                 value = NOOP  # nobody filled this slot: section 3, "no-op" commands
             self._propose(s, value)
+        if self.next_slot == start:
+            # Nothing to re-propose: commit a no-op at our ballot anyway. Reads
+            # wait for one decision at this ballot (as Raft's leader no-op), so a
+            # phase 1 that counted a lost disk's promise is fenced before any
+            # read is served from it.
+            self._propose(self.next_slot, NOOP)
+            self.next_slot += 1
         self.promises = {}
         if floor_from is not None and floor > self.replica.applied + 1:
             self.request_catchup(floor_from)
+            if floor - 1 > self.replica.known_commit:
+                self.replica.known_commit = floor - 1  # keep asking until we have them
         self.send_heartbeat()
 
     # ------------------------------------------------------------ phase 2
@@ -277,12 +300,18 @@ class Proposer:
             value = self.proposals.pop(m.slot)
             del self.votes[m.slot]
             del self.sent_at[m.slot]
+            self.decided_own = True
             self.replica.decide(m.slot, value)
 
     def on_learned(self, slot: int, value: Value) -> None:
         """The replica learned ``slot`` some other way (catch-up)."""
         mine = self.proposals.get(slot)
         if mine is None:
+            if self.state == PState.LEADER and slot >= self.next_slot:
+                # Someone decided a slot we have not even proposed: a higher
+                # ballot has been at work. Stop before we propose there and
+                # advertise a commit covering it at our ballot.
+                self.step_down(None)
             return
         if mine != value:
             # Another ballot chose a different value where we proposed: we were
@@ -306,6 +335,9 @@ class Proposer:
             self.step_down(None)
             return
         while self.queue and len(self.proposals) < self.cfg.window:
+            if self.next_slot <= self.replica.applied or self.next_slot in self.replica.log:
+                self.step_down(None)  # decided without us: see on_learned
+                return
             n = min(len(self.queue), self.cfg.max_batch)
             batch = tuple(self.queue.popleft() for _ in range(n))
             self._propose(self.next_slot, batch)
@@ -376,9 +408,11 @@ class Proposer:
         return acks[self.cfg.quorum - 1]
 
     def _serve_reads(self) -> None:
-        confirmed = self.confirmed_probe()
         if any(p > self.probe for _, _, p in self.reads):
             self.send_heartbeat()  # a probe sent after these reads arrived
+        if not self.decided_own:
+            return  # not until one slot was decided at our ballot (see _become_leader)
+        confirmed = self.confirmed_probe()
         keep: list[tuple[ClientRequest, int, int]] = []
         for req, idx, p in self.reads:
             if p <= confirmed and self.replica.applied >= idx:
@@ -388,6 +422,11 @@ class Proposer:
         self.reads = keep
 
     def request_catchup(self, target: int) -> None:
+        if Role.LEARNER not in self.cfg.role_of(target):
+            learners = [n for n in self.cfg.learner_ids if n != self.id]
+            if not learners:
+                return
+            target = self.rng.choice(learners)
         self.out.send(target, CatchupRequest(self.replica.applied + 1))
 
     def debug_state(self) -> tuple[object, ...]:

@@ -52,6 +52,18 @@ class SnapshotRec:
 
 
 @dataclass(frozen=True, slots=True)
+class BallotRec:
+    """A proposer is about to use ``ballot``: never use it (or a lower one) again.
+
+    Paxos Made Simple, section 2.5: a proposer must remember the highest number
+    it has tried, across failures; otherwise after a restart it could issue a
+    second, different proposal under a ballot it already used.
+    """
+
+    ballot: Ballot
+
+
+@dataclass(frozen=True, slots=True)
 class IncarnationRec:
     """The identity of this disk, drawn when the data directory is created."""
 
@@ -75,6 +87,7 @@ class RecoveryRec:
 
 Record = (
     PromiseRec
+    | BallotRec
     | AcceptRec
     | TrimRec
     | DecideRec
@@ -95,6 +108,8 @@ class DurableState:
     inc: int = 0
     peer_inc: dict[int, int] = field(default_factory=dict)
     recovering: bool = False
+    #: Highest ballot this node's proposer has tried.
+    proposer_ballot: Ballot = ZERO_BALLOT
 
     def apply(self, rec: Record) -> None:
         if isinstance(rec, PromiseRec):
@@ -118,6 +133,9 @@ class DurableState:
                 cut = rec.snapshot.slot - rec.log_retain
                 for s in [s for s in self.decided if s <= cut]:
                     del self.decided[s]
+        elif isinstance(rec, BallotRec):
+            if rec.ballot > self.proposer_ballot:
+                self.proposer_ballot = rec.ballot
         elif isinstance(rec, IncarnationRec):
             self.inc = rec.inc
         elif isinstance(rec, PeerIncRec):
@@ -145,6 +163,8 @@ class DurableState:
         if self.snapshot is not None:
             out.append(SnapshotRec(self.snapshot, 0))
         out.append(PromiseRec(self.promised))
+        if self.proposer_ballot != ZERO_BALLOT:
+            out.append(BallotRec(self.proposer_ballot))
         if self.floor:
             out.append(TrimRec(self.floor))
         out.extend(AcceptRec(s, b, v) for s, (b, v) in sorted(self.accepted.items()))

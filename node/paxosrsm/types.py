@@ -41,7 +41,7 @@ class Ballot:
     node: int
 
     def __post_init__(self) -> None:
-        _check_int("ballot.round", self.round, 0)
+        _check_int("ballot.round", self.round, 0, (1 << 63) - 1)
         _check_int("ballot.node", self.node, 0, MAX_NODE_ID)
 
     def __str__(self) -> str:

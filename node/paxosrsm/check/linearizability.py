@@ -233,11 +233,11 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
         swapped = s == expected[i]
         return (not known[i] or result[i] == swapped), (new_val[i] if swapped else s)
 
-    # Watched values (see the module docstring): watchers[v] counts the ops
-    # that may still look at value v -- the completed gets returning v and
-    # completed cas expecting v not linearized yet, and every unknown cas
-    # expecting v.  An unwatched value is replaced by `token` in memo keys.
-    # releases[i]: the value op i stops watching once linearized.
+    # Watched values: watchers[v] counts the ops that may still look at value
+    # v -- the completed gets returning v and completed cas expecting v not
+    # linearized yet, and every unknown cas expecting v.  An unwatched value
+    # is replaced by `token` in memo keys.  releases[i]: the value op i stops
+    # watching once linearized.
     watchers: dict[str, int] = {}
     releases: list[str | None] = [None] * n
     for i in range(n):
@@ -257,23 +257,6 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
     def effect(u: int) -> _Effect:
         return (code[u], expected[u], canon(new_val[u]))
 
-    # Completed ops are numbered for the bitset; the unknown ops linearized
-    # are kept as a stack (used_ops) and a multiset of canonical effects.
-    bit = [0] * n
-    n_c = 0
-    for i in range(n):
-        if known[i]:
-            bit[i], n_c = 1 << n_c, n_c + 1
-    used_ops: list[int] = []
-    used: dict[_Effect, int] = {}
-
-    def recount() -> dict[_Effect, int]:
-        counts: dict[_Effect, int] = {}
-        for u in used_ops:
-            eff = effect(u)
-            counts[eff] = counts.get(eff, 0) + 1
-        return counts
-
     def watch(i: int, delta: int) -> bool:
         """Op i stops (-1) or starts again (+1) watching its value; whether
         that changed the set of watched values (so canonical effects)."""
@@ -283,27 +266,29 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
         watchers[v] += delta
         return watchers[v] == (0 if delta < 0 else 1)
 
-    # Events: index 0 is the list head; op i has call event 2i+1 and return
-    # event 2i+2.  Sorted by time, calls before returns at equal times,
-    # unknown completions (+infinity) last.
-    n_ev = 2 * n + 1
+    # Completed ops: numbered for the bitset, and a doubly linked list of
+    # call and return events.  Index 0 is the list head; the k-th completed
+    # op has call event 2k+1 and return event 2k+2.  Sorted by time, calls
+    # before returns at equal times (equal times are concurrent).
+    done = [i for i in range(n) if known[i]]
+    bit = [0] * n
+    n_ev = 2 * len(done) + 1
     ev_op = [-1] * n_ev
     is_call = [False] * n_ev
-    order: list[tuple[int, int, int, int]] = []
-    for i, op in enumerate(ops):
-        call, ret = 2 * i + 1, 2 * i + 2
+    events: list[tuple[int, int, int]] = []
+    for k, i in enumerate(done):
+        bit[i] = 1 << k
+        call, ret = 2 * k + 1, 2 * k + 2
         ev_op[call] = ev_op[ret] = i
         is_call[call] = True
-        order.append((0, op.invoke, 0, call))
-        if op.complete is None:
-            order.append((1, 0, 1, ret))
-        else:
-            order.append((0, op.complete, 1, ret))
-    order.sort()
+        complete = ops[i].complete
+        assert complete is not None
+        events += [(ops[i].invoke, 0, call), (complete, 1, ret)]
+    events.sort()
     nxt = [-1] * n_ev
     prv = [-1] * n_ev
     last = 0
-    for _, _, _, ev in order:
+    for _, _, ev in events:
         nxt[last] = ev
         prv[ev] = last
         last = ev
@@ -326,78 +311,126 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
         nxt[prv[e]] = e
         prv[nxt[e]] = e
 
-    def needs_unknown(s: str | None) -> bool:
-        """Whether some completed op that could go next is inconsistent in s."""
-        e = nxt[0]
-        while is_call[e]:
-            if known[ev_op[e]] and not apply(ev_op[e], s)[0]:
-                return True
-            e = nxt[e]
-        return False
+    # Unknown ops: their return is at +infinity, after every other event, so
+    # they are kept aside, by invocation time.  One is a candidate once
+    # invoked no later than the first return still in the list.
+    unknown = sorted((i for i in range(n) if not known[i]), key=lambda i: ops[i].invoke)
+    used_flag = [False] * n
+    used_ops: list[int] = []  # the unknown ops linearized, in order
+    used: dict[_Effect, int] = {}  # the multiset of their canonical effects
+    cas_expecting: dict[str | None, list[int]] = {}
+    for u in unknown:
+        if code[u] == _CAS:
+            cas_expecting.setdefault(expected[u], []).append(u)
+
+    def recount() -> dict[_Effect, int]:
+        counts: dict[_Effect, int] = {}
+        for u in used_ops:
+            eff = effect(u)
+            counts[eff] = counts.get(eff, 0) + 1
+        return counts
+
+    def useful(s: str | None, targets: list[int], horizon: int) -> bool:
+        """Whether a run of unknown ops may stop or go on in state s: some
+        target is consistent in s, or an unused unknown cas expects s."""
+        if any(apply(c, s)[0] for c in targets):
+            return True
+        return any(not used_flag[u] and ops[u].invoke <= horizon for u in cas_expecting.get(s, ()))
 
     # Memo: (completed bitset, canonical state, in a run?, canonical state at
     # the start of the run) -> the minimal multisets of unknown-op effects
     # used by the configurations explored with that key.
     cache: dict[tuple[int, str | None, bool, str | None], list[dict[_Effect, int]]] = {}
     n_states = 0
-    # Undo records: (call event, state, phase, in_run, run) before the lift.
-    stack: list[tuple[int, str | None, int, bool, str | None]] = []
     c_bits = 0
     state: str | None = None
     # Whether the last ops linearized are unknown ones, and the state before them.
     in_run, run = False, None
     remaining = n_completed
     best: list[int] = []  # deepest linearization seen, as op indices
+    # Where the current configuration's enumeration of candidates stands:
+    # phase 0 walks the event list (entry), phase 1 the unknown ops (pos),
+    # with the completed ops the run must enable, its time horizon and the
+    # effects already tried.
+    phase, entry, pos = 0, nxt[0], 0
+    targets: list[int] = []
+    horizon = 0
+    tried: frozenset[_Effect] = frozenset()
+    # Undo records: the op linearized and everything above, as before it.
+    Frame = tuple[
+        int, int, int, int, str | None, bool, str | None, list[int], int, frozenset[_Effect]
+    ]
+    stack: list[Frame] = []
 
-    # Phase 0 tries the completed candidates, phase 1 the unknown ones.
-    entry, phase = nxt[0], 0
     while True:
-        i = ev_op[entry]
-        if not is_call[entry]:
-            # The first return: every candidate of this phase has been tried.
-            if phase == 0 and (in_run or needs_unknown(state)):
-                entry, phase = nxt[0], 1
-                continue
+        # ---- pick the next candidate op i of the current configuration ----
+        i = -1
+        if phase == 0:
+            while is_call[entry]:
+                c = ev_op[entry]
+                # A run of unknown ops must enable the completed op ending it.
+                if not (in_run and apply(c, run)[0]):
+                    ok, new_state = apply(c, state)
+                    if ok:
+                        i = c
+                        break
+                entry = nxt[entry]
+            else:
+                # First return reached: go on with the unknown ops if some
+                # completed candidate is inconsistent (or in a run, was at
+                # its start): only then can an unknown op help.
+                ref = run if in_run else state
+                targets = []
+                e = nxt[0]
+                while is_call[e]:
+                    if not apply(ev_op[e], ref)[0]:
+                        targets.append(ev_op[e])
+                    e = nxt[e]
+                if targets and unknown:
+                    complete = ops[ev_op[entry]].complete
+                    assert complete is not None
+                    phase, pos, horizon, tried = 1, 0, complete, frozenset()
+        if phase == 1:
+            while pos < len(unknown) and ops[unknown[pos]].invoke <= horizon:
+                u = unknown[pos]
+                # Only the first op of a run may be a put or delete: any op
+                # before it would be overwritten.
+                if not used_flag[u] and not (in_run and code[u] != _CAS):
+                    new_state = apply(u, state)[1]
+                    eff = effect(u)
+                    if (
+                        canon(new_state) != canon(state)
+                        and eff not in tried
+                        and useful(new_state, targets, horizon)
+                    ):
+                        i = u
+                        break
+                pos += 1
+
+        if i == -1:
+            # ---- no candidate left: backtrack ----
             if not stack:
                 return CheckResult(False, key, _explain_failure(key, ops, best), n_input)
-            # Backtrack: undo the last lift, resume after it.
-            entry, state, phase, in_run, run = stack.pop()
-            i = ev_op[entry]
+            i, phase, entry, pos, state, in_run, run, targets, horizon, tried = stack.pop()
             if known[i]:
                 c_bits ^= bit[i]
                 remaining += 1
                 if watch(i, +1) and used:
                     used = recount()
+                unlift(entry)
+                entry = nxt[entry]
             else:
                 eff = effect(i)
                 used_ops.pop()
+                used_flag[i] = False
                 used[eff] -= 1
                 if not used[eff]:
                     del used[eff]
-            unlift(entry)
-            entry = nxt[entry]
+                tried = tried | {eff}
+                pos += 1
             continue
 
-        if known[i] == (phase == 1):  # not a candidate of this phase
-            entry = nxt[entry]
-            continue
-        if phase == 0:
-            # A run of unknown ops must enable the completed op that ends it.
-            if in_run and apply(i, run)[0]:
-                entry = nxt[entry]
-                continue
-        elif in_run and code[i] != _CAS:
-            # Only the first op of a run may be a put or delete (anything
-            # before it would be overwritten).
-            entry = nxt[entry]
-            continue
-        consistent, new_state = apply(i, state)
-        if not consistent or (not known[i] and canon(new_state) == canon(state)):
-            # Inconsistent, or an unknown op changing nothing observable.
-            entry = nxt[entry]
-            continue
-
-        # Tentatively linearize op i, then look the configuration up.
+        # ---- tentatively linearize op i and look the configuration up ----
         if known[i]:
             c_bits |= bit[i]
             if watch(i, -1) and used:
@@ -418,11 +451,13 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
                 c_bits ^= bit[i]
                 if watch(i, +1) and used:
                     used = recount()
+                entry = nxt[entry]
             else:
                 used[eff] -= 1
                 if not used[eff]:
                     del used[eff]
-            entry = nxt[entry]
+                tried = tried | {eff}
+                pos += 1
             continue
         else:
             explored[:] = [m for m in explored if any(m.get(e, 0) < c for e, c in used.items())]
@@ -438,12 +473,10 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
                 inconclusive=True,
             )
 
-        stack.append((entry, state, phase, in_run, run))
-        if not known[i]:
-            used_ops.append(i)
+        stack.append((i, phase, entry, pos, state, in_run, run, targets, horizon, tried))
         state, in_run, run = new_state, new_in_run, new_run
-        lift(entry)
         if known[i]:
+            lift(entry)
             remaining -= 1
             if remaining == 0:
                 return CheckResult(
@@ -452,9 +485,12 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
                     f"key {key!r}: linearizable ({n_input} ops, {n_states} states explored)",
                     n_input,
                 )
+        else:
+            used_flag[i] = True
+            used_ops.append(i)
         if len(stack) > len(best):
-            best = [ev_op[e] for e, *_ in stack]
-        entry, phase = nxt[0], 0
+            best = [frame[0] for frame in stack]
+        phase, entry = 0, nxt[0]
 
 
 def _explain_failure(key: str, ops: list[Op], best: list[int]) -> str:

@@ -38,6 +38,7 @@ from pathlib import Path
 from ..messages import Snapshot
 from ..records import (
     AcceptRec,
+    BallotRec,
     DecideRec,
     DurableState,
     IncarnationRec,
@@ -251,6 +252,8 @@ class SQLiteStorage:
                 flush_rows()
                 if isinstance(r, PromiseRec):
                     self._meta("promised", encode_ballot(r.ballot))
+                elif isinstance(r, BallotRec):
+                    self._meta("proposer_ballot", encode_ballot(r.ballot))
                 elif isinstance(r, TrimRec):
                     self._meta("floor", _SLOT.pack(r.floor))
                     db.execute("DELETE FROM votes WHERE slot < ?", (r.floor,))
@@ -335,6 +338,8 @@ class SQLiteStorage:
             st.inc = int(meta["inc"])
         st.promised = decode_ballot(meta["promised"]) if "promised" in meta else ZERO_BALLOT
         st.floor = _SLOT.unpack(meta["floor"])[0] if "floor" in meta else 0
+        if "proposer_ballot" in meta:
+            st.proposer_ballot = decode_ballot(meta["proposer_ballot"])
         st.recovering = meta.get("recovering") == b"1"
         for k, v in meta.items():
             if k.startswith("peer_inc:"):
