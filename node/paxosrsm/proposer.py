@@ -343,6 +343,15 @@ class Proposer:
             self._propose(self.next_slot, batch)
             self.next_slot += 1
         if self.reads:
+            if not self.decided_own and not self.proposals:
+                # Our own slots were all learned by catch-up (decided, but not
+                # provably at our ballot): reads still need one decision at our
+                # ballot, so make one.
+                if self.next_slot <= self.replica.applied or self.next_slot in self.replica.log:
+                    self.step_down(None)
+                    return
+                self._propose(self.next_slot, NOOP)
+                self.next_slot += 1
             self._serve_reads()
 
     # ------------------------------------------------------------ clients

@@ -81,6 +81,9 @@ _ARITY: dict[str, int] = {"get": 0, "put": 1, "delete": 0, "cas": 2}
 _GET, _PUT, _DELETE, _CAS = 0, 1, 2, 3
 _KIND_CODE: dict[str, int] = {"get": _GET, "put": _PUT, "delete": _DELETE, "cas": _CAS}
 
+# Stages of the enumeration of a configuration's candidates.
+_FRESH, _FORCED = -1, 2
+
 # An unknown op's effect on the canonical model: (kind, cas expected, new value).
 _Effect = tuple[int, str | None, str | None]
 
@@ -221,6 +224,18 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
     expected = [op.arg[0] if op.kind == "cas" else None for op in ops]
     result = [op.result for op in ops]
 
+    # Completed ops that leave the state unchanged wherever their result is
+    # consistent: gets, failed cas and deletes, and cas(v, v) that swapped.
+    read_only = [
+        known[i]
+        and (
+            code[i] == _GET
+            or (code[i] in (_CAS, _DELETE) and result[i] is False)
+            or (code[i] == _CAS and expected[i] == new_val[i])
+        )
+        for i in range(n)
+    ]
+
     def apply(i: int, s: str | None) -> tuple[bool, str | None]:
         """Op i on state s: (consistent with its result?, new state)."""
         k = code[i]
@@ -352,7 +367,7 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
     # phase 0 walks the event list (entry), phase 1 the unknown ops (pos),
     # with the completed ops the run must enable, its time horizon and the
     # effects already tried.
-    phase, entry, pos = 0, nxt[0], 0
+    phase, entry, pos = _FRESH, nxt[0], 0
     targets: list[int] = []
     horizon = 0
     tried: frozenset[_Effect] = frozenset()
@@ -365,6 +380,21 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
     while True:
         # ---- pick the next candidate op i of the current configuration ----
         i = -1
+        if phase == _FRESH:
+            # Partial-order reduction: a consistent completed candidate that
+            # never changes the state (see `read_only`) can be moved to the
+            # front of any linearization from here, so it is the only one
+            # tried.
+            phase, entry = 0, nxt[0]
+            e = entry
+            while is_call[e]:
+                c = ev_op[e]
+                if read_only[c] and not (in_run and apply(c, run)[0]):
+                    ok, new_state = apply(c, state)
+                    if ok:
+                        i, entry, phase = c, e, _FORCED
+                        break
+                e = nxt[e]
         if phase == 0:
             while is_call[entry]:
                 c = ev_op[entry]
@@ -490,7 +520,7 @@ def _check_register(key: str, all_ops: Sequence[Op], max_states: int) -> CheckRe
             used_ops.append(i)
         if len(stack) > len(best):
             best = [frame[0] for frame in stack]
-        phase, entry = 0, nxt[0]
+        phase = _FRESH
 
 
 def _explain_failure(key: str, ops: list[Op], best: list[int]) -> str:
