@@ -78,7 +78,9 @@ def restart_seconds(d: Path, cfg: ClusterConfig) -> tuple[float, int]:
 def catchup_rate(d: Path, behind: int, compacted: bool) -> tuple[float, int]:
     cfg = ClusterConfig(
         n_acceptors=3,
-        snapshot_interval=(behind // 2) if compacted else 10 * behind,
+        # The largest interval a valid configuration allows; peers keep the
+        # whole log (log_retain) when catch-up is to go by decided slots.
+        snapshot_interval=min(behind // 2, 49_000) if compacted else 49_000,
         log_retain=100 if compacted else 10 * behind,
         catchup_batch=1024,
     )
@@ -88,9 +90,10 @@ def catchup_rate(d: Path, behind: int, compacted: bool) -> tuple[float, int]:
     c.stop(lag)
     # Fill the running nodes' logs directly (the protocol path for 100k writes
     # would dominate the run); then tell the lagging node what is decided.
+    base = max(n.applied for n in c.nodes.values()) + 1  # after the leader's no-op
     for nid, node in c.nodes.items():
         assert node.replica is not None
-        for s in range(behind):
+        for s in range(base, base + behind):
             node.replica.decide(s, (cmd(s),))
         c._flush(nid)
     c.start(lag)
@@ -98,13 +101,13 @@ def catchup_rate(d: Path, behind: int, compacted: bool) -> tuple[float, int]:
     assert node.replica is not None
     t0 = time.perf_counter()
     c.run(1)
-    while node.applied < behind - 1:
+    while node.applied < base + behind - 1:
         c.tick()
         if time.perf_counter() - t0 > 600:
             raise TimeoutError("catch-up did not finish")
     dt = time.perf_counter() - t0
     c.close()
-    return behind / dt, node.applied + 1
+    return behind / dt, node.applied + 1 - base
 
 
 def rounds(n: int, fn):  # type: ignore[no-untyped-def]
@@ -125,7 +128,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", choices=("restart", "catchup"), default=None)
     a = ap.parse_args()
-    cfg_big = ClusterConfig(n_acceptors=3, snapshot_interval=10 * a.slots, log_retain=10 * a.slots)
+    # No snapshot on disk, every slot replayed (the replica still snapshots
+    # every 49,000 slots while it replays: the largest valid interval).
+    cfg_big = ClusterConfig(n_acceptors=3, snapshot_interval=49_000, log_retain=10 * a.slots)
     cfg_def = ClusterConfig(n_acceptors=3)
 
     def restart(build, cfg):  # type: ignore[no-untyped-def]
@@ -157,7 +162,7 @@ def bench_catchup(a):  # type: ignore[no-untyped-def]
     print(f"2. catch-up of a node {a.behind:,} slots behind (median of {a.rounds})")
     for name, compacted in (("by decided slots", False), ("by snapshot + tail", True)):
         res = rounds(a.rounds, lambda d, c=compacted: catchup_rate(d, a.behind, c))
-        assert all(r[1] == a.behind for r in res)
+        assert all(r[1] >= a.behind for r in res)  # a leader no-op may add a slot
         rate = statistics.median(r[0] for r in res)
         print(f"   {name:<40} {rate:>10,.0f} slots/s")
 

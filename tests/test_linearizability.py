@@ -224,6 +224,108 @@ def test_unknown_outcomes(ops: list[Op], expected: bool) -> None:
     assert_verdict(ops, expected)
 
 
+# Histories aimed at the search's reductions (see the module docstring); each
+# verdict is also checked against the brute-force reference.
+REDUCTION_CASES: list[tuple[str, list[Op], bool]] = [
+    # a put of the current value is not read-only: it cannot be hoisted
+    (
+        "put-current-value-not-read-only",
+        [
+            delete(1, False, 1, 2),
+            put(2, "1", 2, 3),
+            delete(0, True, 3, 6),
+            delete(0, True, 6, 6),
+            put(2, "1", 4, 5),
+        ],
+        True,
+    ),
+    # a chain of unknown ops: put then cas produce the value read
+    (
+        "unknown-put-then-cas-chain",
+        [put(1, "1", 0, None), cas(2, "1", "2", None, 1, None), get(3, "2", 5, 6)],
+        True,
+    ),
+    (
+        "unknown-cas-chain-needs-order",
+        [cas(2, "1", "2", None, 0, None), put(1, "1", 3, None), get(3, "2", 1, 2)],
+        False,
+    ),
+    # unwatched values: each unknown put can make the key exist once
+    (
+        "two-unwatched-puts-two-deletes",
+        [
+            put(1, "x", 0, None),
+            put(2, "y", 0, None),
+            delete(3, True, 5, 6),
+            delete(3, True, 7, 8),
+        ],
+        True,
+    ),
+    (
+        "one-unwatched-put-two-deletes",
+        [put(1, "x", 0, None), delete(3, True, 5, 6), delete(3, True, 7, 8)],
+        False,
+    ),
+    (
+        "same-unwatched-value-twice",
+        [
+            put(1, "x", 0, None),
+            put(2, "x", 0, None),
+            delete(3, True, 5, 6),
+            get(3, None, 7, 8),
+            delete(3, True, 9, 10),
+        ],
+        True,
+    ),
+    # an unknown put cannot be observed, overwritten and observed again
+    (
+        "unknown-between-reads",
+        [
+            put(1, "1", 0, 1),
+            put(2, "2", 0, None),
+            get(3, "1", 2, 3),
+            get(3, "2", 4, 5),
+            get(3, "1", 6, 7),
+        ],
+        False,
+    ),
+    # the memo must not confuse a configuration reached by using an unknown
+    # op (put, then the unknown delete so that the cas can swap) with the
+    # same one reached without it (cas, then put): only the latter leaves
+    # the unknown delete for the final delete to observe
+    (
+        "memo-respects-unknown-ops-used",
+        [
+            put(0, "1", 0, 6),
+            delete(3, None, 2, None),
+            cas(2, None, "1", True, 5, 8),
+            delete(2, False, 9, 10),
+        ],
+        True,
+    ),
+    (
+        "failed-cas-read-only",
+        [
+            put(1, "1", 0, 1),
+            cas(2, "2", "3", False, 2, 9),
+            put(3, "2", 3, 4),
+            cas(4, "2", "3", True, 5, 6),
+            get(1, "3", 10, 11),
+        ],
+        True,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("ops", "expected"),
+    [(ops, exp) for _, ops, exp in REDUCTION_CASES],
+    ids=[name for name, _, _ in REDUCTION_CASES],
+)
+def test_reduction_edge_cases(ops: list[Op], expected: bool) -> None:
+    assert_verdict(ops, expected)
+
+
 # --------------------------------------------------------------------------
 # 3. Concurrency
 # --------------------------------------------------------------------------
@@ -345,7 +447,7 @@ def test_validation(op: Op, match: str) -> None:
 
 def test_state_limit_is_inconclusive() -> None:
     # 12 concurrent puts and a read of a value never written: the search
-    # has to try every subset of the puts before giving up.
+    # goes through thousands of subsets of the puts before giving up.
     ops = [put(p, str(p), 0, 100) for p in range(12)] + [get(99, "nope", 101, 102)]
     res = check_key(ops, max_states=50)
     assert not res.ok and res.inconclusive
@@ -374,8 +476,14 @@ def _pick(r: Chooser, seq: Sequence[str | None]) -> str | None:
     return seq[r.randint(0, len(seq) - 1)]
 
 
-def gen_small_history(r: Chooser, keys: Sequence[str] = ("a",)) -> list[Op]:
-    """A tiny history: <= 3 processes, <= 6 ops, values {"1", "2"}.
+def gen_small_history(
+    r: Chooser,
+    keys: Sequence[str] = ("a",),
+    max_procs: int = 3,
+    max_ops: int = 6,
+    values: Sequence[str] = VALUES,
+) -> list[Op]:
+    """A tiny history: <= 3 processes, <= 6 ops, values {"1", "2"} by default.
 
     Processes issue ops one at a time over a small time range, so intervals
     overlap and touch often.  An op with unknown outcome ends its process.
@@ -383,8 +491,8 @@ def gen_small_history(r: Chooser, keys: Sequence[str] = ("a",)) -> list[Op]:
     possibly corrupted), giving a mix of linearizable and non-linearizable
     histories.
     """
-    n_procs = r.randint(1, 3)
-    n_ops = r.randint(1, 6)
+    n_procs = r.randint(1, max_procs)
+    n_ops = r.randint(1, max_ops)
     clock = [r.randint(0, 3) for _ in range(n_procs)]
     alive = list(range(n_procs))
     shapes: list[tuple[int, str, str, tuple[str | None, ...], int, int | None]] = []
@@ -396,9 +504,9 @@ def gen_small_history(r: Chooser, keys: Sequence[str] = ("a",)) -> list[Op]:
         key = keys[r.randint(0, len(keys) - 1)]
         arg: tuple[str | None, ...]
         if kind == "put":
-            arg = (_pick(r, VALUES),)
+            arg = (_pick(r, values),)
         elif kind == "cas":
-            arg = (_pick(r, (None, *VALUES)), _pick(r, VALUES))
+            arg = (_pick(r, (None, *values)), _pick(r, values))
         else:
             arg = ()
         invoke = clock[p] + r.randint(0, 2)
@@ -417,7 +525,7 @@ def gen_small_history(r: Chooser, keys: Sequence[str] = ("a",)) -> list[Op]:
         for p, kind, key, arg, invoke, complete in shapes:
             res: str | bool | None = None
             if kind == "get":
-                res = _pick(r, (None, *VALUES))
+                res = _pick(r, (None, *values))
             elif kind in ("delete", "cas"):
                 res = r.randint(0, 1) == 1
             ops.append(Op(p, kind, key, arg, invoke, complete, res))
@@ -464,7 +572,7 @@ def gen_small_history(r: Chooser, keys: Sequence[str] = ("a",)) -> list[Op]:
         if op.complete is not None and op.kind != "put":
             new: str | bool | None
             if op.kind == "get":
-                new = _pick(r, tuple(v for v in (None, *VALUES) if v != op.result))
+                new = _pick(r, tuple(v for v in (None, *values) if v != op.result))
             else:
                 new = not op.result
             ops[idx] = Op(op.process, op.kind, op.key, op.arg, op.invoke, op.complete, new)
@@ -487,6 +595,19 @@ def test_random_histories_match_brute_force() -> None:
     # a healthy mix of verdicts, also among histories with unknown outcomes
     assert outcomes[True] >= 400 and outcomes[False] >= 400, outcomes
     assert with_unknown[True] >= 100 and with_unknown[False] >= 100, with_unknown
+
+
+def test_random_wider_histories_match_brute_force() -> None:
+    """Up to 8 ops from 4 processes over 3 values: longer unknown-op chains."""
+    outcomes = {True: 0, False: 0}
+    for seed in range(3000):
+        rng = random.Random(50_000 + seed)
+        ops = gen_small_history(rng, max_procs=4, max_ops=8, values=("1", "2", "3"))
+        expected = brute_force_linearizable(ops)
+        res = check_key(ops)
+        assert res.ok == expected, (seed, ops, res.explanation)
+        outcomes[expected] += 1
+    assert outcomes[True] >= 500 and outcomes[False] >= 500, outcomes
 
 
 def test_random_multi_key_histories_match_brute_force() -> None:
@@ -560,7 +681,7 @@ def simulate(seed: int, n_ops: int = 300, n_workers: int = 5, n_keys: int = 3) -
         complete: int | None = invoke + rng.randint(1, 60)
         assert complete is not None
         point: float | None = rng.uniform(invoke, complete)
-        if kind != "get" and rng.random() < 0.06:
+        if kind != "get" and rng.random() < 0.08:
             if rng.random() < 0.5:
                 point = None  # never takes effect
             else:
@@ -600,7 +721,7 @@ def simulate(seed: int, n_ops: int = 300, n_workers: int = 5, n_keys: int = 3) -
 def test_large_simulated_history(seed: int) -> None:
     ops = simulate(seed)
     assert len(ops) == 300
-    assert sum(op.complete is None for op in ops) >= 1, "the history has unknown outcomes"
+    assert sum(op.complete is None for op in ops) >= 2, "the history has unknown outcomes"
     reads = [i for i, op in enumerate(ops) if op.kind == "get" and op.result is not None]
     assert reads
 
@@ -609,7 +730,7 @@ def test_large_simulated_history(seed: int) -> None:
     elapsed = time.perf_counter() - start
     assert res.ok, res.explanation
     assert res.ops_checked == 300
-    assert elapsed < 3.0, elapsed
+    assert elapsed < 5.0, elapsed
 
     # one read of a value never written makes it fail, on the right key
     rng = random.Random(seed)
@@ -637,3 +758,27 @@ def test_long_sequential_history_no_recursion_limit() -> None:
     res = check_key(ops)
     assert not res.ok
     assert "Longest linearizable prefix found: 4999 ops" in res.explanation
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_busy_single_key_history(seed: int) -> None:
+    # 300 ops on one key from 10 clients, more of them with unknown outcome.
+    ops = simulate(100 + seed, n_ops=300, n_workers=10, n_keys=1)
+    rng = random.Random(seed)
+    ops = [
+        Op(op.process, op.kind, op.key, op.arg, op.invoke, None, None)
+        if op.kind != "get" and rng.random() < 0.1
+        else op
+        for op in ops
+    ]
+    assert sum(op.complete is None for op in ops) >= 10
+    start = time.perf_counter()
+    assert check_key(ops).ok
+    reads = [i for i, op in enumerate(ops) if op.kind == "get" and op.complete is not None]
+    for i in rng.sample(reads, 3):
+        bad = ops[i]
+        mutated = list(ops)
+        mutated[i] = Op(bad.process, "get", bad.key, (), bad.invoke, bad.complete, "nope")
+        res = check_key(mutated)
+        assert not res.ok and not res.inconclusive
+    assert time.perf_counter() - start < 20.0

@@ -94,10 +94,10 @@ class ClusterConfig:
             raise ProtocolError("log_retain must be >= 0")
         if self.election_ticks <= self.heartbeat_ticks:
             raise ProtocolError("election_ticks must exceed heartbeat_ticks")
-        if self.snapshot_interval + self.window + self.log_retain > 50_000:
-            # An acceptor's votes above its floor must fit in one Promise
-            # (messages.MAX_ENTRIES), and so must a learner's retained log.
-            raise ProtocolError("snapshot_interval + window + log_retain must be <= 50000")
+        if self.snapshot_interval + self.window > 50_000:
+            # An acceptor's votes above its floor (at most about one snapshot
+            # interval plus the window) must fit in one Promise (MAX_ENTRIES).
+            raise ProtocolError("snapshot_interval + window must be <= 50000")
         ids = set(range(n)) | set(self.roles)
         node_ids = tuple(sorted(i for i in ids if self.role_of(i)))
         object.__setattr__(self, "_node_ids", node_ids)

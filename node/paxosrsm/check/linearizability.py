@@ -4,62 +4,92 @@ Algorithm
 ---------
 A history is a set of operations, each with an invocation time and (if the
 client learned the outcome) a completion time and a result.  It is
-*linearizable* (Herlihy & Wing 1990) if every operation can be assigned a
-single instant -- its linearization point -- inside its real-time interval
-such that executing the operations one at a time, in the order of those
-points, on the sequential model produces exactly the observed results.
+*linearizable* (Herlihy & Wing 1990) if every operation can be given a single
+instant -- its linearization point -- inside its real-time interval such that
+running the operations one at a time, in the order of those points, on the
+sequential model yields exactly the observed results.
 
 The search is the one of Wing & Gong ("Testing and verifying concurrent
-objects", J. Parallel Distrib. Comput. 17, 1993) with the memoisation added by
-Lowe ("Testing for linearizability", Concurrency and Computation: Practice and
-Experience 29(4), 2017), which is also what Knossos and Porcupine use:
+objects", J. Parallel Distrib. Comput. 17, 1993) with the memoisation of Lowe
+("Testing for linearizability", Concurrency and Computation: Practice and
+Experience 29(4), 2017) -- the "WGL" algorithm that Knossos and Porcupine
+also implement:
 
 * Every operation contributes a *call* event at its invocation time and a
   *return* event at its completion time.  The events are sorted by time into
-  a doubly linked list; at equal times calls come before returns, so that an
+  a doubly linked list; at equal times calls come before returns, so an
   operation completing at ``t`` and one invoked at ``t`` are concurrent.
-* Walking the list from its head, every call met before the first return is
-  a minimal operation: nothing that has to precede it is still pending.  The
-  search tries to linearize such an operation next: it applies it to the
+* Walking the list from its head, every call met before the first return
+  belongs to a minimal operation: nothing that must precede it is pending.
+  The search tries to linearize such an operation next: it applies it to the
   model and, if the model agrees with the recorded result, *lifts* the call
-  and its return out of the list, pushes an undo record on a stack and starts
-  again from the head.
-* Meeting a return means the operation it belongs to is not linearized but
-  every later operation must come after it: a dead end.  The search
-  backtracks -- pops the stack, *unlifts* (relinks) the last linearized
-  operation, restores the model state and tries the next candidate.
-* Lowe's memoisation: the pair (set of linearized operations, model state)
-  determines the rest of the search completely, so every pair is recorded in
-  a cache and a candidate leading to an already seen pair is not explored
-  again.  The set is a Python ``int`` used as a bitset.  This turns the
-  factorial worst case of plain Wing & Gong into one bounded by the number of
-  distinct reachable configurations, which is tiny for realistic histories.
+  and its return out of the list, pushes an undo record and starts again
+  from the head.
+* Meeting a return means its operation is not linearized yet although every
+  later operation must come after it: a dead end.  The search backtracks --
+  pops the undo record, *unlifts* (relinks) the operation, restores the model
+  state and tries the next candidate.
+* Lowe's memoisation: the set of linearized operations (a Python ``int``
+  used as a bitset) and the model state determine the rest of the search, so
+  every such configuration is cached and a candidate leading to a cached one
+  is not explored again.  This bounds the work by the number of reachable
+  configurations instead of the factorial of plain Wing & Gong.
 
-The search is iterative (an explicit stack), so long histories do not run into
-Python's recursion limit.  ``max_states`` bounds the cache; when it is
-exceeded the answer is *inconclusive* rather than a verdict.
+The search is iterative (an explicit stack), so long histories do not hit
+Python's recursion limit.  ``max_states`` bounds the number of configurations
+explored; beyond it the answer is *inconclusive* rather than a verdict.
 
 P-compositionality: a key-value store is a product of independent registers,
-one per key, and linearizability is compositional (a history is linearizable
-iff each per-object sub-history is), so :func:`check_history` checks each key
-on its own.  That keeps every bitset small and the search space the product
-of small spaces instead of their sum's exponential.
+and linearizability is local (Herlihy & Wing): a history is linearizable iff
+the sub-history of every key is.  :func:`check_history` therefore checks each
+key on its own, which keeps bitsets small and turns one search over a product
+of state spaces into several small ones.
 
 Operations with an unknown outcome
 ----------------------------------
-A client that timed out (or crashed) does not know whether its request took
+A client that timed out or crashed does not know whether its request took
 effect: the operation may have been linearized at any instant after its
-invocation -- including long after the client gave up -- or never.  Its
-completion time is therefore treated as +infinity (its return event sits at
-the end of the list) and its result is not checked: the model decides it, so
-an unknown ``cas`` swaps exactly when the register holds the expected value
-at its linearization point.  "Never took effect" needs no special case: the
-search succeeds as soon as every *completed* operation is linearized, and any
-unknown operation still pending at that moment is simply dropped.  (This is
-equivalent to linearizing the leftovers after everything else, which the
-model always allows since their results are unconstrained.)  An unknown
-``get`` neither changes the state nor has a result to check, so it is removed
-before the search.
+invocation -- even long after the client gave up -- or never.  So its
+completion time is +infinity (its return event would be the last one) and its
+result is not checked: the model decides it, so an unknown ``cas`` swaps
+exactly when the register holds the expected value at its linearization
+point.  "Never took effect" needs no special case: the search succeeds as
+soon as every *completed* operation is linearized, and unknown operations
+still pending then are simply dropped (equivalently, linearized after
+everything else, where their results constrain nothing).  An unknown ``get``
+neither changes the state nor has a result to check, so it is removed before
+the search.  Unknown operations have no return event to lift, so they are
+kept in a side list ordered by invocation; one is a candidate once invoked no
+later than the first return left in the event list.
+
+Unknown operations are what makes this search expensive: each stays a
+candidate for the rest of the history, so naively the configurations multiply
+by the subsets of them used.  Reductions keep this in check, each preserving
+the verdict (any linearization can be rewritten into one the search tries):
+
+* Watched values.  Only the results of completed gets and the expected values
+  of cas operations can tell two values apart.  A value no remaining
+  operation watches is replaced by one token in the memo key, so histories
+  with unique values do not make every write a distinct state.
+* Unknown operations as a multiset.  The memo key holds, instead of which
+  unknown operations were used, the multiset of their effects on the
+  canonical model: two configurations with the same completed set, state and
+  multiset have interchangeable futures.  A configuration is also skipped if
+  one with the same key and a sub-multiset (so at least the same unknown
+  operations left) was explored: it has every option this one has.
+* Lazy runs.  Unknown operations are tried only after the completed
+  candidates, and only as a "run" just before a completed candidate that is
+  inconsistent at the start of the run: a run before an op consistent without
+  it can be dropped or moved after that op.  In a run, a put or delete can
+  only come first (it overwrites what precedes it) and an operation that does
+  not change the canonical state is useless.
+* Read-only operations.  A completed candidate that never changes the state
+  where consistent (a get, a failed cas or delete) can be moved to the front
+  of any linearization, so when one is consistent it is the only candidate
+  tried.
+
+The randomised tests compare the checker against the exhaustive
+:func:`brute_force_linearizable`, which has none of these reductions.
 """
 
 from __future__ import annotations
