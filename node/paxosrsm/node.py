@@ -207,6 +207,15 @@ class Node:
         self.proposer.on_client(req)
         self._after()
 
+    def session_lost(self, acceptor: int, ballot: Ballot) -> None:
+        """The runtime's promise session with ``acceptor`` for ``ballot`` broke
+        (the seed's TCP session: a broken one means "back to preparing")."""
+        if not isinstance(ballot, Ballot) or type(acceptor) is not int:
+            raise ProtocolError("session_lost needs an acceptor id and a Ballot")
+        if self.proposer is not None and self.recovery is None:
+            self.proposer.on_session_lost(acceptor, ballot)
+            self._after()
+
     def tick(self) -> None:
         self.ticks += 1
         if self.recovery is not None:

@@ -84,6 +84,9 @@ class Proposer:
         self.hb_elapsed = 0
         self.now = 0
         self.decided_own = False
+        #: A promise session of our ballot broke while we led (see on_session_lost).
+        self.session_broken = False
+        self.last_reprepare = -(1 << 62)
 
     # ------------------------------------------------------------ timers
 
@@ -107,6 +110,7 @@ class Proposer:
         self.state = PState.FOLLOWER
         self.ballot = None
         self.leader_hint = hint
+        self.session_broken = False
         self.promises.clear()
         self.proposals.clear()
         self.votes.clear()
@@ -136,6 +140,8 @@ class Proposer:
 
     def tick(self) -> None:
         self.now += 1
+        if self.state == PState.LEADER and self.session_broken:
+            self._after_session_broken()
         if self.state == PState.LEADER:
             assert self.ballot is not None
             self.hb_elapsed += 1
@@ -190,6 +196,35 @@ class Proposer:
 
     def on_nack(self, m: Nack) -> None:
         self.observe(m.promised)
+
+    def on_session_lost(self, acceptor: int, ballot: Ballot) -> None:
+        """The TCP promise session with ``acceptor`` for ``ballot`` broke.
+
+        The seed's rule: a broken session means "go back to preparing", whatever
+        broke it (a higher prepare, a crash, the network). A candidate forgets
+        that promise and asks again on its retransmit timer. A leader prepares a
+        new ballot on its next tick, unless by then it has heard of a higher
+        ballot (then it steps down as usual). Safety does not depend on any of
+        this: a new ballot's phase 1 is always safe (Paxos Made Simple, 2.2).
+        """
+        if ballot != self.ballot:
+            return
+        if self.state == PState.CANDIDATE:
+            self.promises.pop(acceptor, None)
+        elif self.state == PState.LEADER:
+            self.session_broken = True
+
+    def _after_session_broken(self) -> None:
+        self.session_broken = False
+        if self.now - self.last_reprepare < self.cfg.election_ticks:
+            # Breaks keep coming (a duel, or a flapping link): back off as a
+            # deposed leader does, so that some proposer wins (Omega).
+            self.step_down(None)
+            return
+        self.last_reprepare = self.now
+        self.step_down(self.id)
+        self.backoff = 1
+        self.start_election()
 
     def on_fenced(self, m: Fenced) -> None:
         """Our phase-1 quorum counted a promise from a lost disk: prepare again."""

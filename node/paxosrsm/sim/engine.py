@@ -97,6 +97,7 @@ class SimParams:
             "crash",
             "pause",
             "lossy",
+            "session_break",
         )
         if wipe and n > 1:
             kinds += ("wipe", "wipe")
@@ -544,6 +545,8 @@ class Simulator:
             sn = self.nodes[self.rng.choice(ids)]
             if sn.node is not None:
                 self._crash(sn)
+                if sn.id < self.cfg.n_acceptors:
+                    self._break_sessions(sn.id)
                 self._at(self.rng.randint(100 * MS, 3 * SEC), self._restart, sn.id)
         elif kind == "wipe":
             acc = [i for i in ids if i < self.cfg.n_acceptors]
@@ -562,10 +565,30 @@ class Simulator:
                 sn.paused = True
                 self.log(f"pause node {sn.id}")
                 self._at(self.rng.randint(100 * MS, 3 * SEC), self._resume, sn.id)
+        elif kind == "session_break":
+            lead = self.leader()
+            if lead is not None:
+                acc = self.rng.choice(list(self.cfg.acceptor_ids))
+                self._break_sessions(acc, only_leader=lead)
         elif kind == "lossy":
             self.loss = self.rng.choice((0.0, 0.05, 0.2))
             self.dup = self.rng.choice((0.0, 0.05, 0.2))
             self.log(f"loss={self.loss} dup={self.dup}")
+
+    def _break_sessions(self, acceptor: int, only_leader: int | None = None) -> None:
+        """The TCP promise sessions of ``acceptor`` broke (the runtime's
+        session_lost input): each proposer that had one goes back to preparing."""
+        for sn in self.nodes.values():
+            node = sn.node
+            if node is None or sn.paused or node.proposer is None:
+                continue
+            if only_leader is not None and sn.id != only_leader:
+                continue
+            b = node.proposer.ballot
+            if b is not None and acceptor != sn.id:
+                self.log(f"session {acceptor}->{sn.id} at {b} broke")
+                node.session_lost(acceptor, b)
+                self._drain(sn)
 
     def _heal_net(self) -> None:
         self.blocked = set()

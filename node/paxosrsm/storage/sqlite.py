@@ -137,7 +137,12 @@ class SQLiteStorage:
         (self.path / "snapshots").mkdir(exist_ok=True)
         self._check_identity()
         try:
-            self.db = sqlite3.connect(self.path / "paxos.db", isolation_level=None)
+            self.db = sqlite3.connect(
+                # The networked node appends from one disk thread; calls never overlap.
+                self.path / "paxos.db",
+                isolation_level=None,
+                check_same_thread=False,
+            )
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(

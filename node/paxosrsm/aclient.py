@@ -1,0 +1,373 @@
+"""The client library: async-first, with a thin synchronous wrapper.
+
+* Requests go by UDP to the node believed to lead (TCP when too big for a
+  datagram), authenticated with the cluster key like every other datagram.
+* NOT_LEADER answers are followed to the leader they name; silence is retried
+  on a timer, to the next node.
+* Every retry of a request keeps its (client_id, seq), so the replicas' session
+  table applies a write at most once, whichever node and attempt it reaches.
+  One client id is used by one request at a time (a pool of them allows many
+  requests in flight).
+* Timeouts are explicit. A write whose fate is not known when its timeout
+  expires raises ``UnknownOutcome``: it may have been applied, or may never
+  be. A read that times out raises ``Unavailable`` (a read changes nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .messages import ClientReply, ClientRequest, Status
+from .net import auth, codec
+from .net.conn import FramedConn
+from .statemachine import encode_op
+from .types import MAX_PAYLOAD_BYTES, Kind, ProtocolError
+
+T = TypeVar("T")
+
+
+class ClientError(Exception):
+    """Base of the client's errors."""
+
+
+class UnknownOutcome(ClientError):
+    """The write may or may not have taken effect (no answer before the timeout)."""
+
+
+class Unavailable(ClientError):
+    """No answer before the timeout; the request (a read) took no effect."""
+
+
+class KVError(ClientError):
+    """The state machine refused the operation (bad input); nothing changed."""
+
+
+@dataclass(slots=True)
+class _Op:
+    req: ClientRequest
+    fut: asyncio.Future[bytes]
+    target: int
+    deadline: float
+    attempts: int = 0
+    redirects: int = 0
+    timer: asyncio.TimerHandle | None = None
+    session: list[int] = field(default_factory=list)
+
+
+class _Proto(asyncio.DatagramProtocol):
+    def __init__(self, c: AsyncClient) -> None:
+        self.c = c
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.c._on_datagram(data)
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP port unreachable: that node is down; the retry timer moves on
+
+
+def _resolve(addr: tuple[str, int]) -> tuple[str, int]:
+    import socket
+
+    infos = socket.getaddrinfo(addr[0], addr[1], socket.AF_INET, socket.SOCK_DGRAM)
+    return str(infos[0][4][0]), int(infos[0][4][1])
+
+
+class AsyncClient:
+    def __init__(
+        self,
+        addrs: Sequence[tuple[str, int]],
+        key: bytes,
+        *,
+        timeout: float = 5.0,
+        retry_interval: float = 0.3,
+        max_datagram: int = 60_000,
+    ) -> None:
+        if not addrs:
+            raise ValueError("a client needs at least one node address")
+        self.addrs = list(addrs)
+        self.key = key
+        self.timeout = timeout
+        self.retry_interval = retry_interval
+        self.max_datagram = max_datagram
+        self.conn_id = random.getrandbits(62)
+        self.sealer = auth.Sealer(key, auth.ORIGIN_CLIENT, self.conn_id, time.time_ns())
+        self.opener = auth.Opener(key, max_senders=1024)
+        self.leader: int | None = None
+        self.ops: dict[tuple[int, int], _Op] = {}
+        self.free: list[list[int]] = []  # [client_id, last_seq]
+        self.outq: dict[int, list[bytes]] = {}
+        self.flush_scheduled = False
+        self.transport: asyncio.DatagramTransport | None = None
+        self.resolved: list[tuple[str, int]] = []
+        self.tcp: dict[int, FramedConn] = {}
+        self.dropped = 0
+
+    async def connect(self) -> AsyncClient:
+        loop = asyncio.get_running_loop()
+        self.resolved = [await loop.run_in_executor(None, _resolve, a) for a in self.addrs]
+        self.transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Proto(self), local_addr=("0.0.0.0", 0)
+        )
+        return self
+
+    async def __aenter__(self) -> AsyncClient:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        for op in list(self.ops.values()):
+            if op.timer is not None:
+                op.timer.cancel()
+            if not op.fut.done():
+                op.fut.set_exception(Unavailable("client closed"))
+                op.fut.exception()
+        self.ops.clear()
+        for c in self.tcp.values():
+            c.close()
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    # ------------------------------------------------------------ the KV API
+
+    async def put(self, key: str, value: str, *, timeout: float | None = None) -> None:
+        self._check(await self.request(Kind.WRITE, encode_op("put", key, value), timeout=timeout))
+
+    async def get(self, key: str, *, stale: bool = False, timeout: float | None = None) -> str | None:
+        kind = Kind.STALE_READ if stale else Kind.READ
+        v = self._check(await self.request(kind, encode_op("get", key), timeout=timeout))
+        return v if isinstance(v, str) else None
+
+    async def delete(self, key: str, *, timeout: float | None = None) -> bool:
+        return bool(self._check(await self.request(Kind.WRITE, encode_op("delete", key),
+                                                   timeout=timeout)))  # fmt: skip
+
+    async def cas(
+        self, key: str, expected: str | None, new: str, *, timeout: float | None = None
+    ) -> bool:
+        res = await self.request(Kind.WRITE, encode_op("cas", key, expected, new), timeout=timeout)
+        return bool(self._check(res))
+
+    @staticmethod
+    def _check(result: bytes) -> Any:
+        try:
+            out = json.loads(result)
+        except ValueError as e:
+            raise KVError(f"unreadable result {result[:80]!r}") from e
+        if not isinstance(out, dict):
+            raise KVError("result is not an object")
+        if not out.get("ok"):
+            raise KVError(str(out.get("error")))
+        return out.get("value")
+
+    # ------------------------------------------------------------ requests
+
+    async def request(self, kind: Kind, payload: bytes, *, timeout: float | None = None) -> bytes:
+        """Send one request and wait for its result (raises on timeout: see module doc)."""
+        if self.transport is None:
+            raise ClientError("client is not connected (use `async with` or connect())")
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+        loop = asyncio.get_running_loop()
+        sess = self.free.pop() if self.free else [random.getrandbits(63), 0]
+        sess[1] += 1
+        req = ClientRequest(sess[0], sess[1], kind, payload)
+        tmo = self.timeout if timeout is None else timeout
+        if kind == Kind.STALE_READ:
+            target = random.randrange(len(self.addrs))
+        else:
+            target = self.leader if self.leader is not None else random.randrange(len(self.addrs))
+        op = _Op(req, loop.create_future(), target, loop.time() + tmo, session=sess)
+        self.ops[(req.client_id, req.seq)] = op
+        self._send(op)
+        try:
+            return await op.fut
+        finally:
+            if op.timer is not None:
+                op.timer.cancel()
+            self.ops.pop((req.client_id, req.seq), None)
+            self.free.append(sess)
+
+    def _send(self, op: _Op) -> None:
+        loop = asyncio.get_running_loop()
+        op.attempts += 1
+        enc = codec.encode(op.req)
+        if len(enc) + auth.HDR_LEN + auth.MAC_LEN + 8 > self.max_datagram:
+            self._send_tcp(op.target, enc)
+        else:
+            self.outq.setdefault(op.target, []).append(enc)
+            if not self.flush_scheduled:
+                self.flush_scheduled = True
+                loop.call_soon(self._flush)
+        wait = min(self.retry_interval * (1.5 ** min(op.attempts - 1, 4)), 2.0)
+        wait = min(wait, max(0.0, op.deadline - loop.time()))
+        if op.timer is not None:
+            op.timer.cancel()
+        op.timer = loop.call_later(wait, self._on_timer, op)
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        if self.transport is None:
+            return
+        limit = self.max_datagram - auth.HDR_LEN - auth.MAC_LEN - 8
+        for target, encs in self.outq.items():
+            addr = self.resolved[target]
+            batch: list[bytes] = []
+            size = 0
+            for e in encs:
+                if size + len(e) > limit and batch:
+                    self.transport.sendto(self.sealer.seal(codec.pack_encoded(batch)), addr)
+                    batch, size = [], 0
+                batch.append(e)
+                size += len(e)
+            if batch:
+                self.transport.sendto(self.sealer.seal(codec.pack_encoded(batch)), addr)
+        self.outq.clear()
+
+    def _send_tcp(self, target: int, enc: bytes) -> None:
+        c = self.tcp.get(target)
+        if c is None or c.closed:
+            loop = asyncio.get_running_loop()
+            c = FramedConn(
+                self.key,
+                64 << 20,
+                hello=["hello", 1, auth.ORIGIN_CLIENT, self.conn_id, "client", None],
+                on_frame=lambda _c, body: self._on_body(body),
+                on_bad=lambda _r, _d: None,
+            )
+            host, port = self.resolved[target]
+            conn = c
+
+            async def go() -> None:
+                try:
+                    await loop.create_connection(lambda: conn, host, port)
+                except OSError:
+                    conn.closed = True
+
+            loop.create_task(go())
+            self.tcp[target] = c
+        c.send(codec.pack_encoded([enc]))
+
+    def _on_timer(self, op: _Op) -> None:
+        op.timer = None
+        if op.fut.done():
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() >= op.deadline:
+            if op.req.kind == Kind.WRITE:
+                op.fut.set_exception(
+                    UnknownOutcome(f"no answer to write {op.req.client_id}/{op.req.seq} in time")
+                )
+            else:
+                op.fut.set_exception(Unavailable("no answer to read in time"))
+            self.leader = None
+            return
+        # Silence: that node may be down or partitioned; try the next one.
+        self.leader = None
+        op.target = (op.target + 1) % len(self.addrs)
+        self._send(op)
+
+    def _on_datagram(self, data: bytes) -> None:
+        try:
+            origin, _sender, body = self.opener.open(data)
+        except auth.AuthError:
+            self.dropped += 1
+            return
+        if origin != auth.ORIGIN_NODE:
+            self.dropped += 1
+            return
+        self._on_body(body)
+
+    def _on_body(self, body: bytes) -> None:
+        try:
+            msgs = codec.decode_many(body)
+        except ProtocolError:
+            self.dropped += 1
+            return
+        for m in msgs:
+            if isinstance(m, ClientReply):
+                self._on_reply(m)
+
+    def _on_reply(self, r: ClientReply) -> None:
+        op = self.ops.get((r.client_id, r.seq))
+        if op is None or op.fut.done():
+            return
+        if r.status == Status.OK:
+            if op.req.kind != Kind.STALE_READ:
+                self.leader = r.leader_hint if r.leader_hint is not None else op.target
+            op.fut.set_result(r.result)
+        elif r.status == Status.NOT_LEADER:
+            op.redirects += 1
+            hint = r.leader_hint
+            if hint is not None and hint < len(self.addrs) and hint != op.target and (
+                op.redirects <= len(self.addrs)
+            ):
+                self.leader = hint
+                op.target = hint
+                self._send(op)
+            else:
+                # No (useful) hint: an election is probably running. Let the
+                # retry timer move on, so that we do not spin between nodes.
+                self.leader = None
+                op.target = (op.target + 1) % len(self.addrs)
+        elif r.status == Status.STALE_SESSION:
+            op.fut.set_exception(UnknownOutcome("request overtaken by a newer one of its session"))
+        # BUSY: the retry timer resends the same request.
+
+
+# ------------------------------------------------------------------ sync wrapper
+
+
+class Client:
+    """Synchronous wrapper: an AsyncClient on an event loop in a background thread."""
+
+    def __init__(self, addrs: Sequence[tuple[str, int]], key: bytes, **kw: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._ac = AsyncClient(addrs, key, **kw)
+        self._run(self._ac.connect())
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def put(self, key: str, value: str, **kw: Any) -> None:
+        self._run(self._ac.put(key, value, **kw))
+
+    def get(self, key: str, **kw: Any) -> str | None:
+        return self._run(self._ac.get(key, **kw))
+
+    def delete(self, key: str, **kw: Any) -> bool:
+        return self._run(self._ac.delete(key, **kw))
+
+    def cas(self, key: str, expected: str | None, new: str, **kw: Any) -> bool:
+        return self._run(self._ac.cas(key, expected, new, **kw))
+
+    def close(self) -> None:
+        self._run(self._ac.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def key_from(path: str | None) -> bytes:
+    """The cluster key from a file (``path`` or $PAXOS_KEY_FILE)."""
+    p = path or os.environ.get("PAXOS_KEY_FILE")
+    if not p:
+        raise ClientError("no cluster key: pass --key-file or set PAXOS_KEY_FILE")
+    return auth.load_key(p)

@@ -1,0 +1,389 @@
+"""``paxosctl``: talk to a cluster, or run one locally.
+
+    paxosctl local up [--replicas 3] [--learners 0] [--data-dir ./paxos-data]
+    paxosctl put KEY VALUE | get KEY [--stale] | delete KEY | cas KEY EXPECTED NEW
+    paxosctl status
+    paxosctl bench [--outstanding 1,10,100,1000] [--seconds 5]
+
+A cluster is named by ``-c cluster.yaml`` (written by ``local up``; default
+$PAXOS_CLUSTER, else ./paxos-data/cluster.yaml) or by ``--nodes`` and
+``--key-file``. Exit codes: 0 ok; 1 the operation failed (a refused CAS, a
+missing key, a KV error); 2 bad arguments; 3 a write's outcome is unknown;
+4 the cluster is unavailable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .aclient import AsyncClient, ClientError, KVError, UnknownOutcome, Unavailable
+from .net.auth import load_key
+from .net.options import OptionsError, parse_addr
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNKNOWN, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
+DEFAULT_DIR = "./paxos-data"
+
+
+class UsageError(Exception):
+    pass
+
+
+# ------------------------------------------------------------------ cluster files
+
+
+def _cluster_file(ns: argparse.Namespace) -> Path:
+    if getattr(ns, "cluster", None):
+        return Path(ns.cluster)
+    env = os.environ.get("PAXOS_CLUSTER")
+    return Path(env) if env else Path(DEFAULT_DIR) / "cluster.yaml"
+
+
+def load_cluster(ns: argparse.Namespace) -> dict[str, Any]:
+    if getattr(ns, "nodes", None):
+        if not ns.key_file:
+            raise UsageError("--nodes needs --key-file")
+        return {
+            "acceptors": [f"{h}:{p}" for h, p in (parse_addr(a) for a in ns.nodes.split(","))],
+            "learners": [],
+            "http_peers": [],
+            "key_file": ns.key_file,
+        }
+    f = _cluster_file(ns)
+    try:
+        data = yaml.safe_load(f.read_text())
+    except FileNotFoundError as e:
+        raise UsageError(
+            f"no cluster file {f}: start one with `paxosctl local up`, or pass -c FILE "
+            "or --nodes host:port,... --key-file FILE"
+        ) from e
+    except yaml.YAMLError as e:
+        raise UsageError(f"cluster file {f} is not YAML: {e}") from e
+    if not isinstance(data, dict) or not data.get("acceptors"):
+        raise UsageError(f"cluster file {f} lists no acceptors")
+    if not Path(data.get("key_file", "")).is_absolute():
+        data["key_file"] = str(f.parent / data.get("key_file", "cluster.key"))
+    return data
+
+
+def _client(c: dict[str, Any], timeout: float) -> AsyncClient:
+    addrs = [parse_addr(a) for a in c["acceptors"]]
+    return AsyncClient(addrs, load_key(c["key_file"]), timeout=timeout)
+
+
+# ------------------------------------------------------------------ KV commands
+
+
+async def _kv(ns: argparse.Namespace) -> int:
+    c = load_cluster(ns)
+    async with _client(c, ns.timeout) as cl:
+        if ns.cmd == "put":
+            await cl.put(ns.key, ns.value)
+            print("OK")
+        elif ns.cmd == "get":
+            v = await cl.get(ns.key, stale=ns.stale)
+            if v is None:
+                print(f"(no such key: {ns.key})", file=sys.stderr)
+                return EXIT_FAIL
+            print(v)
+        elif ns.cmd == "delete":
+            print("deleted" if await cl.delete(ns.key) else "(no such key)")
+        elif ns.cmd == "cas":
+            exp = None if ns.expected_absent else ns.expected
+            if not await cl.cas(ns.key, exp, ns.new):
+                print("CAS failed: the key did not hold the expected value", file=sys.stderr)
+                return EXIT_FAIL
+            print("OK")
+    return EXIT_OK
+
+
+def _http_get(url: str, timeout: float = 1.5) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def cmd_status(ns: argparse.Namespace) -> int:
+    c = load_cluster(ns)
+    peers = c.get("http_peers") or []
+    if not peers:
+        raise UsageError("the cluster file lists no http_peers; status needs the HTTP API")
+    rows = []
+    for i, p in enumerate(peers):
+        try:
+            rows.append(_http_get(f"http://{p}/v1/status"))
+        except (OSError, ValueError, urllib.error.URLError) as e:
+            rows.append({"node_id": i, "error": f"unreachable ({type(e).__name__})"})
+    top = max((r.get("decided", -1) for r in rows if "decided" in r), default=-1)
+    hdr = ("NODE", "ADDRESS", "ROLES", "STATE", "LEADER", "BALLOT", "DECIDED", "APPLIED", "LAG")
+    lines = [hdr]
+    for r in rows:
+        if "error" in r:
+            lines.append((str(r["node_id"]), peers[r["node_id"]], "-", r["error"], "", "", "", "", ""))
+            continue
+        state = "recovering" if r["recovering"] else ("LEADER" if r["is_leader"] else "follower")
+        if not r["ready"] and not r["recovering"]:
+            state += " (not ready)"
+        lines.append((
+            str(r["node_id"]), r["address"], ",".join(r["roles"]), state,
+            "-" if r["leader"] is None else str(r["leader"]), str(r["ballot"] or "-"),
+            str(r["decided"]), str(r["applied"]), str(max(0, top - r["applied"])),
+        ))  # fmt: skip
+    widths = [max(len(str(x[i])) for x in lines) for i in range(len(hdr))]
+    for ln in lines:
+        print("  ".join(str(v).ljust(w) for v, w in zip(ln, widths, strict=True)).rstrip())
+    return EXIT_OK if all("error" not in r for r in rows) else EXIT_UNAVAILABLE
+
+
+# ------------------------------------------------------------------ bench
+
+
+async def bench_throughput(
+    cl: AsyncClient, outstanding: int, seconds: float, value_size: int = 64
+) -> dict[str, Any]:
+    """Writes of ``value_size`` bytes with ``outstanding`` requests in flight."""
+    value = "x" * value_size
+    done = 0
+    errors = 0
+    stop = False
+    lat: list[float] = []
+
+    async def worker(w: int) -> None:
+        nonlocal done, errors
+        i = 0
+        while not stop:
+            t0 = time.perf_counter()
+            try:
+                await cl.put(f"b{w}-{i % 1000}", value)
+                done += 1
+                if len(lat) < 200_000:
+                    lat.append(time.perf_counter() - t0)
+            except ClientError:
+                errors += 1
+            i += 1
+
+    tasks = [asyncio.create_task(worker(w)) for w in range(outstanding)]
+    await asyncio.sleep(min(1.0, seconds / 4))  # warm-up
+    start_done, t0 = done, time.perf_counter()
+    lat.clear()
+    await asyncio.sleep(seconds)
+    n, dt = done - start_done, time.perf_counter() - t0
+    stop = True
+    await asyncio.gather(*tasks, return_exceptions=True)
+    lat.sort()
+    return {
+        "outstanding": outstanding,
+        "ops_per_s": n / dt,
+        "errors": errors,
+        "p50_us": lat[len(lat) // 2] * 1e6 if lat else None,
+        "p99_us": lat[int(len(lat) * 0.99)] * 1e6 if lat else None,
+    }
+
+
+async def _bench(ns: argparse.Namespace) -> int:
+    c = load_cluster(ns)
+    levels = [int(x) for x in ns.outstanding.split(",")]
+    async with _client(c, ns.timeout) as cl:
+        await cl.put("bench-warmup", "x")
+        print(f"{'outstanding':>12} {'ops/s':>10} {'p50 us':>10} {'p99 us':>10} {'errors':>7}")
+        for k in levels:
+            r = await bench_throughput(cl, k, ns.seconds)
+            print(f"{k:>12} {r['ops_per_s']:>10.0f} {r['p50_us'] or 0:>10.0f} "
+                  f"{r['p99_us'] or 0:>10.0f} {r['errors']:>7}")  # fmt: skip
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ local up
+
+
+def local_layout(data_dir: Path, replicas: int, learners: int, base_port: int,
+                 http_base: int) -> dict[str, Any]:  # fmt: skip
+    n = replicas + learners
+    return {
+        "cluster_id": f"local-{secrets.token_hex(4)}",
+        "acceptors": [f"127.0.0.1:{base_port + i}" for i in range(replicas)],
+        "learners": [f"127.0.0.1:{base_port + replicas + i}" for i in range(learners)],
+        "http_peers": [f"127.0.0.1:{http_base + i}" for i in range(n)],
+        "key_file": "cluster.key",
+    }
+
+
+def node_command(layout: dict[str, Any], data_dir: Path, nid: int, initial: str) -> list[str]:
+    http = layout["http_peers"][nid]
+    return [
+        sys.executable, "-m", "paxosrsm.net.main",
+        "--node-id", str(nid),
+        "--cluster-id", layout["cluster_id"],
+        "--acceptors", ",".join(layout["acceptors"]),
+        "--learners", ",".join(layout["learners"]),
+        "--http-peers", ",".join(layout["http_peers"]),
+        "--listen", "127.0.0.1",
+        "--http-listen", "127.0.0.1",
+        "--http-port", http.rsplit(":", 1)[1],
+        "--data-dir", str(data_dir / f"node-{nid}"),
+        "--key-file", str(data_dir / "cluster.key"),
+        "--initial-cluster-state", initial,
+    ]  # fmt: skip
+
+
+def cmd_local_up(ns: argparse.Namespace) -> int:
+    if ns.replicas not in (1, 3, 5, 7):
+        raise UsageError("--replicas must be 1, 3, 5 or 7")
+    if not 0 <= ns.learners <= 8:
+        raise UsageError("--learners must be in 0..8")
+    data = Path(ns.data_dir).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    cfile = data / "cluster.yaml"
+    existing = cfile.exists()
+    if existing:
+        layout = yaml.safe_load(cfile.read_text())
+        if len(layout["acceptors"]) != ns.replicas:
+            raise UsageError(
+                f"{data} holds a cluster of {len(layout['acceptors'])} acceptors; their number is "
+                "fixed for the life of a cluster (use another --data-dir for a new one)"
+            )
+        if len(layout["learners"]) != ns.learners:
+            raise UsageError(f"{data} was created with --learners {len(layout['learners'])}")
+    else:
+        layout = local_layout(data, ns.replicas, ns.learners, ns.base_port, ns.http_base)
+        keyf = data / "cluster.key"
+        keyf.write_text(secrets.token_urlsafe(32) + "\n")
+        keyf.chmod(0o600)
+        cfile.write_text(yaml.safe_dump(layout, sort_keys=False))
+    n = ns.replicas + ns.learners
+    procs: list[subprocess.Popen[bytes]] = []
+    print(f"{'restarting' if existing else 'starting'} a local cluster in {data}")
+    for nid in range(n):
+        node_dir = data / f"node-{nid}"
+        # A node whose data is gone rejoins an existing cluster safely (it
+        # recovers before it votes); only the very first start bootstraps.
+        initial = "existing" if existing and not (node_dir / "IDENTITY").exists() else "new"
+        node_dir.mkdir(exist_ok=True)
+        logf = open(node_dir / "node.log", "ab")  # noqa: SIM115 - owned by the child
+        procs.append(subprocess.Popen(node_command(layout, data, nid, initial),
+                                      stdout=logf, stderr=subprocess.STDOUT))  # fmt: skip
+        role = "acceptor+proposer+learner" if nid < ns.replicas else "learner"
+        print(f"  node {nid}: paxos {(layout['acceptors'] + layout['learners'])[nid]} "
+              f"http://{layout['http_peers'][nid]}/  ({role}, pid {procs[-1].pid}, "
+              f"log {node_dir / 'node.log'})")  # fmt: skip
+    print(f"cluster file: {cfile}   (export PAXOS_CLUSTER={cfile})")
+    print(f"try:  paxosctl -c {cfile} put hello world && paxosctl -c {cfile} get hello")
+    print(f"      paxosctl -c {cfile} status     (or open http://{layout['http_peers'][0]}/)")
+    print("Ctrl-C stops the cluster; running this again restarts it on the same data.")
+    stop = False
+
+    def on_sig(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_sig)
+    signal.signal(signal.SIGTERM, on_sig)
+    try:
+        while not stop:
+            time.sleep(0.2)
+            for nid, p in enumerate(procs):
+                rc = p.poll()
+                if rc is not None and ns.exit_on_failure:
+                    print(f"node {nid} exited with {rc}; stopping", file=sys.stderr)
+                    stop = True
+    finally:
+        print("stopping...")
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        print("stopped")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="paxosctl", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("-c", "--cluster", help="cluster file (default $PAXOS_CLUSTER or ./paxos-data/cluster.yaml)")
+    p.add_argument("--nodes", help="acceptor addresses host:port,... (instead of -c)")
+    p.add_argument("--key-file", help="cluster key file (with --nodes)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per operation")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    x = sub.add_parser("put", help="set KEY to VALUE")
+    x.add_argument("key")
+    x.add_argument("value")
+    x = sub.add_parser("get", help="read KEY (linearizable unless --stale)")
+    x.add_argument("key")
+    x.add_argument("--stale", action="store_true", help="read a replica's copy (may be stale)")
+    x = sub.add_parser("delete", help="delete KEY")
+    x.add_argument("key")
+    x = sub.add_parser("cas", help="set KEY to NEW if it holds EXPECTED")
+    x.add_argument("key")
+    x.add_argument("expected")
+    x.add_argument("new")
+    x.add_argument("--expected-absent", action="store_true", help="swap only if KEY is absent")
+    sub.add_parser("status", help="table of nodes, roles, leader, ballot, slots and lag")
+    x = sub.add_parser("bench", help="write throughput and latency against a running cluster")
+    x.add_argument("--outstanding", default="1,10,100,1000")
+    x.add_argument("--seconds", type=float, default=5.0)
+    loc = sub.add_parser("local", help="run a cluster as local processes")
+    lsub = loc.add_subparsers(dest="local_cmd", required=True)
+    up = lsub.add_parser("up", help="start (or restart) a local cluster; Ctrl-C stops it")
+    up.add_argument("--replicas", type=int, default=3)
+    up.add_argument("--learners", type=int, default=0)
+    up.add_argument("--data-dir", default=DEFAULT_DIR)
+    up.add_argument("--base-port", type=int, default=7100)
+    up.add_argument("--http-base", type=int, default=8100)
+    up.add_argument("--exit-on-failure", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
+    try:
+        ns = p.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0) and EXIT_USAGE
+    try:
+        if ns.cmd in ("put", "get", "delete", "cas"):
+            return asyncio.run(_kv(ns))
+        if ns.cmd == "status":
+            return cmd_status(ns)
+        if ns.cmd == "bench":
+            return asyncio.run(_bench(ns))
+        if ns.cmd == "local":
+            return cmd_local_up(ns)
+    except (UsageError, OptionsError) as e:
+        print(f"paxosctl: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except UnknownOutcome as e:
+        print(f"paxosctl: outcome unknown: {e}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    except Unavailable as e:
+        print(f"paxosctl: cluster unavailable: {e}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except KVError as e:
+        print(f"paxosctl: refused: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    except (OSError, ValueError) as e:
+        print(f"paxosctl: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

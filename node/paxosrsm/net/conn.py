@@ -1,0 +1,171 @@
+"""Framed, authenticated TCP connections (both ends), as asyncio Protocols.
+
+A connection starts with the hello/welcome handshake of ``auth``; then each
+frame is one msgpack batch of messages. Anything wrong - a bad MAC, an
+oversized or malformed frame, a handshake that does not come - closes the
+connection and is reported to ``on_bad``; it never raises into the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from . import auth
+
+HANDSHAKE_TIMEOUT = 5.0
+MAX_HELLO = 4096
+
+
+class FramedConn(asyncio.Protocol):
+    """One end of a connection. ``hello`` is set on the connecting side."""
+
+    def __init__(
+        self,
+        key: bytes,
+        max_frame: int,
+        *,
+        hello: list[Any] | None = None,
+        on_hello: Callable[[FramedConn, list[Any]], bool] | None = None,
+        on_frame: Callable[[FramedConn, bytes], None],
+        on_lost: Callable[[FramedConn], None] | None = None,
+        on_bad: Callable[[str, str], None],
+    ) -> None:
+        self.key = key
+        self.max_frame = max_frame
+        self.hello = hello
+        self.on_hello = on_hello
+        self.on_frame = on_frame
+        self.on_lost = on_lost
+        self.on_bad = on_bad
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.mac: auth.FrameMac | None = None
+        self.nonce_c = b""
+        self.pending: list[bytes] = []
+        self.closed = False
+        self.ready = asyncio.get_running_loop().create_future()
+        self.peer: str = "?"
+        #: Set by the owner after the handshake: what this connection is for.
+        self.meta: dict[str, Any] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------ asyncio
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # (uvloop's transports are not asyncio.Transport subclasses)
+        self.transport = transport  # type: ignore[assignment]
+        pn = self.transport.get_extra_info("peername") if self.transport else None
+        self.peer = f"{pn[0]}:{pn[1]}" if pn else "?"
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
+        if self.hello is not None:
+            self.nonce_c = os.urandom(16)
+            body = msgpack.packb([*self.hello, self.nonce_c], use_bin_type=True)
+            transport.write(auth.frame_raw(body, auth.hello_mac(self.key, body)))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"connection to {self.peer} closed"))
+            self.ready.exception()  # retrieved: nobody may be waiting
+        if self.on_lost is not None:
+            self.on_lost(self)
+
+    def _handshake_timeout(self) -> None:
+        if self.mac is None:
+            self.bad("handshake_timeout", "no handshake within 5 s")
+
+    def bad(self, reason: str, detail: str) -> None:
+        self.on_bad(reason, f"{self.peer}: {detail}")
+        self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    # ------------------------------------------------------------ sending
+
+    def send(self, body: bytes) -> bool:
+        """Queue one frame; before the handshake completes it waits in memory."""
+        if self.closed or self.transport is None:
+            return False
+        if self.mac is None:
+            self.pending.append(body)
+            return True
+        self.transport.write(self.mac.seal(body))
+        return True
+
+    # ------------------------------------------------------------ receiving
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        while not self.closed:
+            if len(buf) < 4:
+                return
+            (n,) = auth.FRAME_HDR.unpack_from(buf)
+            limit = self.max_frame + auth.MAC_LEN if self.mac is not None else MAX_HELLO
+            if n > limit or n < auth.MAC_LEN:
+                self.bad("oversized_frame", f"frame of {n} bytes (limit {limit})")
+                return
+            if len(buf) < 4 + n:
+                return
+            frame = bytes(buf[4 : 4 + n])
+            del buf[: 4 + n]
+            if self.mac is None:
+                self._handshake(frame)
+            else:
+                try:
+                    body = self.mac.verify(frame)
+                except auth.AuthError as e:
+                    self.bad("bad_mac", str(e))
+                    return
+                self.on_frame(self, body)
+
+    def _handshake(self, frame: bytes) -> None:
+        body, mac = frame[: -auth.MAC_LEN], frame[-auth.MAC_LEN :]
+        try:
+            if self.hello is None:  # server side: expect hello
+                if not hmac.compare_digest(auth.hello_mac(self.key, body), mac):
+                    raise auth.AuthError("bad hello MAC")
+                h = msgpack.unpackb(body, raw=False, max_bin_len=64, max_str_len=64)
+                if type(h) is not list or not h or h[0] != "hello" or type(h[-1]) is not bytes:
+                    raise auth.AuthError("malformed hello")
+                if len(h[-1]) != 16:
+                    raise auth.AuthError("bad hello nonce")
+                self.nonce_c = h[-1]
+                if self.on_hello is not None and not self.on_hello(self, h[:-1]):
+                    raise auth.AuthError(f"hello refused: {h[:-1]!r}")
+                nonce_s = os.urandom(16)
+                wb = msgpack.packb(["welcome", nonce_s], use_bin_type=True)
+                assert self.transport is not None
+                self.transport.write(auth.frame_raw(wb, auth.welcome_mac(self.key, self.nonce_c, wb)))
+                self.mac = auth.FrameMac(auth.conn_key(self.key, self.nonce_c, nonce_s), False)
+            else:  # client side: expect welcome
+                if not hmac.compare_digest(auth.welcome_mac(self.key, self.nonce_c, body), mac):
+                    raise auth.AuthError("bad welcome MAC")
+                w = msgpack.unpackb(body, raw=False, max_bin_len=64, max_str_len=64)
+                if type(w) is not list or len(w) != 2 or w[0] != "welcome":
+                    raise auth.AuthError("malformed welcome")
+                if type(w[1]) is not bytes or len(w[1]) != 16:
+                    raise auth.AuthError("bad welcome nonce")
+                self.mac = auth.FrameMac(auth.conn_key(self.key, self.nonce_c, w[1]), True)
+        except (auth.AuthError, ValueError, TypeError, msgpack.ExtraData) as e:
+            self.bad("bad_handshake", str(e))
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        if not self.ready.done():
+            self.ready.set_result(None)
+        pending, self.pending = self.pending, []
+        for b in pending:
+            self.send(b)

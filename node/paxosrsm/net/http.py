@@ -1,0 +1,253 @@
+"""The HTTP API of a node (aiohttp), its live status page, health and metrics.
+
+    GET    /v1/kv/{key}[?stale=true]   linearizable read (read index) unless stale
+    PUT    /v1/kv/{key}                body = the value (UTF-8 text)
+    DELETE /v1/kv/{key}
+    POST   /v1/cas/{key}               {"expected": str|null, "new": str} -> 200, or 409 if not swapped
+    GET    /v1/status[?cluster=true]   this node (or every node) as JSON
+    GET    /healthz  /readyz  /metrics  /
+
+Writes and linearizable reads go through the same client library users have,
+so a non-leader forwards them to the leader (following NOT_LEADER hints).
+Errors are JSON ``{"error": ...}``: 400 bad input, 404 no such key, 409 CAS
+not swapped, 503 no quorum in time (``"outcome": "unknown"`` for a write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import ClientSession, ClientTimeout, web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..aclient import AsyncClient, KVError, UnknownOutcome, Unavailable
+from ..statemachine import encode_op
+from .runtime import NodeServer
+
+MAX_KEY = 1024
+MAX_VALUE = 512 * 1024
+STATIC = Path(__file__).parent / "static"
+
+
+def _err(status: int, msg: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": msg, **extra}, status=status)
+
+
+class _Collector(Collector):
+    def __init__(self, server: NodeServer) -> None:
+        self.s = server
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.s
+        st = s.status()
+        g = GaugeMetricFamily("paxos_slot", "Slots by kind", labels=["kind"])
+        g.add_metric(["decided"], st["decided"])
+        g.add_metric(["applied"], st["applied"])
+        yield g
+        yield GaugeMetricFamily("paxos_is_leader", "1 if this node leads", value=int(st["is_leader"]))
+        yield GaugeMetricFamily("paxos_ready", "1 if ready", value=int(st["ready"]))
+        yield GaugeMetricFamily(
+            "paxos_recovering", "1 while recovering a lost disk", value=int(st["recovering"])
+        )
+        lead = st["leader"]
+        yield GaugeMetricFamily("paxos_leader_id", "Known leader (-1: none)", value=-1 if lead is None else lead)
+        c = CounterMetricFamily("paxos_events", "Runtime events and dropped input", labels=["event"])
+        for k, v in sorted(s.stats.items()):
+            c.add_metric([k], v)
+        yield c
+        mi = CounterMetricFamily("paxos_messages_in", "Messages received", labels=["type"])
+        for k, v in sorted(s.msg_in.items()):
+            mi.add_metric([k], v)
+        yield mi
+        mo = CounterMetricFamily("paxos_messages_out", "Messages sent", labels=["type"])
+        for k, v in sorted(s.msg_out.items()):
+            mo.add_metric([k], v)
+        yield mo
+        yield CounterMetricFamily("paxos_applied_slots", "Slots applied since start", value=s.applied_total)
+        if st["fsync_p50_ms"] is not None:
+            yield GaugeMetricFamily("paxos_fsync_p50_seconds", "Median group-commit fsync",
+                                    value=st["fsync_p50_ms"] / 1000)  # fmt: skip
+
+
+class HttpApi:
+    def __init__(self, server: NodeServer) -> None:
+        self.s = server
+        o = server.opts
+        self.client = AsyncClient(o.acceptors, server.key, timeout=5.0)
+        self.registry = CollectorRegistry()
+        self.registry.register(_Collector(server))
+        self.runner: web.AppRunner | None = None
+        self.session: ClientSession | None = None
+        app = web.Application(client_max_size=MAX_VALUE + 4096)
+        app.add_routes(
+            [
+                web.get("/", self.index),
+                web.get("/v1/kv/{key}", self.kv_get),
+                web.put("/v1/kv/{key}", self.kv_put),
+                web.delete("/v1/kv/{key}", self.kv_delete),
+                web.post("/v1/cas/{key}", self.kv_cas),
+                web.get("/v1/status", self.status),
+                web.get("/healthz", self.healthz),
+                web.get("/readyz", self.readyz),
+                web.get("/metrics", self.metrics),
+            ]
+        )
+        self.app = app
+
+    async def start(self) -> None:
+        await self.client.connect()
+        self.session = ClientSession(timeout=ClientTimeout(total=1.5))
+        self.runner = web.AppRunner(self.app, access_log=None)
+        await self.runner.setup()
+        o = self.s.opts
+        site = web.TCPSite(self.runner, o.http_listen, o.http_port)
+        await site.start()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.session is not None:
+            await self.session.close()
+        await self.client.close()
+
+    # ------------------------------------------------------------ KV
+
+    @staticmethod
+    def _key(req: web.Request) -> str:
+        key = req.match_info["key"]
+        if not key or len(key.encode()) > MAX_KEY:
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": f"key must be 1..{MAX_KEY} bytes"}),
+                content_type="application/json",
+            )
+        return key
+
+    async def _call(self, coro: Any, write: bool) -> Any:
+        try:
+            return await coro
+        except UnknownOutcome as e:
+            raise web.HTTPServiceUnavailable(
+                text=json.dumps({"error": f"no quorum in time: {e}", "outcome": "unknown"}),
+                content_type="application/json",
+            ) from e
+        except Unavailable as e:
+            raise web.HTTPServiceUnavailable(
+                text=json.dumps({"error": f"no quorum in time: {e}", "outcome": "not applied"}),
+                content_type="application/json",
+            ) from e
+        except KVError as e:
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": str(e)}), content_type="application/json"
+            ) from e
+
+    async def kv_get(self, req: web.Request) -> web.Response:
+        key = self._key(req)
+        stale = req.query.get("stale", "false").lower()
+        if stale not in ("true", "false", "1", "0"):
+            return _err(400, "stale must be true or false")
+        if stale in ("true", "1"):
+            node = self.s.node
+            if node is None or node.replica is None:
+                return _err(503, "this node holds no replica")
+            res = json.loads(node.replica.sm.query(encode_op("get", key)))
+            value = res.get("value")
+        else:
+            value = await self._call(self.client.get(key), write=False)
+        if value is None:
+            return _err(404, f"no such key: {key}")
+        return web.json_response({"key": key, "value": value})
+
+    async def kv_put(self, req: web.Request) -> web.Response:
+        key = self._key(req)
+        raw = await req.read()
+        if len(raw) > MAX_VALUE:
+            return _err(400, f"value larger than {MAX_VALUE} bytes")
+        try:
+            value = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return _err(400, "value must be UTF-8 text")
+        await self._call(self.client.put(key, value), write=True)
+        return web.json_response({"key": key, "ok": True})
+
+    async def kv_delete(self, req: web.Request) -> web.Response:
+        key = self._key(req)
+        existed = await self._call(self.client.delete(key), write=True)
+        return web.json_response({"key": key, "deleted": bool(existed)})
+
+    async def kv_cas(self, req: web.Request) -> web.Response:
+        key = self._key(req)
+        try:
+            body = await req.json()
+        except (ValueError, UnicodeDecodeError):
+            return _err(400, "body must be JSON: {\"expected\": string or null, \"new\": string}")
+        if not isinstance(body, dict):
+            return _err(400, "body must be a JSON object")
+        exp, new = body.get("expected"), body.get("new")
+        if not (exp is None or isinstance(exp, str)) or not isinstance(new, str):
+            return _err(400, "expected must be a string or null, new a string")
+        ok = await self._call(self.client.cas(key, exp, new), write=True)
+        if not ok:
+            return _err(409, f"compare-and-set failed: {key} did not hold the expected value")
+        return web.json_response({"key": key, "swapped": True})
+
+    # ------------------------------------------------------------ status
+
+    async def status(self, req: web.Request) -> web.Response:
+        mine = self.s.status()
+        if req.query.get("cluster", "false").lower() not in ("true", "1"):
+            return web.json_response(mine)
+        peers = self.s.opts.http_peers
+        nodes: list[dict[str, Any]] = []
+
+        async def fetch(nid: int, host: str, port: int) -> dict[str, Any]:
+            if nid == self.s.id:
+                return mine
+            assert self.session is not None
+            try:
+                async with self.session.get(f"http://{host}:{port}/v1/status") as r:
+                    d: dict[str, Any] = await r.json()
+                    return d
+            except (OSError, asyncio.TimeoutError, ValueError) as e:
+                return {"node_id": nid, "error": f"unreachable: {type(e).__name__}"}
+
+        if peers:
+            nodes = list(await asyncio.gather(*(fetch(i, h, p) for i, (h, p) in enumerate(peers))))
+        else:
+            nodes = [mine]
+        leader = mine["leader"]
+        top = max((n.get("decided", -1) for n in nodes if "decided" in n), default=-1)
+        for n in nodes:
+            if "applied" in n and n.get("applied") is not None and n["applied"] >= -1:
+                n["lag_behind_cluster"] = max(0, top - n["applied"])
+        return web.json_response(
+            {"leader": leader, "decided": top, "nodes": nodes, "time": time.time()}
+        )
+
+    async def healthz(self, req: web.Request) -> web.Response:
+        lag = time.monotonic() - self.s.last_tick
+        if lag > 2.0 or self.s.stopping.is_set():
+            return _err(503, f"event loop stalled: last tick {lag:.1f}s ago")
+        return web.json_response({"ok": True, "last_tick_s": round(lag, 3)})
+
+    async def readyz(self, req: web.Request) -> web.Response:
+        st = self.s.status()
+        if not st["ready"]:
+            why = "recovering" if st["recovering"] else (
+                "no leader known" if st["leader"] is None else f"catching up (lag {st['lag']})")
+            return _err(503, f"not ready: {why}")
+        return web.json_response({"ok": True, "leader": st["leader"]})
+
+    async def metrics(self, req: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.registry), content_type="text/plain", charset="utf-8"
+        )
+
+    async def index(self, req: web.Request) -> web.Response:
+        return web.FileResponse(STATIC / "index.html")

@@ -1,0 +1,82 @@
+"""``paxosrsm-node``: run one node (any of proposer, acceptor, learner) as a process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from ..storage import StorageError
+from .options import NodeOptions, OptionsError, add_arguments, from_sources
+from .runtime import NodeServer
+
+EXIT_CONFIG = 2
+EXIT_STORAGE = 3
+EXIT_FATAL = 70
+
+
+async def run(opts: NodeOptions) -> int:
+    server = NodeServer(opts)
+    http = None
+    try:
+        await server.start()
+    except StorageError as e:
+        logging.getLogger("paxosrsm.node").critical("%s", e)
+        await server.stop()
+        return EXIT_STORAGE
+    if opts.http_port:
+        from .http import HttpApi
+
+        http = HttpApi(server)
+        await http.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, server.stopping.set)
+    code = 0
+    try:
+        await server.wait()
+    except BaseException:  # the fatal error was logged where it happened
+        code = EXIT_FATAL
+    finally:
+        if http is not None:
+            await http.stop()
+        await server.stop()
+    logging.getLogger("paxosrsm.node").info("node %d stopped", opts.node_id)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="paxosrsm-node",
+        description="Run one Paxos node. Settings: flags > PAXOS_* env > --config YAML.",
+    )
+    add_arguments(p)
+    ns = p.parse_args(argv)
+    try:
+        opts = from_sources(ns)
+    except OptionsError as e:
+        print(f"paxosrsm-node: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    logging.basicConfig(
+        level=getattr(logging, opts.log_level.upper(), logging.INFO),
+        format=f"%(asctime)s node{opts.node_id} %(levelname)s %(message)s",
+    )
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.run
+    try:
+        return int(runner(run(opts)))
+    except OSError as e:  # e.g. the port is taken
+        print(f"paxosrsm-node: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

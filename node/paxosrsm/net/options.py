@@ -1,0 +1,208 @@
+"""A node's settings, from flags, environment variables (PAXOS_*) and a YAML file.
+
+Precedence: flag > environment > YAML file > default. Every value is checked
+here, so a bad setting stops the node at start with one clear message instead
+of failing later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import ClusterConfig, Role
+
+
+class OptionsError(ValueError):
+    """A setting that cannot work; the message says which and why."""
+
+
+def parse_addr(s: str) -> tuple[str, int]:
+    """``host:port`` (IPv6 as ``[::1]:port``)."""
+    s = s.strip()
+    if s.startswith("["):
+        host, _, rest = s[1:].partition("]")
+        port_s = rest.removeprefix(":")
+    else:
+        host, _, port_s = s.rpartition(":")
+    if not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        raise OptionsError(f"bad address {s!r}: expected host:port")
+    return host, int(port_s)
+
+
+def _addr_list(v: Any, name: str) -> list[tuple[str, int]]:
+    if isinstance(v, str):
+        v = [x for x in v.split(",") if x.strip()]
+    if not isinstance(v, list):
+        raise OptionsError(f"{name} must be a comma-separated list of host:port")
+    return [parse_addr(str(x)) for x in v]
+
+
+@dataclass
+class NodeOptions:
+    #: This node's id: 0..N-1 for an acceptor, N.. for a learner-only node.
+    node_id: int = 0
+    #: Ordered acceptor addresses; index = acceptor id. UDP and TCP share the port.
+    acceptors: list[tuple[str, int]] = field(default_factory=list)
+    #: Learner-only nodes, ids N, N+1, ... in this order.
+    learners: list[tuple[str, int]] = field(default_factory=list)
+    #: HTTP addresses of all nodes in id order (for the cluster status view). Optional.
+    http_peers: list[tuple[str, int]] = field(default_factory=list)
+    listen: str = "0.0.0.0"
+    port: int = 0  # default: the port of our own entry in acceptors/learners
+    http_port: int = 8080  # 0 disables the HTTP API
+    http_listen: str = "0.0.0.0"
+    data_dir: str = "./paxos-data"
+    key_file: str = ""
+    cluster_id: str = "paxos"
+    initial_cluster_state: str = "new"
+    nack: bool = True
+    window: int = 64
+    max_batch: int = 256
+    snapshot_interval: int = 10_000
+    tick_ms: float = 10.0
+    election_ticks: int = 15
+    heartbeat_ticks: int = 3
+    max_frame: int = 64 << 20
+    max_datagram: int = 60_000
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    log_level: str = "INFO"
+
+    # ------------------------------------------------------------ derived
+
+    @property
+    def n_acceptors(self) -> int:
+        return len(self.acceptors)
+
+    def addr_of(self, nid: int) -> tuple[str, int]:
+        if nid < self.n_acceptors:
+            return self.acceptors[nid]
+        return self.learners[nid - self.n_acceptors]
+
+    @property
+    def all_addrs(self) -> list[tuple[str, int]]:
+        return self.acceptors + self.learners
+
+    def cluster_config(self) -> ClusterConfig:
+        n = self.n_acceptors
+        roles = {n + i: Role.LEARNER for i in range(len(self.learners))}
+        # A tick of tick_ms; retransmit after ~4 ticks.
+        return ClusterConfig(
+            n_acceptors=n,
+            roles=roles,
+            nack=self.nack,
+            window=self.window,
+            max_batch=self.max_batch,
+            snapshot_interval=self.snapshot_interval,
+            election_ticks=self.election_ticks,
+            heartbeat_ticks=self.heartbeat_ticks,
+            max_queue=100_000,
+            catchup_batch=2048,
+        )
+
+    def validate(self) -> None:
+        n = self.n_acceptors
+        if n < 1:
+            raise OptionsError("--acceptors must list at least one host:port")
+        if n % 2 == 0:
+            raise OptionsError(f"--acceptors lists {n} addresses; the count must be odd (2f+1)")
+        total = n + len(self.learners)
+        if not 0 <= self.node_id < total:
+            raise OptionsError(
+                f"--node-id {self.node_id} is not in 0..{total - 1} "
+                f"({n} acceptors, {len(self.learners)} learners)"
+            )
+        if self.initial_cluster_state not in ("new", "existing"):
+            raise OptionsError("--initial-cluster-state must be 'new' or 'existing'")
+        if not self.key_file:
+            raise OptionsError("--key-file is required (the cluster's HMAC key)")
+        if self.tick_ms <= 0 or self.tick_ms > 1000:
+            raise OptionsError("--tick-ms must be in (0, 1000]")
+        if not 1024 <= self.max_datagram <= 65_000:
+            raise OptionsError("--max-datagram must be in 1024..65000")
+        if self.max_frame < 1 << 20:
+            raise OptionsError("--max-frame must be at least 1 MiB")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise OptionsError("--tls-cert and --tls-key go together")
+        if self.http_peers and len(self.http_peers) != total:
+            raise OptionsError(f"--http-peers must list {total} addresses, one per node")
+        try:
+            self.cluster_config()
+        except ValueError as e:
+            raise OptionsError(str(e)) from e
+        if self.port == 0:
+            self.port = self.addr_of(self.node_id)[1]
+
+
+_LISTS = {"acceptors", "learners", "http_peers"}
+
+
+def _coerce(name: str, typ: Any, v: Any) -> Any:
+    if name in _LISTS:
+        return _addr_list(v, name)
+    t = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
+    try:
+        if t == "bool":
+            if isinstance(v, bool):
+                return v
+            s = str(v).strip().lower()
+            if s in ("1", "true", "yes", "on"):
+                return True
+            if s in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(v)
+        if t == "int":
+            if isinstance(v, bool):
+                raise ValueError(v)
+            return int(v)
+        if t == "float":
+            return float(v)
+        return str(v)
+    except (TypeError, ValueError) as e:
+        raise OptionsError(f"{name}: cannot use {v!r} as {t}") from e
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    for f in fields(NodeOptions):
+        flag = "--" + f.name.replace("_", "-")
+        p.add_argument(flag, dest=f.name, default=None, help=f"(env PAXOS_{f.name.upper()})")
+    p.add_argument("--config", default=None, help="YAML file with any of these settings")
+
+
+def from_sources(
+    ns: argparse.Namespace | None = None, env: dict[str, str] | None = None
+) -> NodeOptions:
+    env = dict(os.environ) if env is None else env
+    values: dict[str, Any] = {}
+    cfg_path = getattr(ns, "config", None) or env.get("PAXOS_CONFIG")
+    if cfg_path:
+        try:
+            data = yaml.safe_load(Path(cfg_path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise OptionsError(f"cannot read config file {cfg_path}: {e}") from e
+        if not isinstance(data, dict):
+            raise OptionsError(f"config file {cfg_path} must hold a mapping")
+        for k, v in data.items():
+            values[str(k).replace("-", "_")] = v
+    known = {f.name: f for f in fields(NodeOptions)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise OptionsError(f"unknown settings in config file: {', '.join(sorted(unknown))}")
+    for name in known:
+        e = env.get(f"PAXOS_{name.upper()}")
+        if e is not None:
+            values[name] = e
+        if ns is not None and getattr(ns, name, None) is not None:
+            values[name] = getattr(ns, name)
+    opts = NodeOptions()
+    for name, v in values.items():
+        setattr(opts, name, _coerce(name, known[name].type, v))
+    opts.validate()
+    return opts

@@ -1,0 +1,740 @@
+"""The asyncio runtime of one node: sockets, timer and disk around the sans-I/O core.
+
+Transport, as the seed designs it (docs/design.md, "The networked node"):
+
+* clients -> proposer: UDP datagrams (TCP for requests too big for one);
+* Prepare / RecoverPrepare -> every acceptor 0..N-1: UDP, retransmitted by
+  the core's timer; Nack, Heartbeat and HeartbeatAck: UDP;
+* Promise: the acceptor opens a TCP connection to the proposer - the *promise
+  session* of that ballot - and sends the Promise over it. Accepts are
+  streamed over that session, and Accepted / Fenced come back over it;
+* an acceptor whose promise rises above a session's ballot closes it; the
+  proposer takes a broken session as "back to preparing" (Node.session_lost);
+* catch-up and snapshots: TCP peer links.
+
+The Ready contract: everything the core produced since the last flush is taken
+in one ``ready()``; its records are appended and fsynced (one fsync, in a disk
+thread, while the loop keeps receiving) before any of its messages or replies
+leave. Flushes are strictly sequential, so batches become durable in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import ssl
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..config import Role
+from ..messages import (
+    Accept,
+    Accepted,
+    CatchupReply,
+    CatchupRequest,
+    ClientReply,
+    ClientRequest,
+    Envelope,
+    Fenced,
+    Heartbeat,
+    HeartbeatAck,
+    Nack,
+    PeerMessage,
+    Prepare,
+    Promise,
+    RecoverPrepare,
+)
+from ..node import Node
+from ..outbox import SafetyViolation
+from ..statemachine import KVStore, StateMachine
+from ..storage import Identity, SQLiteStorage
+from ..types import Ballot, ProtocolError
+from . import auth, codec
+from .conn import FramedConn
+from .options import NodeOptions
+
+log = logging.getLogger("paxosrsm.node")
+
+_UDP_TYPES = (Prepare, RecoverPrepare, Nack, Heartbeat, HeartbeatAck)
+#: What may arrive on a promise session, per side.
+_SESSION_TO_PROPOSER = (Promise, Accepted, Fenced)
+_SESSION_TO_ACCEPTOR = (Accept,)
+MAX_CLIENT_ROUTES = 200_000
+
+
+class RateLimitedLog:
+    """At most one line per reason per ``every`` seconds, with a count of the rest."""
+
+    def __init__(self, logger: logging.Logger, every: float = 5.0) -> None:
+        self.logger = logger
+        self.every = every
+        self.last: dict[str, float] = {}
+        self.suppressed: Counter[str] = Counter()
+
+    def warn(self, reason: str, detail: str) -> None:
+        now = time.monotonic()
+        if now - self.last.get(reason, -1e9) >= self.every:
+            n = self.suppressed.pop(reason, 0)
+            more = f" (+{n} more since last report)" if n else ""
+            self.logger.warning("dropped input (%s): %s%s", reason, detail, more)
+            self.last[reason] = now
+        else:
+            self.suppressed[reason] += 1
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, server: NodeServer) -> None:
+        self.server = server
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.server.on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP unreachable etc.
+        self.server.stats["udp_errors"] += 1
+
+
+class NodeServer:
+    def __init__(
+        self, opts: NodeOptions, *, sm_factory: Callable[[], StateMachine] = KVStore
+    ) -> None:
+        self.opts = opts
+        self.id = opts.node_id
+        self.cfg = opts.cluster_config()
+        self.key = auth.load_key(opts.key_file)
+        self.sm_factory = sm_factory
+        self.stats: Counter[str] = Counter()
+        self.msg_in: Counter[str] = Counter()
+        self.msg_out: Counter[str] = Counter()
+        self.rlog = RateLimitedLog(log)
+        self.started = time.monotonic()
+        self.last_tick = time.monotonic()
+        self.fsync_seconds: list[float] = []
+        self.storage: SQLiteStorage | None = None
+        self.node: Node | None = None
+        self.udp: asyncio.DatagramTransport | None = None
+        self.tcp_server: asyncio.AbstractServer | None = None
+        self.disk = ThreadPoolExecutor(1, thread_name_prefix="paxos-disk")
+        self.dirty = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.fatal: BaseException | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        # addresses: node id -> resolved (ip, port)
+        self.resolved: dict[int, tuple[str, int]] = {}
+        # promise sessions: acceptor side (we promised to a proposer) and
+        # proposer side (an acceptor promised to us), keyed (peer, ballot)
+        self.sessions_out: dict[tuple[int, Ballot], FramedConn] = {}
+        self.sessions_in: dict[tuple[int, Ballot], FramedConn] = {}
+        self.links: dict[int, FramedConn] = {}  # outgoing peer links (catch-up)
+        self.connecting: set[tuple[Any, ...]] = set()
+        self.client_routes: OrderedDict[int, tuple[str, Any]] = OrderedDict()
+        self.sealer: auth.Sealer | None = None
+        self.opener = auth.Opener(self.key)
+        self.ssl_server: ssl.SSLContext | None = None
+        self.ssl_client: ssl.SSLContext | None = None
+        self.leader_seen: tuple[int, Ballot, float] | None = None
+        self.applied_total = 0
+        #: hooks for the HTTP layer (reply futures of in-process requests)
+        self.on_reply: Callable[[ClientReply], bool] | None = None
+
+    # ================================================================ lifecycle
+
+    async def start(self) -> None:
+        o = self.opts
+        loop = asyncio.get_running_loop()
+        os.makedirs(o.data_dir, exist_ok=True)
+        self.storage = SQLiteStorage(
+            o.data_dir, Identity(o.cluster_id, self.id, self.cfg.n_acceptors)
+        )
+        state = self.storage.load()
+        self.node = Node(
+            self.cfg,
+            self.id,
+            state,
+            seed=int.from_bytes(os.urandom(8), "big"),
+            sm_factory=self.sm_factory,
+            initial_state=o.initial_cluster_state,
+        )
+        self.sealer = auth.Sealer(
+            self.key, auth.ORIGIN_NODE, self.id, auth.next_epoch(o.data_dir)
+        )
+        if o.tls_cert:
+            self.ssl_server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self.ssl_server.load_cert_chain(o.tls_cert, o.tls_key)
+            self.ssl_client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+            self.ssl_client.check_hostname = False
+            if o.tls_ca:
+                self.ssl_server.load_verify_locations(o.tls_ca)
+                self.ssl_server.verify_mode = ssl.CERT_REQUIRED
+                self.ssl_client.load_verify_locations(o.tls_ca)
+                self.ssl_client.load_cert_chain(o.tls_cert, o.tls_key)
+            else:
+                self.ssl_client.verify_mode = ssl.CERT_NONE
+        await self._resolve_all()
+        self.udp, _ = await loop.create_datagram_endpoint(
+            lambda: _Udp(self), local_addr=(o.listen, o.port)
+        )
+        sock = self.udp.get_extra_info("socket")
+        for opt in ("SO_RCVBUF", "SO_SNDBUF"):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, getattr(socket, opt), 4 << 20)
+        self.tcp_server = await loop.create_server(
+            self._accept_conn, o.listen, o.port, ssl=self.ssl_server, reuse_address=True
+        )
+        # Whatever the core produced at construction (an incarnation record).
+        self.dirty.set()
+        for coro in (self._flusher(), self._ticker(), self._housekeeping()):
+            self.tasks.append(asyncio.create_task(coro))
+        log.info(
+            "node %d up: paxos %s:%d (udp+tcp), data %s, %d acceptors, role %s",
+            self.id,
+            o.listen,
+            o.port,
+            o.data_dir,
+            self.cfg.n_acceptors,
+            self.node.role,
+        )
+
+    async def wait(self) -> None:
+        """Until stop() or a fatal error; re-raises the fatal error."""
+        await self.stopping.wait()
+        if self.fatal is not None:
+            raise self.fatal
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self.udp is not None:
+            self.udp.close()
+        if self.tcp_server is not None:
+            self.tcp_server.close()
+        for c in [*self.sessions_in.values(), *self.sessions_out.values(), *self.links.values()]:
+            c.close()
+        self.disk.shutdown(wait=True)
+        if self.storage is not None:
+            self.storage.close()
+            self.storage = None
+
+    def _die(self, e: BaseException) -> None:
+        """Fail-stop: a broken invariant or a failed disk. Restarting from the
+        disk is always safe; running on is not."""
+        if self.fatal is None:
+            log.critical("node %d stopping: %r", self.id, e, exc_info=e)
+            self.fatal = e
+        self.stopping.set()
+
+    # ================================================================ timers
+
+    async def _ticker(self) -> None:
+        period = self.opts.tick_ms / 1000
+        nxt = time.monotonic()
+        while True:
+            nxt += period
+            delay = nxt - time.monotonic()
+            if delay < -10 * period:
+                nxt = time.monotonic()  # we were stopped (SIGSTOP): do not race to catch up
+            await asyncio.sleep(max(0.0, delay))
+            self.last_tick = time.monotonic()
+            node = self.node
+            assert node is not None
+            try:
+                node.tick()
+            except Exception as e:
+                self._die(e)
+                return
+            self.dirty.set()
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(2.0)
+            node = self.node
+            assert node is not None
+            p = node.proposer
+            mine = p.ballot if p is not None else None
+            for (peer, b), c in list(self.sessions_in.items()):
+                if b != mine:
+                    c.close()  # a session of a ballot we no longer use
+                    self.sessions_in.pop((peer, b), None)
+            with contextlib.suppress(OSError):
+                await self._resolve_all()
+
+    async def _resolve_all(self) -> None:
+        """Host names are resolved here, never on the send path (pod IPs change)."""
+        loop = asyncio.get_running_loop()
+        for nid in self.cfg.node_ids:
+            host, port = self.opts.addr_of(nid)
+            try:
+                infos = await loop.getaddrinfo(host, port, type=0, proto=0)
+            except OSError:
+                self.stats["resolve_errors"] += 1
+                continue
+            for fam, _t, _p, _c, sa in infos:
+                if fam == socket.AF_INET:
+                    self.resolved[nid] = (str(sa[0]), int(sa[1]))
+                    break
+
+    # ================================================================ the Ready loop
+
+    async def _flusher(self) -> None:
+        loop = asyncio.get_running_loop()
+        node = self.node
+        storage = self.storage
+        assert node is not None and storage is not None
+        while True:
+            await self.dirty.wait()
+            self.dirty.clear()
+            rd = node.ready()
+            if rd.records:
+                t0 = time.perf_counter()
+                try:
+                    await loop.run_in_executor(self.disk, storage.append, rd.records)
+                except Exception as e:  # a failed fsync: the disk cannot be trusted
+                    self._die(e)
+                    return
+                dt = time.perf_counter() - t0
+                self.stats["fsyncs"] += 1
+                if len(self.fsync_seconds) < 4096:
+                    self.fsync_seconds.append(dt)
+            self.applied_total += len(rd.committed)
+            try:
+                self._send_all(rd.messages, rd.replies)
+            except Exception as e:
+                self._die(e)
+                return
+            self._close_superseded_sessions()
+
+    def _mark(self) -> None:
+        self.dirty.set()
+
+    # ================================================================ outgoing
+
+    def _send_all(self, messages: list[Envelope], replies: list[ClientReply]) -> None:
+        udp: dict[int, list[PeerMessage]] = {}
+        tcp: dict[tuple[str, int, Ballot | None], list[PeerMessage]] = {}
+        for env in messages:
+            msg, dst = env.msg, env.dst
+            self.msg_out[type(msg).__name__] += 1
+            if dst == self.id:
+                asyncio.get_running_loop().call_soon(self._deliver_local, msg)
+            elif isinstance(msg, _UDP_TYPES):
+                udp.setdefault(dst, []).append(msg)
+            elif isinstance(msg, Promise):
+                tcp.setdefault(("out", dst, msg.ballot), []).append(msg)
+            elif isinstance(msg, Accepted | Fenced):
+                tcp.setdefault(("out", dst, msg.ballot), []).append(msg)
+            elif isinstance(msg, Accept):
+                tcp.setdefault(("in", dst, msg.ballot), []).append(msg)
+            else:  # catch-up
+                tcp.setdefault(("link", dst, None), []).append(msg)
+        for dst, msgs in udp.items():
+            self._send_udp(dst, msgs)
+        for (kind, dst, b), msgs in tcp.items():
+            if kind == "in":
+                assert b is not None
+                c = self.sessions_in.get((dst, b))
+                if c is None or c.closed:
+                    self.stats["no_session"] += len(msgs)  # retransmitted after a promise
+                    continue
+                c.send(codec.encode_many(list(msgs)))
+            elif kind == "out":
+                assert b is not None
+                self._send_session(dst, b, msgs)
+            else:
+                self._send_link(dst, msgs)
+        if replies:
+            self._send_replies(replies)
+
+    def _send_udp(self, dst: int, msgs: list[PeerMessage]) -> None:
+        addr = self.resolved.get(dst)
+        if addr is None or self.udp is None or self.sealer is None:
+            self.stats["unresolved"] += 1
+            return
+        limit = self.opts.max_datagram - auth.HDR_LEN - auth.MAC_LEN
+        batch: list[Any] = []
+        size = 0
+        for m in msgs:
+            enc = codec.encode(m)
+            if len(enc) > limit:
+                self._send_link(dst, [m])  # too big for a datagram
+                continue
+            if size + len(enc) + 8 > limit and batch:
+                self._udp_out(batch, addr)
+                batch, size = [], 0
+            batch.append(enc)
+            size += len(enc)
+        if batch:
+            self._udp_out(batch, addr)
+
+    def _udp_out(self, encoded: list[bytes], addr: tuple[str, int]) -> None:
+        assert self.sealer is not None and self.udp is not None
+        body = codec.pack_encoded(encoded)
+        self.udp.sendto(self.sealer.seal(body), addr)
+
+    def _connect(
+        self, dst: int, hello: list[Any], on_lost: Callable[[FramedConn], None]
+    ) -> FramedConn | None:
+        """Start a connection; frames sent before it is up wait in memory."""
+        addr = self.resolved.get(dst)
+        if addr is None:
+            self.stats["unresolved"] += 1
+            return None
+        loop = asyncio.get_running_loop()
+        conn = FramedConn(
+            self.key,
+            self.opts.max_frame,
+            hello=hello,
+            on_frame=self._on_frame,
+            on_lost=on_lost,
+            on_bad=self._bad,
+        )
+        conn.meta = {"peer": dst}
+
+        async def go() -> None:
+            try:
+                await loop.create_connection(lambda: conn, addr[0], addr[1], ssl=self.ssl_client)
+            except OSError:
+                self.stats["connect_errors"] += 1
+                conn.closed = True
+                on_lost(conn)
+                # the name may point elsewhere now
+                with contextlib.suppress(OSError):
+                    await self._resolve_all()
+
+        loop.create_task(go())
+        return conn
+
+    def _send_session(self, dst: int, b: Ballot, msgs: list[PeerMessage]) -> None:
+        """Acceptor side: the promise session to proposer ``dst`` for ballot ``b``."""
+        key = (dst, b)
+        c = self.sessions_out.get(key)
+        if c is None or c.closed:
+            if not any(isinstance(m, Promise) for m in msgs):
+                self.stats["no_session"] += len(msgs)  # only a Promise opens a session
+                return
+            for (p, ob), old in list(self.sessions_out.items()):
+                if p == dst and ob < b:
+                    old.close()
+                    self.sessions_out.pop((p, ob), None)
+
+            def lost(conn: FramedConn, key: tuple[int, Ballot] = key) -> None:
+                if self.sessions_out.get(key) is conn:
+                    self.sessions_out.pop(key, None)
+
+            c = self._connect(
+                dst, ["hello", 1, auth.ORIGIN_NODE, self.id, "session", [b.round, b.node]], lost
+            )
+            if c is None:
+                return
+            c.meta.update(kind="session-out", ballot=b)
+            self.sessions_out[key] = c
+        c.send(codec.encode_many(list(msgs)))
+
+    def _send_link(self, dst: int, msgs: list[PeerMessage]) -> None:
+        c = self.links.get(dst)
+        if c is None or c.closed:
+
+            def lost(conn: FramedConn) -> None:
+                if self.links.get(dst) is conn:
+                    self.links.pop(dst, None)
+
+            c = self._connect(dst, ["hello", 1, auth.ORIGIN_NODE, self.id, "peer", None], lost)
+            if c is None:
+                return
+            c.meta.update(kind="link-out")
+            self.links[dst] = c
+        c.send(codec.encode_many(list(msgs)))
+
+    def _close_superseded_sessions(self) -> None:
+        """The seed: a higher prepare breaks the session of the lower ballot."""
+        node = self.node
+        assert node is not None
+        a = node.acceptor
+        if a is None or not self.sessions_out:
+            return
+        promised = a.promised
+        for key, c in list(self.sessions_out.items()):
+            if key[1] < promised:
+                c.close()
+                self.sessions_out.pop(key, None)
+                self.stats["sessions_broken"] += 1
+
+    def _send_replies(self, replies: list[ClientReply]) -> None:
+        by_route: dict[tuple[str, Any], list[bytes]] = {}
+        for r in replies:
+            if self.on_reply is not None and self.on_reply(r):
+                continue
+            route = self.client_routes.get(r.client_id)
+            if route is None:
+                self.stats["reply_no_route"] += 1
+                continue
+            by_route.setdefault(route, []).append(codec.encode(r))
+        assert self.sealer is not None
+        limit = self.opts.max_datagram - auth.HDR_LEN - auth.MAC_LEN
+        for (kind, where), encs in by_route.items():
+            if kind == "tcp":
+                conn: FramedConn = where
+                conn.send(codec.pack_encoded(encs))
+                continue
+            batch: list[bytes] = []
+            size = 0
+            for e in encs:
+                if size + len(e) + 8 > limit and batch:
+                    self._udp_out(batch, where)
+                    batch, size = [], 0
+                batch.append(e)
+                size += len(e)
+            if batch:
+                self._udp_out(batch, where)
+
+    # ================================================================ incoming
+
+    def _bad(self, reason: str, detail: str) -> None:
+        self.stats[f"dropped_{reason}"] += 1
+        self.rlog.warn(reason, detail)
+
+    def on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.stats["datagrams_in"] += 1
+        if len(data) > self.opts.max_datagram:
+            self._bad("oversized_datagram", f"{len(data)} bytes from {addr}")
+            return
+        try:
+            origin, sender, body = self.opener.open(data)
+        except auth.AuthError as e:
+            reason = "replayed" if "replayed" in str(e) else "unauthenticated"
+            self._bad(reason, f"{addr[0]}:{addr[1]}: {e}")
+            return
+        try:
+            msgs = codec.decode_many(body)
+        except ProtocolError as e:
+            self._bad("malformed", f"{addr[0]}:{addr[1]}: {e}")
+            return
+        if origin == auth.ORIGIN_CLIENT:
+            self._client_msgs(sender, msgs, ("udp", addr))
+            return
+        for m in msgs:
+            if not isinstance(m, _UDP_TYPES):
+                self._bad("wrong_channel", f"{type(m).__name__} by UDP from node {sender}")
+                continue
+            self._step(sender, m)
+
+    def _client_msgs(self, sender: int, msgs: list[Any], route: tuple[str, Any]) -> None:
+        node = self.node
+        assert node is not None
+        for m in msgs:
+            if not isinstance(m, ClientRequest):
+                self._bad("malformed", f"client {sender} sent {type(m).__name__}")
+                continue
+            # Replies go back the way the request came (one client process may
+            # hold many client ids: one per request in flight).
+            self.client_routes[m.client_id] = route
+            self.client_routes.move_to_end(m.client_id)
+            if len(self.client_routes) > MAX_CLIENT_ROUTES:
+                self.client_routes.popitem(last=False)
+            self.msg_in["ClientRequest"] += 1
+            try:
+                node.client_request(m)
+            except ProtocolError as e:
+                self._bad("refused", f"client {sender}: {e}")
+            except Exception as e:
+                self._die(e)
+                return
+        self.dirty.set()
+
+    def submit_local(self, req: ClientRequest) -> None:
+        """A request from this process (the HTTP API); its reply goes to on_reply."""
+        node = self.node
+        assert node is not None
+        node.client_request(req)
+        self.dirty.set()
+
+    def _step(self, src: int, m: PeerMessage) -> None:
+        node = self.node
+        assert node is not None
+        self.msg_in[type(m).__name__] += 1
+        if isinstance(m, Heartbeat | Accept):
+            self.leader_seen = (m.ballot.node, m.ballot, time.monotonic())
+        try:
+            node.step(src, m, revalidate=False)  # the codec built m through its constructor
+        except ProtocolError as e:
+            self._bad("refused", f"{type(m).__name__} from node {src}: {e}")
+            return
+        except (SafetyViolation, Exception) as e:
+            self._die(e)
+            return
+        self.dirty.set()
+
+    def _deliver_local(self, m: PeerMessage) -> None:
+        if not self.stopping.is_set():
+            self._step(self.id, m)
+
+    def _accept_conn(self) -> FramedConn:
+        conn = FramedConn(
+            self.key,
+            self.opts.max_frame,
+            on_hello=self._on_hello,
+            on_frame=self._on_frame,
+            on_lost=self._on_conn_lost,
+            on_bad=self._bad,
+        )
+        return conn
+
+    def _on_hello(self, conn: FramedConn, h: list[Any]) -> bool:
+        # ["hello", 1, origin, sender, kind, ballot]
+        if len(h) != 6 or h[1] != 1 or type(h[3]) is not int:
+            return False
+        origin, sender, kind, b = h[2], h[3], h[4], h[5]
+        if origin == auth.ORIGIN_CLIENT and kind == "client":
+            conn.meta = {"kind": "client", "peer": sender}
+            return True
+        if origin != auth.ORIGIN_NODE or not self.cfg.is_node(sender) or sender == self.id:
+            return False
+        if kind == "peer":
+            conn.meta = {"kind": "link-in", "peer": sender}
+            return True
+        if kind == "session" and type(b) is list and len(b) == 2:
+            node = self.node
+            assert node is not None
+            if sender >= self.cfg.n_acceptors or Role.PROPOSER not in node.role and not (
+                node.acceptor is not None
+            ):
+                return False
+            try:
+                ballot = Ballot(b[0], b[1])
+            except ProtocolError:
+                return False
+            if ballot.node != self.id:
+                return False
+            # Registered on its first authenticated frame (see _on_frame): a
+            # replayed hello alone must not displace a live session.
+            conn.meta = {"kind": "session-in", "peer": sender, "ballot": ballot}
+            return True
+        return False
+
+    def _on_frame(self, conn: FramedConn, body: bytes) -> None:
+        meta = conn.meta
+        kind = meta.get("kind")
+        peer = meta.get("peer")
+        try:
+            msgs = codec.decode_many(body)
+        except ProtocolError as e:
+            self._bad("malformed", f"frame from {conn.peer}: {e}")
+            conn.close()
+            return
+        if kind == "client":
+            assert isinstance(peer, int)
+            self._client_msgs(peer, msgs, ("tcp", conn))
+            return
+        assert isinstance(peer, int)
+        for m in msgs:
+            if kind == "session-in":
+                b = meta["ballot"]
+                if not isinstance(m, _SESSION_TO_PROPOSER) or m.ballot != b:
+                    self._bad("wrong_channel", f"{type(m).__name__} on session {b} of {peer}")
+                    continue
+                if not meta.get("registered"):
+                    meta["registered"] = True
+                    old = self.sessions_in.get((peer, b))
+                    if old is not None and old is not conn:
+                        old.meta["registered"] = False
+                        old.close()
+                    self.sessions_in[(peer, b)] = conn
+            elif kind == "session-out":
+                b = meta["ballot"]
+                if not isinstance(m, _SESSION_TO_ACCEPTOR) or m.ballot != b:
+                    self._bad("wrong_channel", f"{type(m).__name__} on session {b} to {peer}")
+                    continue
+            elif kind in ("link-in", "link-out"):
+                if not isinstance(m, CatchupRequest | CatchupReply | Heartbeat | HeartbeatAck
+                                  | Prepare | Nack):  # fmt: skip
+                    self._bad("wrong_channel", f"{type(m).__name__} on a peer link from {peer}")
+                    continue
+            else:
+                continue
+            self._step(peer, m)
+
+    def _on_conn_lost(self, conn: FramedConn) -> None:
+        meta = conn.meta
+        if meta.get("kind") == "session-in" and meta.get("registered"):
+            peer, b = meta["peer"], meta["ballot"]
+            if self.sessions_in.get((peer, b)) is conn:
+                self.sessions_in.pop((peer, b), None)
+            node = self.node
+            assert node is not None
+            self.stats["sessions_lost"] += 1
+            try:
+                node.session_lost(peer, b)
+            except Exception as e:
+                self._die(e)
+                return
+            self.dirty.set()
+        elif meta.get("kind") == "client":
+            peer = meta.get("peer")
+            if isinstance(peer, int) and self.client_routes.get(peer) == ("tcp", conn):
+                self.client_routes.pop(peer, None)
+
+    # ================================================================ status
+
+    def is_ready(self) -> bool:
+        """Readiness: caught up, knows a leader, and not recovering a lost disk."""
+        node = self.node
+        if node is None or node.recovering:
+            return False
+        r = node.replica
+        if r is not None and r.known_commit - r.applied > 2 * self.cfg.catchup_batch:
+            return False
+        return self.leader() is not None
+
+    def leader(self) -> int | None:
+        node = self.node
+        if node is None:
+            return None
+        if node.is_leader:
+            return self.id
+        if self.leader_seen is None:
+            return None
+        lid, _b, at = self.leader_seen
+        horizon = 3 * self.cfg.election_ticks * self.opts.tick_ms / 1000
+        return lid if time.monotonic() - at < horizon else None
+
+    def status(self) -> dict[str, Any]:
+        node = self.node
+        assert node is not None
+        a, r, p = node.acceptor, node.replica, node.proposer
+        roles = [n for n, f in (("proposer", p), ("acceptor", a), ("learner", r)) if f is not None]
+        ballot = None
+        if node.is_leader and p is not None and p.ballot is not None:
+            ballot = str(p.ballot)
+        elif self.leader_seen is not None:
+            ballot = str(self.leader_seen[1])
+        decided = r.known_commit if r is not None else node.commit_seen
+        applied = r.applied if r is not None else -1
+        fs = sorted(self.fsync_seconds[-512:])
+        return {
+            "node_id": self.id,
+            "cluster_id": self.opts.cluster_id,
+            "address": "%s:%d" % self.opts.addr_of(self.id),
+            "roles": roles,
+            "leader": self.leader(),
+            "is_leader": node.is_leader,
+            "ballot": ballot,
+            "promised": str(a.promised) if a is not None else None,
+            "decided": decided,
+            "applied": applied,
+            "lag": max(0, decided - applied) if r is not None else None,
+            "snapshot_slot": r.snapshot.slot if r is not None and r.snapshot else None,
+            "recovering": node.recovering,
+            "incarnation": node.inc,
+            "ready": self.is_ready(),
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "fsync_p50_ms": round(fs[len(fs) // 2] * 1000, 3) if fs else None,
+            "counters": dict(self.stats),
+        }
