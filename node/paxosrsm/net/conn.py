@@ -53,6 +53,8 @@ class FramedConn(asyncio.Protocol):
         self.peer: str = "?"
         #: Set by the owner after the handshake: what this connection is for.
         self.meta: dict[str, Any] = {}
+        self.close_after_handshake = False
+        self.aborted = False
         self._timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------ asyncio
@@ -60,6 +62,9 @@ class FramedConn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # (uvloop's transports are not asyncio.Transport subclasses)
         self.transport = transport  # type: ignore[assignment]
+        if self.closed and not self.close_after_handshake:
+            transport.close()  # closed by its owner while still connecting
+            return
         pn = self.transport.get_extra_info("peername") if self.transport else None
         self.peer = f"{pn[0]}:{pn[1]}" if pn else "?"
         loop = asyncio.get_running_loop()
@@ -70,7 +75,7 @@ class FramedConn(asyncio.Protocol):
             transport.write(auth.frame_raw(body, auth.hello_mac(self.key, body)))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        self.closed = self.aborted = True
         if self._timer is not None:
             self._timer.cancel()
         if not self.ready.done():
@@ -85,20 +90,33 @@ class FramedConn(asyncio.Protocol):
 
     def bad(self, reason: str, detail: str) -> None:
         self.on_bad(reason, f"{self.peer}: {detail}")
-        self.close()
+        self.closed = self.aborted = True
+        if self.transport is not None:
+            self.transport.abort()
 
     def close(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.closed = True
+        """Break the connection. Frames already sent are still delivered (the
+        transport flushes its buffer; frames queued behind the handshake go out
+        when it completes): a Promise made before a higher prepare arrived is
+        still a valid promise, and losing it in transit can starve a proposer."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.mac is None and self.pending and self.hello is not None:
+            self.close_after_handshake = True  # deliver what was sent, then break
+            return
+        if self.transport is not None:
             self.transport.close()
 
     # ------------------------------------------------------------ sending
 
     def send(self, body: bytes) -> bool:
         """Queue one frame; before the handshake completes it waits in memory."""
-        if self.closed or self.transport is None:
+        if self.closed:
             return False
-        if self.mac is None:
+        if self.mac is None or self.transport is None:  # still connecting
+            if len(self.pending) >= 10_000:
+                return False
             self.pending.append(body)
             return True
         self.transport.write(self.mac.seal(body))
@@ -109,7 +127,7 @@ class FramedConn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buf = self.buf
         buf += data
-        while not self.closed:
+        while not self.aborted:
             if len(buf) < 4:
                 return
             (n,) = auth.FRAME_HDR.unpack_from(buf)
@@ -129,7 +147,8 @@ class FramedConn(asyncio.Protocol):
                 except auth.AuthError as e:
                     self.bad("bad_mac", str(e))
                     return
-                self.on_frame(self, body)
+                if not self.closed:
+                    self.on_frame(self, body)
 
     def _handshake(self, frame: bytes) -> None:
         body, mac = frame[: -auth.MAC_LEN], frame[-auth.MAC_LEN :]
@@ -167,5 +186,8 @@ class FramedConn(asyncio.Protocol):
         if not self.ready.done():
             self.ready.set_result(None)
         pending, self.pending = self.pending, []
+        assert self.transport is not None
         for b in pending:
-            self.send(b)
+            self.transport.write(self.mac.seal(b))
+        if self.close_after_handshake:
+            self.transport.close()

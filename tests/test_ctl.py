@@ -1,0 +1,291 @@
+"""``paxosctl`` as a user runs it: a subprocess, its output and its exit code.
+
+Exit codes (see paxosrsm.ctl): 0 ok, 1 the operation failed, 2 bad arguments,
+3 a write's outcome is unknown, 4 the cluster is unavailable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from netcluster import ProcCluster, free_ports
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNKNOWN, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ, PYTHONUNBUFFERED="1")
+    e.pop("PAXOS_CLUSTER", None)
+    return e
+
+
+def ctl(*args: str | Path, cwd: Path | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    p = subprocess.run(
+        [sys.executable, "-m", "paxosrsm.ctl", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, env=env(), cwd=cwd,
+    )  # fmt: skip
+    assert "Traceback" not in p.stderr + p.stdout, p.stderr
+    return p
+
+
+def ok(p: subprocess.CompletedProcess[str]) -> str:
+    assert p.returncode == EXIT_OK, (p.args[3:], p.returncode, p.stdout, p.stderr)
+    return p.stdout
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcCluster]:
+    c = ProcCluster(tmp_path_factory.mktemp("ctl"), replicas=3)
+    try:
+        c.start_all()
+        c.wait_ready()
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def cf(cluster: ProcCluster) -> list[str]:
+    return ["-c", str(cluster.root / "cluster.yaml")]
+
+
+# ------------------------------------------------------------------ KV commands
+
+
+def test_put_get_delete(cf: list[str]) -> None:
+    assert ok(ctl(*cf, "put", "greeting", "hello world ✓")) == "OK\n"
+    assert ok(ctl(*cf, "get", "greeting")) == "hello world ✓\n"
+    assert ok(ctl(*cf, "put", "greeting", "bye")) == "OK\n"
+    assert ok(ctl(*cf, "get", "greeting")) == "bye\n"
+    deadline = time.monotonic() + 5
+    while (p := ctl(*cf, "get", "greeting", "--stale")).returncode != EXIT_OK:
+        assert p.returncode == EXIT_FAIL and time.monotonic() < deadline, p
+        time.sleep(0.1)
+    assert p.stdout == "bye\n"
+    assert ok(ctl(*cf, "delete", "greeting")) == "deleted\n"
+    assert ok(ctl(*cf, "delete", "greeting")) == "(no such key)\n"
+    p = ctl(*cf, "get", "greeting")
+    assert p.returncode == EXIT_FAIL and p.stdout == "", p
+    assert "no such key" in p.stderr
+
+
+def test_cas(cf: list[str]) -> None:
+    assert ok(ctl(*cf, "cas", "lock", "-", "alice", "--expected-absent")) == "OK\n"
+    p = ctl(*cf, "cas", "lock", "-", "bob", "--expected-absent")
+    assert p.returncode == EXIT_FAIL and "CAS failed" in p.stderr, p
+    p = ctl(*cf, "cas", "lock", "carol", "bob")
+    assert p.returncode == EXIT_FAIL and "CAS failed" in p.stderr, p
+    assert ok(ctl(*cf, "get", "lock")) == "alice\n", "a refused CAS changes nothing"
+    assert ok(ctl(*cf, "cas", "lock", "alice", "bob")) == "OK\n"
+    assert ok(ctl(*cf, "get", "lock")) == "bob\n"
+
+
+def test_cluster_from_env_and_from_nodes(cluster: ProcCluster, tmp_path: Path) -> None:
+    cfile = cluster.root / "cluster.yaml"
+    p = subprocess.run(
+        [sys.executable, "-m", "paxosrsm.ctl", "put", "envkey", "v"],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        env=dict(env(), PAXOS_CLUSTER=str(cfile)),
+    )  # fmt: skip
+    assert p.returncode == EXIT_OK, p
+    nodes = ",".join(cluster.layout["acceptors"])
+    key = cluster.root / "cluster.key"
+    assert ok(ctl("--nodes", nodes, "--key-file", key, "get", "envkey")) == "v\n"
+
+
+# ------------------------------------------------------------------ status
+
+
+def test_status_table(cluster: ProcCluster, cf: list[str]) -> None:
+    ok(ctl(*cf, "put", "status-probe", "x"))
+    out = ok(ctl(*cf, "status"))
+    lines = out.splitlines()
+    assert lines[0].split() == ["NODE", "ADDRESS", "ROLES", "STATE", "LEADER", "BALLOT",
+                                "DECIDED", "APPLIED", "LAG"], out  # fmt: skip
+    rows = [ln.split() for ln in lines[1:]]
+    assert [r[0] for r in rows] == [str(n) for n in range(cluster.n)], out
+    assert [r[1] for r in rows] == cluster.layout["acceptors"], out
+    states = [r[3] for r in rows]
+    assert states.count("LEADER") == 1 and states.count("follower") == cluster.n - 1, out
+    leader = states.index("LEADER")
+    assert all(r[4] == str(leader) for r in rows), out
+    assert all(int(r[6]) >= 0 and int(r[7]) >= 0 for r in rows), out
+
+
+def test_status_with_a_node_down_exits_4(cluster: ProcCluster, tmp_path: Path) -> None:
+    layout = dict(cluster.layout, key_file=str(cluster.root / "cluster.key"))
+    dead = free_ports(1)[0]
+    layout["http_peers"] = [*cluster.layout["http_peers"][:2], f"127.0.0.1:{dead}"]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(layout))
+    p = ctl("-c", tmp_path / "c.yaml", "status")
+    assert p.returncode == EXIT_UNAVAILABLE, p
+    rows = [ln.split() for ln in p.stdout.splitlines()[1:]]
+    assert len(rows) == 3 and "unreachable" in " ".join(rows[2]), p.stdout
+    assert "LEADER" in [r[3] for r in rows[:2]] or "follower" in [r[3] for r in rows[:2]]
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_unavailable_cluster_exit_codes(cluster: ProcCluster) -> None:
+    dead = ",".join(f"127.0.0.1:{p}" for p in free_ports(3))
+    base = ["--nodes", dead, "--key-file", str(cluster.root / "cluster.key"), "--timeout", "0.5"]
+    p = ctl(*base, "get", "k")
+    assert p.returncode == EXIT_UNAVAILABLE and "unavailable" in p.stderr, p
+    p = ctl(*base, "put", "k", "v")
+    assert p.returncode == EXIT_UNKNOWN and "outcome unknown" in p.stderr, p
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ([], "required"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["put", "k"], "the following arguments are required: value"),
+        (["get"], "the following arguments are required: key"),
+        (["cas", "k", "a"], "the following arguments are required: new"),
+        (["local"], "required"),
+        (["local", "down"], "invalid choice: 'down'"),
+        (["--timeout", "soon", "get", "k"], "invalid float value: 'soon'"),
+        (["-c", "{tmp}/no/such/cluster.yaml", "get", "k"], "no cluster file {tmp}/no/such"),
+        (["get", "k"], "no cluster file paxos-data/cluster.yaml"),
+        (["-c", "{tmp}/bad.yaml", "get", "k"], "is not YAML"),
+        (["-c", "{tmp}/empty.yaml", "status"], "lists no acceptors"),
+        (["--nodes", "127.0.0.1:1", "get", "k"], "--nodes needs --key-file"),
+        (["--nodes", "nonsense", "--key-file", "{tmp}/k", "get", "k"], "nonsense"),
+        (["local", "up", "--replicas", "4", "--data-dir", "{tmp}/d"], "--replicas must be 1, 3, 5 or 7"),
+        (["local", "up", "--replicas", "2", "--data-dir", "{tmp}/d"], "--replicas must be 1, 3, 5 or 7"),
+        (["local", "up", "--learners", "9", "--data-dir", "{tmp}/d"], "--learners must be in 0..8"),
+        (["local", "up", "--replicas", "x"], "invalid int value: 'x'"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
+    (tmp_path / "bad.yaml").write_text("acceptors: [unclosed\n")
+    (tmp_path / "empty.yaml").write_text("{}\n")
+    (tmp_path / "k").write_text("secret\n")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    p = ctl(*args, cwd=tmp_path)
+    assert p.returncode == EXIT_USAGE, (args, p.returncode, p.stdout, p.stderr)
+    assert needle.replace("{tmp}", str(tmp_path)) in p.stderr, p.stderr
+    assert p.stderr.startswith(("usage: paxosctl", "paxosctl: ")), p.stderr
+    assert not (tmp_path / "d").exists(), "a refused `local up` creates nothing"
+
+
+def test_local_up_refuses_another_cluster_size(cluster: ProcCluster) -> None:
+    p = ctl("local", "up", "--replicas", "1", "--data-dir", cluster.root)
+    assert p.returncode == EXIT_USAGE and "holds a cluster of 3 acceptors" in p.stderr, p
+
+
+def test_help_exits_0() -> None:
+    p = ctl("--help")
+    assert p.returncode == EXIT_OK and "local up" in p.stdout, p
+    p = ctl("local", "up", "--help")
+    assert p.returncode == EXIT_OK and "--replicas" in p.stdout, p
+
+
+# ------------------------------------------------------------------ local up
+
+
+class LocalUp:
+    """``paxosctl local up`` in the background, in its own session like a terminal job."""
+
+    def __init__(self, data: Path, port: int, http: int, log: Path) -> None:
+        self.http = http
+        self.log = log
+        with open(log, "wb") as f:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "paxosrsm.ctl", "local", "up", "--replicas", "1",
+                 "--data-dir", str(data), "--base-port", str(port), "--http-base", str(http)],
+                stdout=f, stderr=subprocess.STDOUT, env=env(), start_new_session=True,
+            )  # fmt: skip
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def node_pids(self) -> list[int]:
+        return [int(x) for x in re.findall(r"pid (\d+)", self.output())]
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc.poll() is None, f"local up exited early:\n{self.output()}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/readyz", timeout=1) as r:
+                    if json.loads(r.read()).get("ok"):
+                        return
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"local cluster not ready:\n{self.output()}"
+            time.sleep(0.1)
+
+    def interrupt(self, group: bool) -> int:
+        """Ctrl-C: to the whole process group as a terminal does, or to paxosctl alone."""
+        if group:
+            os.killpg(self.proc.pid, signal.SIGINT)
+        else:
+            self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(timeout=30)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        for pid in self.node_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def gone(pid: int, timeout: float = 5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return True
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":  # a zombie is no longer running
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_local_up_serves_stops_on_ctrl_c_and_restarts_on_its_data(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    port, http = free_ports(2)
+    cfile = data / "cluster.yaml"
+    for run, group in ((1, False), (2, True)):
+        up = LocalUp(data, port, http, tmp_path / f"up{run}.log")
+        try:
+            up.wait_ready()
+            out = up.output()
+            assert ("starting" if run == 1 else "restarting") + f" a local cluster in {data}" in out
+            pids = up.node_pids()
+            assert len(pids) == 1 and all(not gone(p, 0) for p in pids), out
+            layout = yaml.safe_load(cfile.read_text())
+            assert layout["acceptors"] == [f"127.0.0.1:{port}"]
+            assert layout["http_peers"] == [f"127.0.0.1:{http}"]
+            if run == 1:
+                assert ok(ctl("-c", cfile, "put", "persist", "survives restarts")) == "OK\n"
+            assert ok(ctl("-c", cfile, "get", "persist")) == "survives restarts\n"
+            status = ok(ctl("-c", cfile, "status")).splitlines()
+            assert len(status) == 2 and status[1].split()[3] == "LEADER", status
+            rc = up.interrupt(group)
+            out = up.output()
+            assert rc == EXIT_OK, out
+            assert out.rstrip().endswith("stopped"), out
+            assert all(gone(p) for p in pids), f"node processes left running: {pids}"
+            assert "Traceback" not in out, out
+        finally:
+            up.kill()
+    assert (data / "node-0" / "IDENTITY").exists()
