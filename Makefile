@@ -1,12 +1,12 @@
 # The two commands (see README):
-#   make demo   - set up and run the main job
+#   make demo   - set up and run the main job: a local 3-replica cluster (Ctrl-C stops it)
 #   make test   - set up and run lint, types and the whole test suite
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit sim-sweep bench bench-storage bench-recovery clean
+.PHONY: demo sim-demo test lint typecheck unit sim-sweep bench bench-net bench-storage bench-recovery clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,7 +14,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+REPLICAS ?= 3
+DATA ?= ./paxos-data
 demo: $(STAMP)
+	$(BIN)/paxosctl local up --replicas $(REPLICAS) --data-dir $(DATA)
+
+# The narrated, deterministic simulation of a cluster (no sockets, no disk).
+sim-demo: $(STAMP)
 	$(BIN)/python -m paxosrsm.demo
 
 lint: $(STAMP)
@@ -47,7 +53,11 @@ bench-storage: $(BENCH_STAMP)
 bench-recovery: $(BENCH_STAMP)
 	$(BIN)/python bench/recovery_bench.py
 
-bench: bench-storage bench-recovery
+# Ours vs PySyncObj on loopback: throughput sweep, latency, failover.
+bench-net: $(BENCH_STAMP)
+	$(BIN)/python bench/net_bench.py $(BENCH_ARGS)
+
+bench: bench-net bench-storage bench-recovery
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,10 @@ def env() -> dict[str, str]:
     return e
 
 
-def ctl(*args: str | Path, cwd: Path | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:  # fmt: skip
+Run = subprocess.CompletedProcess[str]
+
+
+def ctl(*args: str | Path, cwd: Path | None = None, timeout: float = 30) -> Run:
     p = subprocess.run(
         [sys.executable, "-m", "paxosrsm.ctl", *map(str, args)],
         capture_output=True, text=True, timeout=timeout, env=env(), cwd=cwd,
@@ -40,7 +44,13 @@ def ctl(*args: str | Path, cwd: Path | None = None, timeout: float = 30) -> subp
     return p
 
 
-def ok(p: subprocess.CompletedProcess[str]) -> str:
+def ctl_many(argvs: list[list[str]], cwd: Path | None = None) -> list[Run]:
+    """Independent paxosctl runs in parallel (an interpreter takes a while to start)."""
+    with ThreadPoolExecutor(8) as ex:
+        return list(ex.map(lambda a: ctl(*a, cwd=cwd), argvs))
+
+
+def ok(p: Run) -> str:
     assert p.returncode == EXIT_OK, (p.args[3:], p.returncode, p.stdout, p.stderr)
     return p.stdout
 
@@ -133,7 +143,7 @@ def test_status_with_a_node_down_exits_4(cluster: ProcCluster, tmp_path: Path) -
     assert p.returncode == EXIT_UNAVAILABLE, p
     rows = [ln.split() for ln in p.stdout.splitlines()[1:]]
     assert len(rows) == 3 and "unreachable" in " ".join(rows[2]), p.stdout
-    assert "LEADER" in [r[3] for r in rows[:2]] or "follower" in [r[3] for r in rows[:2]]
+    assert {r[3] for r in rows[:2]} <= {"LEADER", "follower"}, p.stdout
 
 
 # ------------------------------------------------------------------ errors
@@ -142,45 +152,69 @@ def test_status_with_a_node_down_exits_4(cluster: ProcCluster, tmp_path: Path) -
 def test_unavailable_cluster_exit_codes(cluster: ProcCluster) -> None:
     dead = ",".join(f"127.0.0.1:{p}" for p in free_ports(3))
     base = ["--nodes", dead, "--key-file", str(cluster.root / "cluster.key"), "--timeout", "0.5"]
-    p = ctl(*base, "get", "k")
-    assert p.returncode == EXIT_UNAVAILABLE and "unavailable" in p.stderr, p
-    p = ctl(*base, "put", "k", "v")
-    assert p.returncode == EXIT_UNKNOWN and "outcome unknown" in p.stderr, p
+    get, put, cas = ctl_many([[*base, "get", "k"], [*base, "put", "k", "v"],
+                              [*base, "cas", "k", "a", "b"]])  # fmt: skip
+    assert get.returncode == EXIT_UNAVAILABLE and "unavailable" in get.stderr, get
+    assert put.returncode == EXIT_UNKNOWN and "outcome unknown" in put.stderr, put
+    assert cas.returncode == EXIT_UNKNOWN and "outcome unknown" in cas.stderr, cas
 
 
-@pytest.mark.parametrize(
-    ("args", "needle"),
-    [
-        ([], "required"),
-        (["frobnicate"], "invalid choice: 'frobnicate'"),
-        (["put", "k"], "the following arguments are required: value"),
-        (["get"], "the following arguments are required: key"),
-        (["cas", "k", "a"], "the following arguments are required: new"),
-        (["local"], "required"),
-        (["local", "down"], "invalid choice: 'down'"),
-        (["--timeout", "soon", "get", "k"], "invalid float value: 'soon'"),
-        (["-c", "{tmp}/no/such/cluster.yaml", "get", "k"], "no cluster file {tmp}/no/such"),
-        (["get", "k"], "no cluster file paxos-data/cluster.yaml"),
-        (["-c", "{tmp}/bad.yaml", "get", "k"], "is not YAML"),
-        (["-c", "{tmp}/empty.yaml", "status"], "lists no acceptors"),
-        (["--nodes", "127.0.0.1:1", "get", "k"], "--nodes needs --key-file"),
-        (["--nodes", "nonsense", "--key-file", "{tmp}/k", "get", "k"], "nonsense"),
-        (["local", "up", "--replicas", "4", "--data-dir", "{tmp}/d"], "--replicas must be 1, 3, 5 or 7"),
-        (["local", "up", "--replicas", "2", "--data-dir", "{tmp}/d"], "--replicas must be 1, 3, 5 or 7"),
-        (["local", "up", "--learners", "9", "--data-dir", "{tmp}/d"], "--learners must be in 0..8"),
-        (["local", "up", "--replicas", "x"], "invalid int value: 'x'"),
-    ],
-)  # fmt: skip
-def test_bad_arguments_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
-    (tmp_path / "bad.yaml").write_text("acceptors: [unclosed\n")
-    (tmp_path / "empty.yaml").write_text("{}\n")
-    (tmp_path / "k").write_text("secret\n")
-    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    p = ctl(*args, cwd=tmp_path)
-    assert p.returncode == EXIT_USAGE, (args, p.returncode, p.stdout, p.stderr)
-    assert needle.replace("{tmp}", str(tmp_path)) in p.stderr, p.stderr
-    assert p.stderr.startswith(("usage: paxosctl", "paxosctl: ")), p.stderr
-    assert not (tmp_path / "d").exists(), "a refused `local up` creates nothing"
+BAD_ARGS = [
+    ([], "required"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["put", "k"], "the following arguments are required: value"),
+    (["local"], "required"),
+    (["--timeout", "soon", "get", "k"], "invalid float value: 'soon'"),
+    (["-c", "{tmp}/no/such/cluster.yaml", "get", "k"], "no cluster file {tmp}/no/such"),
+    (["get", "k"], "no cluster file paxos-data/cluster.yaml"),
+    (["-c", "{tmp}/bad.yaml", "get", "k"], "is not YAML"),
+    (["-c", "{tmp}/empty.yaml", "status"], "lists no acceptors"),
+    (["--nodes", "127.0.0.1:1", "get", "k"], "--nodes needs --key-file"),
+    (["--nodes", "nonsense", "--key-file", "{tmp}/k", "get", "k"], "nonsense"),
+    (["local", "up", "--replicas", "4", "--data-dir", "{tmp}/d"], "--replicas must be 1, 3, 5"),
+    (["local", "up", "--learners", "9", "--data-dir", "{tmp}/d"], "--learners must be in 0..8"),
+    (["local", "up", "--replicas", "x"], "invalid int value: 'x'"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bad_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Run]]:
+    """Every bad command line of BAD_ARGS, run at once (each is a fresh interpreter)."""
+    tmp = tmp_path_factory.mktemp("bad-args")
+    (tmp / "bad.yaml").write_text("acceptors: [unclosed\n")
+    (tmp / "empty.yaml").write_text("{}\n")
+    (tmp / "k").write_text("secret\n")
+    argvs = [[a.replace("{tmp}", str(tmp)) for a in args] for args, _ in BAD_ARGS]
+    return tmp, ctl_many(argvs, cwd=tmp)
+
+
+@pytest.mark.parametrize("i", range(len(BAD_ARGS)), ids=[" ".join(a) or "-" for a, _ in BAD_ARGS])
+def test_bad_arguments_exit_2(bad_runs: tuple[Path, list[Run]], i: int) -> None:
+    tmp, runs = bad_runs
+    p = runs[i]
+    needle = BAD_ARGS[i][1].replace("{tmp}", str(tmp))
+    assert p.returncode == EXIT_USAGE, (p.args[3:], p.returncode, p.stdout, p.stderr)
+    assert needle in p.stderr, p.stderr
+    assert p.stderr.startswith(("usage: paxosctl", "paxosctl")), p.stderr
+    assert re.search(r"^paxosctl( \w+)*: ", p.stderr, re.M), p.stderr  # "paxosctl local up: error"
+    assert not (tmp / "d").exists(), "a refused `local up` creates nothing"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: `local up` reads an existing cluster.yaml without checking it: an empty or "
+    "partial file ends in a TypeError/KeyError traceback and exit code 1, not a usage error",
+)
+@pytest.mark.parametrize("content", ["", "acceptors: [127.0.0.1:1]\n"], ids=["empty", "partial"])
+def test_local_up_on_a_broken_cluster_file(tmp_path: Path, content: str) -> None:
+    (tmp_path / "cluster.yaml").write_text(content)
+    p = subprocess.run(
+        [sys.executable, "-m", "paxosrsm.ctl", "local", "up", "--replicas", "1",
+         "--data-dir", str(tmp_path), "--base-port", "1", "--http-base", "1"],
+        capture_output=True, text=True, timeout=30, env=env(),
+    )  # fmt: skip
+    assert "Traceback" not in p.stderr, p.stderr
+    assert p.returncode == EXIT_USAGE and "cluster.yaml" in p.stderr, p
 
 
 def test_local_up_refuses_another_cluster_size(cluster: ProcCluster) -> None:
@@ -189,10 +223,9 @@ def test_local_up_refuses_another_cluster_size(cluster: ProcCluster) -> None:
 
 
 def test_help_exits_0() -> None:
-    p = ctl("--help")
-    assert p.returncode == EXIT_OK and "local up" in p.stdout, p
-    p = ctl("local", "up", "--help")
-    assert p.returncode == EXIT_OK and "--replicas" in p.stdout, p
+    top, up = ctl_many([["--help"], ["local", "up", "--help"]])
+    assert top.returncode == EXIT_OK and "local up" in top.stdout and "Exit codes" in top.stdout
+    assert up.returncode == EXIT_OK and "--replicas" in up.stdout, up
 
 
 # ------------------------------------------------------------------ local up
@@ -239,22 +272,30 @@ class LocalUp:
         return self.proc.wait(timeout=30)
 
     def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        for pid in self.node_pids():
+        """Clean up after a failure: paxosctl and its nodes share its process group."""
+        group = self.proc.pid
+        alive = self.proc.poll() is None or any(pgrp(p) == group for p in self.node_pids())
+        if alive:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                os.killpg(group, signal.SIGKILL)
+        self.proc.wait(timeout=10)
 
 
-def gone(pid: int, timeout: float = 5) -> bool:
+def pgrp(pid: int) -> int | None:
+    """The process group of a running process (None if gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] == "Z" else int(fields[2])
+
+
+def gone(pid: int, group: int, timeout: float = 5) -> bool:
+    """The process has exited (or its pid now names a process of another group)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except FileNotFoundError:
-            return True
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":  # a zombie is no longer running
+        if pgrp(pid) != group:
             return True
         time.sleep(0.05)
     return False
@@ -271,7 +312,7 @@ def test_local_up_serves_stops_on_ctrl_c_and_restarts_on_its_data(tmp_path: Path
             out = up.output()
             assert ("starting" if run == 1 else "restarting") + f" a local cluster in {data}" in out
             pids = up.node_pids()
-            assert len(pids) == 1 and all(not gone(p, 0) for p in pids), out
+            assert len(pids) == 1 and pgrp(pids[0]) == up.proc.pid, out
             layout = yaml.safe_load(cfile.read_text())
             assert layout["acceptors"] == [f"127.0.0.1:{port}"]
             assert layout["http_peers"] == [f"127.0.0.1:{http}"]
@@ -284,7 +325,7 @@ def test_local_up_serves_stops_on_ctrl_c_and_restarts_on_its_data(tmp_path: Path
             out = up.output()
             assert rc == EXIT_OK, out
             assert out.rstrip().endswith("stopped"), out
-            assert all(gone(p) for p in pids), f"node processes left running: {pids}"
+            assert all(gone(p, up.proc.pid) for p in pids), f"nodes left running: {pids}"
             assert "Traceback" not in out, out
         finally:
             up.kill()

@@ -269,6 +269,7 @@ def test_status_of_the_cluster(cluster: ProcCluster) -> None:
 
 
 def test_metrics_are_prometheus_text(cluster: ProcCluster) -> None:
+    assert call("PUT", cluster.http(0) + kv("metered"), b"1").status == 200
     leaders = 0
     for nid in range(cluster.n):
         r = call("GET", cluster.http(nid) + "/metrics")

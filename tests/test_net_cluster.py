@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from netcluster import ProcCluster
-from paxosrsm.aclient import AsyncClient, KVError, UnknownOutcome, Unavailable
+
+from paxosrsm.aclient import AsyncClient, KVError, Unavailable, UnknownOutcome
 from paxosrsm.check.linearizability import Op, check_history
 
 KEYS = [f"k{i}" for i in range(4)]

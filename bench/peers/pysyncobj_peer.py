@@ -196,9 +196,12 @@ class _Latency:
 
 
 class _Writer:
-    """Failover writer: w requests in flight, each given up after `timeout` seconds."""
+    """Failover writer, open loop: `w` new writes on every tick (PySyncObj ticks at least every
+    50 ms and only takes new commands on a tick), at most `cap` in flight, each given up after
+    `timeout` seconds: writes stuck with a dead leader never stall it."""
 
-    def __init__(self, obj: _KV, w: int, timeout: float, value: bytes) -> None:
+    def __init__(self, obj: _KV, w: int, timeout: float, value: bytes, cap: int = 500) -> None:
+        self.cap = cap
         self.obj, self.w, self.timeout, self.value = obj, w, timeout, value
         self.inflight: dict[int, float] = {}
         self.seq = 0
@@ -217,8 +220,6 @@ class _Writer:
             return  # given up on already
         if err == FAIL_REASON.SUCCESS:
             self.successes.append((time.monotonic(), _leader_of(self.obj)))
-            if self.running:
-                self._submit()
 
     def on_tick(self) -> None:
         now = time.monotonic()
@@ -230,7 +231,7 @@ class _Writer:
             if now - t > self.timeout:
                 del self.inflight[seq]
         if self.running:
-            for _ in range(self.w - len(self.inflight)):
+            for _ in range(min(self.w, self.cap - len(self.inflight))):
                 self._submit()
 
     def query(self, since: float, killed: str) -> Json:
@@ -281,9 +282,15 @@ def _node_main(self_addr: str, partners: list[str], journal_file: str | None, ba
             assert load is not None
             load.running = False
             load.thread.join(timeout=10)
-            deadline = time.monotonic() + float(req["drain"])
-            while load.outstanding > 0 and time.monotonic() < deadline:
+            # Wait for the window to drain; give up after `drain` s, or 3 s without progress
+            # (requests caught in a leader change may never be answered).
+            now = time.monotonic()
+            deadline, stall_at, seen = now + float(req["drain"]), now + 3.0, -1
+            while load.outstanding > 0 and now < min(deadline, stall_at):
+                if load.outstanding != seen:
+                    seen, stall_at = load.outstanding, now + 3.0
                 time.sleep(0.01)
+                now = time.monotonic()
             left, load = load.outstanding, None
             return {"drained": left <= 0, "left": left}
         if op == "lat":
@@ -421,6 +428,15 @@ class _Proc:
                     pipe.close()
 
 
+def _machine_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+    total = sum(v[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
 class _Cluster:
     def __init__(self, procs: list[_Proc], tmp: str) -> None:
         self.procs, self.tmp = procs, tmp
@@ -522,11 +538,11 @@ def _measure_point(
         time.sleep(0.02)
     fill_s = time.monotonic() - t_fill
     time.sleep(warmup)
-    cpu0, w0 = c.cpu(), time.monotonic()
+    mach0, cpu0, w0 = _machine_jiffies(), c.cpu(), time.monotonic()
     m0 = [p.call("load_mark") for p, _ in pairs]
     time.sleep(duration)
     m1 = [p.call("load_mark") for p, _ in pairs]
-    cpu1, w1 = c.cpu(), time.monotonic()
+    mach1, cpu1, w1 = _machine_jiffies(), c.cpu(), time.monotonic()
     st = {p.addr: p.call("status") for p in c.procs}
     stops = [p.call("load_stop", drain_timeout + 15, drain=drain_timeout) for p, _ in pairs]
     ab = list(zip(m0, m1, strict=True))
@@ -537,6 +553,7 @@ def _measure_point(
     wall = w1 - w0
     cpu = {a: round(100 * (cpu1[a] - cpu0[a]) / wall, 1) for a in cpu0}
     followers = [p for p in c.procs if p is not leader]
+    busy = (mach1[0] - mach0[0]) / max(1, mach1[1] - mach0[1]) * 100 * (os.cpu_count() or 1)
     return {
         "system": SYSTEM,
         "journal": journal,
@@ -550,6 +567,7 @@ def _measure_point(
         "load_from": load_from,
         "cpu_pct_leader": cpu[leader.addr],
         "cpu_pct_followers": [cpu[p.addr] for p in followers],
+        "cpu_pct_other_processes": round(busy - sum(cpu.values()), 1),
         "generator_thread_cpu_pct": round(
             100 * sum(b["gen_cpu_s"] - a["gen_cpu_s"] for a, b in ab) / wall, 1
         ),
@@ -583,8 +601,9 @@ def run_throughput(
     seconds; then the generator stops and its requests drain before the next k.  A point during
     which the Raft term changed, or whose requests did not drain, is measured again on a fresh
     cluster, up to ``retries`` times (``attempts`` says how many it took; the last attempt is
-    reported, flags and all).  Each row also gives every node's CPU use over the window
-    (100 = one core), the CPU use of the generator thread(s) (the rest of the leader's is
+    reported, flags and all).  Each row also gives, over the window, every node's CPU use
+    (100 = one core), that of all other processes on the machine (work competing for the cores
+    skews the figures), that of the generator thread(s) (the rest of the leader's is
     PySyncObj's), and how many committed entries each follower had yet to apply.
     """
     if load_from not in ("leader", "all"):
@@ -701,15 +720,16 @@ def run_failover(
     journal: str,
     trials: int = 5,
     *,
-    writers_per_node: int = 4,
-    op_timeout: float = 2.0,
+    writers_per_node: int = 1,
+    op_timeout: float = 5.0,
     give_up: float = 20.0,
 ) -> Json:
     """Time from SIGKILL of the leader until a write succeeds again on a surviving node.
 
-    Each trial uses a fresh cluster (default configuration).  Every node runs a writer with
-    ``writers_per_node`` writes in flight (each abandoned and replaced after ``op_timeout``
-    seconds, so writes lost with the leader do not stall it).  After the kill, the first
+    Each trial uses a fresh cluster (default configuration).  Every node runs an open-loop
+    writer that submits ``writers_per_node`` writes on each PySyncObj tick (>= 20 ticks/s),
+    so writes lost with the leader (forgotten after ``op_timeout`` s) never stall it and a
+    fresh write is always queued.  After the kill, the first
     success callback on a survivor that fires while that survivor knows a leader other than
     the killed one ends the trial; ``elected_ms`` is when a survivor first learned of the new
     leader.  Clock: CLOCK_MONOTONIC, shared by all processes of the machine.

@@ -109,6 +109,7 @@ class AsyncClient:
         self.resolved: list[tuple[str, int]] = []
         self.tcp: dict[int, FramedConn] = {}
         self.dropped = 0
+        self.tasks: set[asyncio.Task[None]] = set()
 
     async def connect(self) -> AsyncClient:
         loop = asyncio.get_running_loop()
@@ -143,7 +144,9 @@ class AsyncClient:
     async def put(self, key: str, value: str, *, timeout: float | None = None) -> None:
         self._check(await self.request(Kind.WRITE, encode_op("put", key, value), timeout=timeout))
 
-    async def get(self, key: str, *, stale: bool = False, timeout: float | None = None) -> str | None:
+    async def get(
+        self, key: str, *, stale: bool = False, timeout: float | None = None
+    ) -> str | None:
         kind = Kind.STALE_READ if stale else Kind.READ
         v = self._check(await self.request(kind, encode_op("get", key), timeout=timeout))
         return v if isinstance(v, str) else None
@@ -254,7 +257,8 @@ class AsyncClient:
                 except OSError:
                     conn.closed = True
 
-            loop.create_task(go())
+            self.tasks.add(t := loop.create_task(go()))
+            t.add_done_callback(self.tasks.discard)
             self.tcp[target] = c
         c.send(codec.pack_encoded([enc]))
 
@@ -309,8 +313,11 @@ class AsyncClient:
         elif r.status == Status.NOT_LEADER:
             op.redirects += 1
             hint = r.leader_hint
-            if hint is not None and hint < len(self.addrs) and hint != op.target and (
-                op.redirects <= len(self.addrs)
+            if (
+                hint is not None
+                and hint < len(self.addrs)
+                and hint != op.target
+                and (op.redirects <= len(self.addrs))
             ):
                 self.leader = hint
                 op.target = hint

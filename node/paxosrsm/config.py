@@ -48,6 +48,10 @@ class ClusterConfig:
     max_backoff: int = 8
     #: Ticks before an unacknowledged Accept or Prepare is sent again.
     retransmit_ticks: int = 4
+    #: Ticks before an unacknowledged Accept is sent again; 0 means
+    #: retransmit_ticks. A runtime whose Accepts ride a reliable session (TCP)
+    #: sets it high: there a resend only duplicates work.
+    accept_retransmit_ticks: int = 0
     #: Most decided entries in one catch-up reply.
     catchup_batch: int = 512
     #: A new leader this far behind the highest reported vote catches up first.
@@ -90,6 +94,8 @@ class ClusterConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ProtocolError(f"{name} must be a positive int, got {v!r}")
+        if not isinstance(self.accept_retransmit_ticks, int) or self.accept_retransmit_ticks < 0:
+            raise ProtocolError("accept_retransmit_ticks must be an int >= 0")
         if self.log_retain < 0:
             raise ProtocolError("log_retain must be >= 0")
         if self.election_ticks <= self.heartbeat_ticks:

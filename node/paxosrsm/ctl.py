@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from .aclient import AsyncClient, ClientError, KVError, UnknownOutcome, Unavailable
+from .aclient import AsyncClient, ClientError, KVError, Unavailable, UnknownOutcome
 from .net.auth import load_key
 from .net.options import OptionsError, parse_addr
 
@@ -131,7 +131,9 @@ def cmd_status(ns: argparse.Namespace) -> int:
     lines = [hdr]
     for r in rows:
         if "error" in r:
-            lines.append((str(r["node_id"]), peers[r["node_id"]], "-", r["error"], "", "", "", "", ""))
+            lines.append(
+                (str(r["node_id"]), peers[r["node_id"]], "-", r["error"], "", "", "", "", "")
+            )
             continue
         state = "recovering" if r["recovering"] else ("LEADER" if r["is_leader"] else "follower")
         if not r["ready"] and not r["recovering"]:
@@ -318,7 +320,9 @@ def cmd_local_up(ns: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="paxosctl", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("-c", "--cluster", help="cluster file (default $PAXOS_CLUSTER or ./paxos-data/cluster.yaml)")
+    p.add_argument(
+        "-c", "--cluster", help="cluster file (default $PAXOS_CLUSTER or ./paxos-data/cluster.yaml)"
+    )
     p.add_argument("--nodes", help="acceptor addresses host:port,... (instead of -c)")
     p.add_argument("--key-file", help="cluster key file (with --nodes)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per operation")

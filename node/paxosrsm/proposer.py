@@ -314,8 +314,9 @@ class Proposer:
 
     def _retransmit_accepts(self) -> None:
         assert self.ballot is not None
+        every = self.cfg.accept_retransmit_ticks or self.cfg.retransmit_ticks
         for slot, t in list(self.sent_at.items()):
-            if self.now - t < self.cfg.retransmit_ticks:
+            if self.now - t < every:
                 continue
             self.sent_at[slot] = self.now
             msg = Accept(self.ballot, slot, self.proposals[slot], self.replica.applied, self.incs)

@@ -91,7 +91,7 @@ def _mac(key: bytes, data: bytes) -> bytes:
 class Sealer:
     """Seals outgoing datagrams of one sender."""
 
-    __slots__ = ("epoch", "key", "origin", "prefix", "sender", "counter")
+    __slots__ = ("counter", "epoch", "key", "origin", "prefix", "sender")
 
     def __init__(self, key: bytes, origin: int, sender: int, epoch: int) -> None:
         self.key = key

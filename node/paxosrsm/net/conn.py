@@ -9,12 +9,14 @@ connection and is reported to ``on_bad``; it never raises into the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 
 from . import auth
 
@@ -61,18 +63,23 @@ class FramedConn(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # (uvloop's transports are not asyncio.Transport subclasses)
-        self.transport = transport  # type: ignore[assignment]
+        t: asyncio.Transport = transport  # type: ignore[assignment]
+        self.transport = t
         if self.closed and not self.close_after_handshake:
-            transport.close()  # closed by its owner while still connecting
+            t.close()  # closed by its owner while still connecting
             return
-        pn = self.transport.get_extra_info("peername") if self.transport else None
+        sock = t.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # no Nagle: small frames must not wait
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pn = t.get_extra_info("peername")
         self.peer = f"{pn[0]}:{pn[1]}" if pn else "?"
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
         if self.hello is not None:
             self.nonce_c = os.urandom(16)
             body = msgpack.packb([*self.hello, self.nonce_c], use_bin_type=True)
-            transport.write(auth.frame_raw(body, auth.hello_mac(self.key, body)))
+            t.write(auth.frame_raw(body, auth.hello_mac(self.key, body)))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = self.aborted = True
@@ -167,7 +174,9 @@ class FramedConn(asyncio.Protocol):
                 nonce_s = os.urandom(16)
                 wb = msgpack.packb(["welcome", nonce_s], use_bin_type=True)
                 assert self.transport is not None
-                self.transport.write(auth.frame_raw(wb, auth.welcome_mac(self.key, self.nonce_c, wb)))
+                self.transport.write(
+                    auth.frame_raw(wb, auth.welcome_mac(self.key, self.nonce_c, wb))
+                )
                 self.mac = auth.FrameMac(auth.conn_key(self.key, self.nonce_c, nonce_s), False)
             else:  # client side: expect welcome
                 if not hmac.compare_digest(auth.welcome_mac(self.key, self.nonce_c, body), mac):

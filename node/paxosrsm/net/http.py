@@ -3,7 +3,7 @@
     GET    /v1/kv/{key}[?stale=true]   linearizable read (read index) unless stale
     PUT    /v1/kv/{key}                body = the value (UTF-8 text)
     DELETE /v1/kv/{key}
-    POST   /v1/cas/{key}               {"expected": str|null, "new": str} -> 200, or 409 if not swapped
+    POST   /v1/cas/{key}               {"expected": str|null, "new": str}: 200, or 409 if unswapped
     GET    /v1/status[?cluster=true]   this node (or every node) as JSON
     GET    /healthz  /readyz  /metrics  /
 
@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..aclient import AsyncClient, KVError, UnknownOutcome, Unavailable
+from ..aclient import AsyncClient, KVError, Unavailable, UnknownOutcome
 from ..statemachine import encode_op
 from .runtime import NodeServer
 
@@ -51,14 +51,20 @@ class _Collector(Collector):
         g.add_metric(["decided"], st["decided"])
         g.add_metric(["applied"], st["applied"])
         yield g
-        yield GaugeMetricFamily("paxos_is_leader", "1 if this node leads", value=int(st["is_leader"]))
+        yield GaugeMetricFamily(
+            "paxos_is_leader", "1 if this node leads", value=int(st["is_leader"])
+        )
         yield GaugeMetricFamily("paxos_ready", "1 if ready", value=int(st["ready"]))
         yield GaugeMetricFamily(
             "paxos_recovering", "1 while recovering a lost disk", value=int(st["recovering"])
         )
         lead = st["leader"]
-        yield GaugeMetricFamily("paxos_leader_id", "Known leader (-1: none)", value=-1 if lead is None else lead)
-        c = CounterMetricFamily("paxos_events", "Runtime events and dropped input", labels=["event"])
+        yield GaugeMetricFamily(
+            "paxos_leader_id", "Known leader (-1: none)", value=-1 if lead is None else lead
+        )
+        c = CounterMetricFamily(
+            "paxos_events", "Runtime events and dropped input", labels=["event"]
+        )
         for k, v in sorted(s.stats.items()):
             c.add_metric([k], v)
         yield c
@@ -70,7 +76,9 @@ class _Collector(Collector):
         for k, v in sorted(s.msg_out.items()):
             mo.add_metric([k], v)
         yield mo
-        yield CounterMetricFamily("paxos_applied_slots", "Slots applied since start", value=s.applied_total)
+        yield CounterMetricFamily(
+            "paxos_applied_slots", "Slots applied since start", value=s.applied_total
+        )
         if st["fsync_p50_ms"] is not None:
             yield GaugeMetricFamily("paxos_fsync_p50_seconds", "Median group-commit fsync",
                                     value=st["fsync_p50_ms"] / 1000)  # fmt: skip
@@ -186,7 +194,7 @@ class HttpApi:
         try:
             body = await req.json()
         except (ValueError, UnicodeDecodeError):
-            return _err(400, "body must be JSON: {\"expected\": string or null, \"new\": string}")
+            return _err(400, 'body must be JSON: {"expected": string or null, "new": string}')
         if not isinstance(body, dict):
             return _err(400, "body must be a JSON object")
         exp, new = body.get("expected"), body.get("new")
@@ -214,7 +222,7 @@ class HttpApi:
                 async with self.session.get(f"http://{host}:{port}/v1/status") as r:
                     d: dict[str, Any] = await r.json()
                     return d
-            except (OSError, asyncio.TimeoutError, ValueError) as e:
+            except (TimeoutError, OSError, ValueError) as e:
                 return {"node_id": nid, "error": f"unreachable: {type(e).__name__}"}
 
         if peers:
@@ -239,8 +247,13 @@ class HttpApi:
     async def readyz(self, req: web.Request) -> web.Response:
         st = self.s.status()
         if not st["ready"]:
-            why = "recovering" if st["recovering"] else (
-                "no leader known" if st["leader"] is None else f"catching up (lag {st['lag']})")
+            why = (
+                "recovering"
+                if st["recovering"]
+                else (
+                    "no leader known" if st["leader"] is None else f"catching up (lag {st['lag']})"
+                )
+            )
             return _err(503, f"not ready: {why}")
         return web.json_response({"ok": True, "leader": st["leader"]})
 
@@ -249,5 +262,5 @@ class HttpApi:
             body=generate_latest(self.registry), content_type="text/plain", charset="utf-8"
         )
 
-    async def index(self, req: web.Request) -> web.Response:
+    async def index(self, req: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC / "index.html")

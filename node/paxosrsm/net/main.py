@@ -68,11 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvloop
 
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        runner = asyncio.run
+        uvloop.install()  # the fast event loop (a dependency on Linux)
+    except ImportError:  # pragma: no cover
+        pass
     try:
-        return int(runner(run(opts)))
+        return int(asyncio.run(run(opts)))
     except OSError as e:  # e.g. the port is taken
         print(f"paxosrsm-node: {e}", file=sys.stderr)
         return EXIT_CONFIG

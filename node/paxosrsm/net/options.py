@@ -66,8 +66,11 @@ class NodeOptions:
     max_batch: int = 256
     snapshot_interval: int = 10_000
     tick_ms: float = 10.0
-    election_ticks: int = 15
+    election_ticks: int = 30
     heartbeat_ticks: int = 3
+    #: Resend unanswered Prepares/Accepts after this many ticks. Accepts travel
+    #: over TCP sessions, so this is mostly for Prepares lost as datagrams.
+    retransmit_ticks: int = 10
     max_frame: int = 64 << 20
     max_datagram: int = 60_000
     tls_cert: str = ""
@@ -103,6 +106,10 @@ class NodeOptions:
             snapshot_interval=self.snapshot_interval,
             election_ticks=self.election_ticks,
             heartbeat_ticks=self.heartbeat_ticks,
+            retransmit_ticks=self.retransmit_ticks,
+            # Accepts ride TCP sessions (delivered, or the session breaks and
+            # the proposer prepares again): a resend only duplicates work.
+            accept_retransmit_ticks=max(self.retransmit_ticks, int(1000 / self.tick_ms)),
             max_queue=100_000,
             catchup_batch=2048,
         )
@@ -196,9 +203,9 @@ def from_sources(
     if unknown:
         raise OptionsError(f"unknown settings in config file: {', '.join(sorted(unknown))}")
     for name in known:
-        e = env.get(f"PAXOS_{name.upper()}")
-        if e is not None:
-            values[name] = e
+        ev = env.get(f"PAXOS_{name.upper()}")
+        if ev is not None:
+            values[name] = ev
         if ns is not None and getattr(ns, name, None) is not None:
             values[name] = getattr(ns, name)
     opts = NodeOptions()

@@ -52,6 +52,7 @@ from ..messages import (
 )
 from ..node import Node
 from ..outbox import SafetyViolation
+from ..records import DecideRec, SnapshotRec
 from ..statemachine import KVStore, StateMachine
 from ..storage import Identity, SQLiteStorage
 from ..types import Ballot, ProtocolError
@@ -61,6 +62,8 @@ from .options import NodeOptions
 
 log = logging.getLogger("paxosrsm.node")
 
+#: Records no outgoing message depends on (see _flusher).
+_LAZY_RECORDS = (DecideRec, SnapshotRec)
 _UDP_TYPES = (Prepare, RecoverPrepare, Nack, Heartbeat, HeartbeatAck)
 #: What may arrive on a promise session, per side.
 _SESSION_TO_PROPOSER = (Promise, Accepted, Fenced)
@@ -123,6 +126,9 @@ class NodeServer:
         self.dirty = asyncio.Event()
         self.stopping = asyncio.Event()
         self.fatal: BaseException | None = None
+        self.deferred: list[Any] = []  # learner records waiting for the next fsync
+        self.defer_timer_armed = False
+        self.force_flush = False
         self.tasks: list[asyncio.Task[None]] = []
         # addresses: node id -> resolved (ip, port)
         self.resolved: dict[int, tuple[str, int]] = {}
@@ -131,7 +137,7 @@ class NodeServer:
         self.sessions_out: dict[tuple[int, Ballot], FramedConn] = {}
         self.sessions_in: dict[tuple[int, Ballot], FramedConn] = {}
         self.links: dict[int, FramedConn] = {}  # outgoing peer links (catch-up)
-        self.connecting: set[tuple[Any, ...]] = set()
+        self.conn_tasks: set[asyncio.Task[None]] = set()
         self.client_routes: OrderedDict[int, tuple[str, Any]] = OrderedDict()
         self.sealer: auth.Sealer | None = None
         self.opener = auth.Opener(self.key)
@@ -160,9 +166,7 @@ class NodeServer:
             sm_factory=self.sm_factory,
             initial_state=o.initial_cluster_state,
         )
-        self.sealer = auth.Sealer(
-            self.key, auth.ORIGIN_NODE, self.id, auth.next_epoch(o.data_dir)
-        )
+        self.sealer = auth.Sealer(self.key, auth.ORIGIN_NODE, self.id, auth.next_epoch(o.data_dir))
         if o.tls_cert:
             self.ssl_server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self.ssl_server.load_cert_chain(o.tls_cert, o.tls_key)
@@ -220,6 +224,10 @@ class NodeServer:
         for c in [*self.sessions_in.values(), *self.sessions_out.values(), *self.links.values()]:
             c.close()
         self.disk.shutdown(wait=True)
+        if self.storage is not None and self.deferred and self.fatal is None:
+            with contextlib.suppress(Exception):
+                self.storage.append(self.deferred)  # a clean stop keeps learned decisions
+            self.deferred = []
         if self.storage is not None:
             self.storage.close()
             self.storage = None
@@ -236,13 +244,11 @@ class NodeServer:
 
     async def _ticker(self) -> None:
         period = self.opts.tick_ms / 1000
-        nxt = time.monotonic()
         while True:
-            nxt += period
-            delay = nxt - time.monotonic()
-            if delay < -10 * period:
-                nxt = time.monotonic()  # we were stopped (SIGSTOP): do not race to catch up
-            await asyncio.sleep(max(0.0, delay))
+            # Ticks that were missed (a busy loop, SIGSTOP) are skipped, never
+            # run back to back: a starved follower must not rush through its
+            # election timeout before it reads the heartbeats waiting for it.
+            await asyncio.sleep(period)
             self.last_tick = time.monotonic()
             node = self.node
             assert node is not None
@@ -293,17 +299,36 @@ class NodeServer:
             await self.dirty.wait()
             self.dirty.clear()
             rd = node.ready()
-            if rd.records:
+            records = rd.records
+            force, self.force_flush = self.force_flush, False
+            if force and not records:
+                records, self.deferred = self.deferred, []
+            elif records and all(type(r) in _LAZY_RECORDS for r in records):
+                # Only learner records: what they say is already chosen and
+                # durable at a majority of acceptors, so nothing we send needs
+                # them on our disk first (docs/design.md section 8 and 13).
+                # They ride with the next batch's fsync (order kept), or go
+                # on their own when nothing else comes within a tick.
+                self.deferred.extend(records)
+                records = []
+                if not self.defer_timer_armed:
+                    self.defer_timer_armed = True
+                    loop.call_later(self.opts.tick_ms / 1000, self._flush_deferred)
+            elif self.deferred:
+                records = self.deferred + records
+                self.deferred = []
+            if records:
                 t0 = time.perf_counter()
                 try:
-                    await loop.run_in_executor(self.disk, storage.append, rd.records)
+                    await loop.run_in_executor(self.disk, storage.append, records)
                 except Exception as e:  # a failed fsync: the disk cannot be trusted
                     self._die(e)
                     return
                 dt = time.perf_counter() - t0
                 self.stats["fsyncs"] += 1
-                if len(self.fsync_seconds) < 4096:
-                    self.fsync_seconds.append(dt)
+                self.fsync_seconds.append(dt)
+                if len(self.fsync_seconds) > 4096:
+                    del self.fsync_seconds[:2048]
             self.applied_total += len(rd.committed)
             try:
                 self._send_all(rd.messages, rd.replies)
@@ -312,8 +337,11 @@ class NodeServer:
                 return
             self._close_superseded_sessions()
 
-    def _mark(self) -> None:
-        self.dirty.set()
+    def _flush_deferred(self) -> None:
+        self.defer_timer_armed = False
+        if self.deferred:
+            self.force_flush = True
+            self.dirty.set()
 
     # ================================================================ outgoing
 
@@ -327,9 +355,7 @@ class NodeServer:
                 asyncio.get_running_loop().call_soon(self._deliver_local, msg)
             elif isinstance(msg, _UDP_TYPES):
                 udp.setdefault(dst, []).append(msg)
-            elif isinstance(msg, Promise):
-                tcp.setdefault(("out", dst, msg.ballot), []).append(msg)
-            elif isinstance(msg, Accepted | Fenced):
+            elif isinstance(msg, Promise | Accepted | Fenced):
                 tcp.setdefault(("out", dst, msg.ballot), []).append(msg)
             elif isinstance(msg, Accept):
                 tcp.setdefault(("in", dst, msg.ballot), []).append(msg)
@@ -409,7 +435,9 @@ class NodeServer:
                 with contextlib.suppress(OSError):
                     await self._resolve_all()
 
-        loop.create_task(go())
+        task = loop.create_task(go())
+        self.conn_tasks.add(task)
+        task.add_done_callback(self.conn_tasks.discard)
         return conn
 
     def _send_session(self, dst: int, b: Ballot, msgs: list[PeerMessage]) -> None:
@@ -603,8 +631,8 @@ class NodeServer:
         if kind == "session" and type(b) is list and len(b) == 2:
             node = self.node
             assert node is not None
-            if sender >= self.cfg.n_acceptors or Role.PROPOSER not in node.role and not (
-                node.acceptor is not None
+            if sender >= self.cfg.n_acceptors or (
+                Role.PROPOSER not in node.role and not (node.acceptor is not None)
             ):
                 return False
             try:
@@ -721,7 +749,7 @@ class NodeServer:
         return {
             "node_id": self.id,
             "cluster_id": self.opts.cluster_id,
-            "address": "%s:%d" % self.opts.addr_of(self.id),
+            "address": "{}:{}".format(*self.opts.addr_of(self.id)),
             "roles": roles,
             "leader": self.leader(),
             "is_leader": node.is_leader,
@@ -736,5 +764,6 @@ class NodeServer:
             "ready": self.is_ready(),
             "uptime_s": round(time.monotonic() - self.started, 1),
             "fsync_p50_ms": round(fs[len(fs) // 2] * 1000, 3) if fs else None,
+            "fsync_p99_ms": round(fs[int(len(fs) * 0.99)] * 1000, 3) if fs else None,
             "counters": dict(self.stats),
         }

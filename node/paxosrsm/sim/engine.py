@@ -568,8 +568,8 @@ class Simulator:
         elif kind == "session_break":
             lead = self.leader()
             if lead is not None:
-                acc = self.rng.choice(list(self.cfg.acceptor_ids))
-                self._break_sessions(acc, only_leader=lead)
+                victim = self.rng.choice(list(self.cfg.acceptor_ids))
+                self._break_sessions(victim, only_leader=lead)
         elif kind == "lossy":
             self.loss = self.rng.choice((0.0, 0.05, 0.2))
             self.dup = self.rng.choice((0.0, 0.05, 0.2))
