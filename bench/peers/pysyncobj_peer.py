@@ -124,7 +124,7 @@ class _Load:
 
     As in PySyncObj's own benchmark, requests are submitted from a thread of the node process
     other than PySyncObj's tick thread (which runs Raft and the callbacks): the callbacks only
-    count, and the generator thread tops the window up to k every half millisecond.  The two
+    count, and the generator thread tops the window up to k every 0.5-2 ms.  The two
     threads share the GIL, which the interpreter hands over every 5 ms, so even the first
     burst of 50,000 submissions cannot hold off heartbeats for long.
     """
@@ -155,12 +155,15 @@ class _Load:
 
     def _run(self) -> None:
         put, value, done = self.obj.put, self.value, self.done
+        pause = 0.0005
         while self.running:
-            for _ in range(self.k - self.outstanding):
+            deficit = self.k - self.outstanding
+            for _ in range(deficit):
                 self.submitted += 1
                 put(self.submitted & 0xFFFF, value, callback=done)
             self.gen_cpu_s = time.thread_time()
-            time.sleep(0.0005)
+            pause = 0.0005 if deficit > 0 else min(2 * pause, 0.002)  # back off when idle
+            time.sleep(pause)
 
 
 class _Latency:

@@ -71,7 +71,7 @@ class ProcCluster:
         return [parse_addr(a) for a in self.layout["acceptors"]]
 
     def http(self, nid: int) -> str:
-        return "http://" + self.layout["http_peers"][nid]
+        return "http://" + str(self.layout["http_peers"][nid])
 
     def start(self, nid: int, initial: str = "new") -> None:
         cmd = node_command(self.layout, self.root, nid, initial) + self.extra

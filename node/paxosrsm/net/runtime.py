@@ -244,6 +244,7 @@ class NodeServer:
 
     async def _ticker(self) -> None:
         period = self.opts.tick_ms / 1000
+        ticks = 0
         while True:
             # Ticks that were missed (a busy loop, SIGSTOP) are skipped, never
             # run back to back: a starved follower must not rush through its
@@ -252,12 +253,36 @@ class NodeServer:
             self.last_tick = time.monotonic()
             node = self.node
             assert node is not None
+            ticks += 1
+            if ticks % self.cfg.retransmit_ticks == 0:
+                self._invite_acceptors()
             try:
                 node.tick()
             except Exception as e:
                 self._die(e)
                 return
             self.dirty.set()
+
+    def _invite_acceptors(self) -> None:
+        """A leader re-sends its Prepare (same ballot, by UDP) to every acceptor
+        that holds no promise session with it - one that restarted, or missed
+        the first Prepare - so that it promises, opens a session, and votes
+        again without waiting for the next election. This is the proposer's
+        own phase 1a again, which an acceptor may always receive twice; the
+        leader ignores the Promise it brings back (Proposer.on_promise)."""
+        node = self.node
+        assert node is not None
+        p = node.proposer
+        if p is None or not node.is_leader or p.ballot is None:
+            return
+        msg = Prepare(p.ballot, p.prepare_from)
+        missing = [
+            a for a in self.cfg.acceptor_ids
+            if a != self.id and (a, p.ballot) not in self.sessions_in
+        ]  # fmt: skip
+        for a in missing:
+            self._send_udp(a, [msg], {})
+        self.stats["invites"] += len(missing)
 
     async def _housekeeping(self) -> None:
         while True:
@@ -361,8 +386,11 @@ class NodeServer:
                 tcp.setdefault(("in", dst, msg.ballot), []).append(msg)
             else:  # catch-up
                 tcp.setdefault(("link", dst, None), []).append(msg)
+        # One encoding per message, however many peers it goes to (a leader's
+        # Accept goes to every acceptor).
+        cache: dict[int, bytes] = {}
         for dst, msgs in udp.items():
-            self._send_udp(dst, msgs)
+            self._send_udp(dst, msgs, cache)
         for (kind, dst, b), msgs in tcp.items():
             if kind == "in":
                 assert b is not None
@@ -370,16 +398,26 @@ class NodeServer:
                 if c is None or c.closed:
                     self.stats["no_session"] += len(msgs)  # retransmitted after a promise
                     continue
-                c.send(codec.encode_many(list(msgs)))
+                c.send(self._encode_batch(msgs, cache))
             elif kind == "out":
                 assert b is not None
-                self._send_session(dst, b, msgs)
+                self._send_session(dst, b, msgs, cache)
             else:
                 self._send_link(dst, msgs)
         if replies:
             self._send_replies(replies)
 
-    def _send_udp(self, dst: int, msgs: list[PeerMessage]) -> None:
+    @staticmethod
+    def _encode_batch(msgs: list[PeerMessage], cache: dict[int, bytes]) -> bytes:
+        out = []
+        for m in msgs:
+            e = cache.get(id(m))
+            if e is None:
+                e = cache[id(m)] = codec.encode(m)
+            out.append(e)
+        return codec.pack_encoded(out)
+
+    def _send_udp(self, dst: int, msgs: list[PeerMessage], cache: dict[int, bytes]) -> None:
         addr = self.resolved.get(dst)
         if addr is None or self.udp is None or self.sealer is None:
             self.stats["unresolved"] += 1
@@ -388,7 +426,9 @@ class NodeServer:
         batch: list[Any] = []
         size = 0
         for m in msgs:
-            enc = codec.encode(m)
+            enc = cache.get(id(m))
+            if enc is None:
+                enc = cache[id(m)] = codec.encode(m)
             if len(enc) > limit:
                 self._send_link(dst, [m])  # too big for a datagram
                 continue
@@ -440,7 +480,9 @@ class NodeServer:
         task.add_done_callback(self.conn_tasks.discard)
         return conn
 
-    def _send_session(self, dst: int, b: Ballot, msgs: list[PeerMessage]) -> None:
+    def _send_session(
+        self, dst: int, b: Ballot, msgs: list[PeerMessage], cache: dict[int, bytes]
+    ) -> None:
         """Acceptor side: the promise session to proposer ``dst`` for ballot ``b``."""
         key = (dst, b)
         c = self.sessions_out.get(key)
@@ -464,7 +506,7 @@ class NodeServer:
                 return
             c.meta.update(kind="session-out", ballot=b)
             self.sessions_out[key] = c
-        c.send(codec.encode_many(list(msgs)))
+        c.send(self._encode_batch(msgs, cache))
 
     def _send_link(self, dst: int, msgs: list[PeerMessage]) -> None:
         c = self.links.get(dst)
@@ -717,7 +759,7 @@ class NodeServer:
         if node is None or node.recovering:
             return False
         r = node.replica
-        if r is not None and r.known_commit - r.applied > 2 * self.cfg.catchup_batch:
+        if r is not None and r.known_commit - r.applied > max(128, 2 * self.cfg.window):
             return False
         return self.leader() is not None
 
