@@ -251,7 +251,9 @@ def test_node_comes_back_after_compaction(make_cluster) -> None:  # type: ignore
     w.stop()
     c.wait_ready([2])
     st2 = c.status(2)
-    assert st2 is not None and st2["snapshot_slot"] is not None, f"node 2 should install a snapshot: {st2}"
+    assert st2 is not None and st2["snapshot_slot"] is not None, (
+        f"node 2 should install a snapshot: {st2}"
+    )
     w.final_reads()
     w.check()
     # Node 2 is needed for a quorum now, so its state must be complete.
