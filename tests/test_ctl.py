@@ -200,11 +200,6 @@ def test_bad_arguments_exit_2(bad_runs: tuple[Path, list[Run]], i: int) -> None:
     assert not (tmp / "d").exists(), "a refused `local up` creates nothing"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `local up` reads an existing cluster.yaml without checking it: an empty or "
-    "partial file ends in a TypeError/KeyError traceback and exit code 1, not a usage error",
-)
 @pytest.mark.parametrize("content", ["", "acceptors: [127.0.0.1:1]\n"], ids=["empty", "partial"])
 def test_local_up_on_a_broken_cluster_file(tmp_path: Path, content: str) -> None:
     (tmp_path / "cluster.yaml").write_text(content)

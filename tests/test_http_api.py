@@ -349,12 +349,6 @@ def test_no_quorum_gives_503(tmp_path: Path) -> None:
         c.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a reply too big for one datagram (value > ~60 KB) to a client that asked "
-    "over UDP is never delivered (runtime._send_replies has no TCP fallback), so a "
-    "linearizable GET of a large value times out with 503",
-)
 def test_large_value_linearizable_read(cluster: ProcCluster) -> None:
     value = b"v" * 100_000
     assert call("PUT", cluster.http(0) + kv("large"), value).status == 200

@@ -58,6 +58,7 @@ class _Op:
     deadline: float
     attempts: int = 0
     redirects: int = 0
+    tcp: bool = False  # the answer is too big for a datagram
     timer: asyncio.TimerHandle | None = None
     session: list[int] = field(default_factory=list)
 
@@ -205,7 +206,7 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         op.attempts += 1
         enc = codec.encode(op.req)
-        if len(enc) + auth.HDR_LEN + auth.MAC_LEN + 8 > self.max_datagram:
+        if op.tcp or len(enc) + auth.HDR_LEN + auth.MAC_LEN + 8 > self.max_datagram:
             self._send_tcp(op.target, enc)
         else:
             self.outq.setdefault(op.target, []).append(enc)
@@ -327,6 +328,9 @@ class AsyncClient:
                 # retry timer move on, so that we do not spin between nodes.
                 self.leader = None
                 op.target = (op.target + 1) % len(self.addrs)
+        elif r.status == Status.TOO_LARGE:
+            op.tcp = True  # same seq: a write already applied is answered, not re-applied
+            self._send(op)
         elif r.status == Status.STALE_SESSION:
             op.fut.set_exception(UnknownOutcome("request overtaken by a newer one of its session"))
         # BUSY: the retry timer resends the same request.

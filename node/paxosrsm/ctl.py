@@ -250,7 +250,21 @@ def cmd_local_up(ns: argparse.Namespace) -> int:
     cfile = data / "cluster.yaml"
     existing = cfile.exists()
     if existing:
-        layout = yaml.safe_load(cfile.read_text())
+        try:
+            layout = yaml.safe_load(cfile.read_text())
+        except yaml.YAMLError as e:
+            raise UsageError(f"{cfile} is not YAML: {e}") from e
+        if (
+            not isinstance(layout, dict)
+            or not all(
+                isinstance(layout.get(k), list) for k in ("acceptors", "learners", "http_peers")
+            )
+            or not isinstance(layout.get("cluster_id"), str)
+        ):
+            raise UsageError(
+                f"{cfile} is damaged (it must hold cluster_id, acceptors, learners and "
+                "http_peers); move the directory aside to start a new cluster"
+            )
         if len(layout["acceptors"]) != ns.replicas:
             raise UsageError(
                 f"{data} holds a cluster of {len(layout['acceptors'])} acceptors; their number is "

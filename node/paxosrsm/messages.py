@@ -315,6 +315,9 @@ class Status(IntEnum):
     NOT_LEADER = 1  # try leader_hint (or another node); the request was not applied here
     STALE_SESSION = 2  # seq older than the client's last applied request: a bug in the client
     BUSY = 3  # queue full; back off and retry with the same seq
+    #: Set by a networked runtime, not the core: the answer does not fit in a
+    #: datagram; ask again (same seq: a write is not applied twice) over TCP.
+    TOO_LARGE = 4
 
 
 @dataclass(frozen=True, slots=True)

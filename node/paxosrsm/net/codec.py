@@ -261,7 +261,8 @@ def decode_obj(o: object) -> PeerMessage | ClientRequest | ClientReply:
         raise CodecError(str(e)) from e
     except (TypeError, ValueError) as e:  # wrong arity in an unpacking, etc.
         raise CodecError(f"malformed message: {e}") from e
-    raise CodecError(f"unknown message tag {tag!r} with {n - 1} fields")
+    shown = tag if type(tag) is int else type(tag).__name__  # never repr nested input
+    raise CodecError(f"unknown message tag {shown} with {n - 1} fields")
 
 
 def unpack(data: bytes) -> object:
@@ -275,11 +276,17 @@ def unpack(data: bytes) -> object:
 
 
 def decode(data: bytes) -> PeerMessage | ClientRequest | ClientReply:
-    return decode_obj(unpack(data))
+    try:
+        return decode_obj(unpack(data))
+    except RecursionError as e:
+        raise CodecError("message nested too deep") from e
 
 
 def decode_many(data: bytes) -> list[PeerMessage | ClientRequest | ClientReply]:
     """The messages of one datagram or frame. All or nothing: one bad message
     refuses the whole batch (it came from one sender, who is confused)."""
     o = unpack(data)
-    return [decode_obj(m) for m in _list(o, None, "batch")]
+    try:
+        return [decode_obj(m) for m in _list(o, None, "batch")]
+    except RecursionError as e:
+        raise CodecError("message nested too deep") from e

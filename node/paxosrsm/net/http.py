@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,35 @@ from .runtime import NodeServer
 MAX_KEY = 1024
 MAX_VALUE = 512 * 1024
 STATIC = Path(__file__).parent / "static"
+
+
+class _RateLimit(logging.Filter):
+    """At most one record per 5 s per logger message; the rest are counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: dict[str, float] = {}
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        k = str(record.msg)[:80]
+        if now - self.last.get(k, -1e9) < 5.0:
+            self.dropped += 1
+            return False
+        self.last[k] = now
+        msg = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            e = record.exc_info[1]
+            # One line, no traceback: the exception's type and message.
+            msg = f"{msg}: {type(e).__module__}.{type(e).__name__}: {str(e)[:200]}"
+        if self.dropped:
+            msg = f"{msg} (+{self.dropped} similar records suppressed)"
+            self.dropped = 0
+        record.msg, record.args = msg, None
+        record.exc_info = None
+        record.exc_text = None
+        return True
 
 
 def _err(status: int, msg: str, **extra: Any) -> web.Response:
@@ -110,6 +140,9 @@ class HttpApi:
         self.app = app
 
     async def start(self) -> None:
+        # aiohttp logs each malformed request with a traceback: rate-limit it,
+        # so that a client cannot flood the node's log.
+        logging.getLogger("aiohttp.server").addFilter(_RateLimit())
         await self.client.connect()
         self.session = ClientSession(timeout=ClientTimeout(total=1.5))
         self.runner = web.AppRunner(self.app, access_log=None)
@@ -191,9 +224,13 @@ class HttpApi:
 
     async def kv_cas(self, req: web.Request) -> web.Response:
         key = self._key(req)
+        raw = await req.read()
+        if len(raw) > MAX_VALUE * 2:
+            return _err(400, "body too large")
         try:
-            body = await req.json()
-        except (ValueError, UnicodeDecodeError):
+            # Our own decoding: the request's charset is not trusted.
+            body = json.loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return _err(400, 'body must be JSON: {"expected": string or null, "new": string}')
         if not isinstance(body, dict):
             return _err(400, "body must be a JSON object")

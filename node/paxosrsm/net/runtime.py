@@ -49,6 +49,7 @@ from ..messages import (
     Prepare,
     Promise,
     RecoverPrepare,
+    Status,
 )
 from ..node import Node
 from ..outbox import SafetyViolation
@@ -539,6 +540,7 @@ class NodeServer:
 
     def _send_replies(self, replies: list[ClientReply]) -> None:
         by_route: dict[tuple[str, Any], list[bytes]] = {}
+        limit = self.opts.max_datagram - auth.HDR_LEN - auth.MAC_LEN
         for r in replies:
             if self.on_reply is not None and self.on_reply(r):
                 continue
@@ -546,9 +548,14 @@ class NodeServer:
             if route is None:
                 self.stats["reply_no_route"] += 1
                 continue
-            by_route.setdefault(route, []).append(codec.encode(r))
+            enc = codec.encode(r)
+            if route[0] == "udp" and len(enc) + 8 > limit:
+                # The client cannot take it by UDP: it asks again over TCP.
+                self.stats["replies_too_large"] += 1
+                big = ClientReply(r.client_id, r.seq, Status.TOO_LARGE, b"", r.leader_hint)
+                enc = codec.encode(big)
+            by_route.setdefault(route, []).append(enc)
         assert self.sealer is not None
-        limit = self.opts.max_datagram - auth.HDR_LEN - auth.MAC_LEN
         for (kind, where), encs in by_route.items():
             if kind == "tcp":
                 conn: FramedConn = where
@@ -630,8 +637,6 @@ class NodeServer:
         node = self.node
         assert node is not None
         self.msg_in[type(m).__name__] += 1
-        if isinstance(m, Heartbeat | Accept):
-            self.leader_seen = (m.ballot.node, m.ballot, time.monotonic())
         try:
             node.step(src, m, revalidate=False)  # the codec built m through its constructor
         except ProtocolError as e:
@@ -640,6 +645,8 @@ class NodeServer:
         except (SafetyViolation, Exception) as e:
             self._die(e)
             return
+        if isinstance(m, Heartbeat | Accept):  # only once the core accepted it
+            self.leader_seen = (m.ballot.node, m.ballot, time.monotonic())
         self.dirty.set()
 
     def _deliver_local(self, m: PeerMessage) -> None:
