@@ -24,8 +24,8 @@ sim-demo: $(STAMP)
 	$(BIN)/python -m paxosrsm.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check node operator tests
-	$(BIN)/ruff format --check node operator tests
+	$(BIN)/ruff check node operator tests bench
+	$(BIN)/ruff format --check node operator tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -3,8 +3,10 @@
     python bench/net_bench.py [--quick]        (= make bench-net)
 
 Both systems run as 3 real processes on 127.0.0.1. Ours: fsync on (SQLite WAL,
-synchronous=FULL, group commit), clients in this process over UDP with the
-real client library (uvloop). PySyncObj: its in-memory journal and its file
+synchronous=FULL, group commit); the throughput load comes from this process
+over UDP through the lean pipelined load generator (paxosrsm.loadgen: the real
+wire protocol and sessions, no per-request Future); latency and failover use
+the real client library (paxosrsm.aclient). PySyncObj: its in-memory journal and its file
 journal (which it never fsyncs; see bench/peers/pysyncobj_peer.py), load
 generated inside its leader process (its best case, as its own benchmarks do).
 
@@ -30,12 +32,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import uvloop  # noqa: E402
+import uvloop
+from peers import pysyncobj_peer as peer
 
-from paxosrsm.aclient import ClientError  # noqa: E402
-from paxosrsm.ctl import bench_throughput  # noqa: E402
-from paxosrsm.net.proccluster import ProcCluster  # noqa: E402
-from peers import pysyncobj_peer as peer  # noqa: E402
+from paxosrsm.aclient import ClientError
+from paxosrsm.loadgen import LoadGen
+from paxosrsm.net.proccluster import ProcCluster
 
 Json = dict[str, Any]
 
@@ -54,13 +56,16 @@ def _ours(fn: Any, *args: Any) -> Any:
 
 async def _throughput(c: ProcCluster, levels: list[int], seconds: float) -> list[Json]:
     out = []
-    async with c.aclient(timeout=30.0, retry_interval=5.0) as cl:
-        await cl.put("warmup", "x")
+    g = LoadGen(c.addrs, c.key, value_size=64)
+    await g.start()
+    try:
         for k in levels:
-            r = await bench_throughput(cl, k, seconds)
+            r = await g.run(k, seconds)
             r["system"] = "ours"
             out.append(r)
             print(f"  ours  outstanding={k:>6}: {r['ops_per_s']:>8.0f} ops/s", file=sys.stderr)
+    finally:
+        g.close()
     return out
 
 
@@ -74,7 +79,12 @@ async def _latency(c: ProcCluster, n: int) -> Json:
             await cl.put(f"l{i % 100}", "x" * 64)
             lat.append((time.perf_counter() - t0) * 1e6)
     lat.sort()
-    return {"n": n, "p50_us": lat[n // 2], "p99_us": lat[int(n * 0.99)], "mean_us": statistics.mean(lat)}
+    return {
+        "n": n,
+        "p50_us": lat[n // 2],
+        "p99_us": lat[int(n * 0.99)],
+        "mean_us": statistics.mean(lat),
+    }
 
 
 async def _failover(c: ProcCluster, trials: int) -> Json:
@@ -138,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
             rows = [r for r in rep["peer_throughput"] if r.get("journal") == j]
             if rows:
                 pk = max(r["ops_per_s"] for r in rows)
-                print(f"pysyncobj {j} journal peak: {pk:,.0f} ops/s   ours/peer = {ours_peak / pk:.2f}")
+                print(
+                    f"pysyncobj {j} journal peak: {pk:,.0f} ops/s; ours/peer = {ours_peak / pk:.2f}"
+                )
     lat = rep["ours_latency"]
     print(f"ours single-client p50 {lat['p50_us']:.0f} us, p99 {lat['p99_us']:.0f} us")
     if fd and rtt:

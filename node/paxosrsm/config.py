@@ -52,6 +52,11 @@ class ClusterConfig:
     #: retransmit_ticks. A runtime whose Accepts ride a reliable session (TCP)
     #: sets it high: there a resend only duplicates work.
     accept_retransmit_ticks: int = 0
+    #: Propose after every input (True), or only when the runtime calls
+    #: Node.propose() - a runtime that fsyncs in batches calls it right before
+    #: taking each Ready, so that everything that arrived during the last fsync
+    #: goes into as few slots as possible (batching by group commit).
+    eager_propose: bool = True
     #: Most decided entries in one catch-up reply.
     catchup_batch: int = 512
     #: A new leader this far behind the highest reported vote catches up first.

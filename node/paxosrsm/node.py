@@ -186,11 +186,14 @@ class Node:
                 self.out.send(src, CatchupRequest(r.applied + 1))
         self._after()
 
-    def client_request(self, req: ClientRequest) -> None:
-        """A client's request. Bad input raises ProtocolError; state is unchanged."""
+    def client_request(self, req: ClientRequest, *, revalidate: bool = True) -> None:
+        """A client's request. Bad input raises ProtocolError; state is unchanged.
+        ``revalidate=False``: as for ``step``, only for objects built through
+        the validating constructor (the wire codec does)."""
         if not isinstance(req, ClientRequest):
             raise ProtocolError(f"not a ClientRequest: {type(req).__name__}")
-        req.__post_init__()
+        if revalidate:
+            req.__post_init__()
         if req.kind == Kind.STALE_READ:
             if self.replica is None:
                 self._not_leader(req)
@@ -230,6 +233,12 @@ class Node:
                 self.catchup_elapsed = 0
                 self._request_catchup()
         self._after()
+
+    def propose(self) -> None:
+        """Start slots for queued commands (and serve reads) now. Needed only
+        with ``eager_propose=False``; harmless otherwise."""
+        if self.proposer is not None:
+            self.proposer.flush()
 
     def ready(self) -> Ready:
         return self.out.take()
@@ -392,7 +401,7 @@ class Node:
 
     def _after(self) -> None:
         p, a, r = self.proposer, self.acceptor, self.replica
-        if p is not None:
+        if p is not None and self.cfg.eager_propose:
             p.flush()
         if a is not None:
             if r is not None:

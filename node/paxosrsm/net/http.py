@@ -106,6 +106,10 @@ class _Collector(Collector):
         for k, v in sorted(s.msg_out.items()):
             mo.add_metric([k], v)
         yield mo
+        ro = CounterMetricFamily("paxos_records", "Records made durable", labels=["type"])
+        for k, v in sorted(s.rec_out.items()):
+            ro.add_metric([k], v)
+        yield ro
         yield CounterMetricFamily(
             "paxos_applied_slots", "Slots applied since start", value=s.applied_total
         )

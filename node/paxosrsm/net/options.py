@@ -109,6 +109,7 @@ class NodeOptions:
             retransmit_ticks=self.retransmit_ticks,
             # Accepts ride TCP sessions (delivered, or the session breaks and
             # the proposer prepares again): a resend only duplicates work.
+            eager_propose=False,  # batch by group commit (NodeServer._flusher)
             accept_retransmit_ticks=max(self.retransmit_ticks, int(1000 / self.tick_ms)),
             max_queue=100_000,
             catchup_batch=2048,

@@ -115,6 +115,7 @@ class NodeServer:
         self.stats: Counter[str] = Counter()
         self.msg_in: Counter[str] = Counter()
         self.msg_out: Counter[str] = Counter()
+        self.rec_out: Counter[str] = Counter()
         self.rlog = RateLimitedLog(log)
         self.started = time.monotonic()
         self.last_tick = time.monotonic()
@@ -324,6 +325,11 @@ class NodeServer:
         while True:
             await self.dirty.wait()
             self.dirty.clear()
+            try:
+                node.propose()  # all commands queued since the last fsync, batched
+            except Exception as e:
+                self._die(e)
+                return
             rd = node.ready()
             records = rd.records
             force, self.force_flush = self.force_flush, False
@@ -340,10 +346,12 @@ class NodeServer:
                 if not self.defer_timer_armed:
                     self.defer_timer_armed = True
                     loop.call_later(self.opts.tick_ms / 1000, self._flush_deferred)
-            elif self.deferred:
+            elif records and self.deferred:  # never delay a Ready that needs no fsync
                 records = self.deferred + records
                 self.deferred = []
             if records:
+                for rec in records:
+                    self.rec_out[type(rec).__name__] += 1
                 t0 = time.perf_counter()
                 try:
                     await loop.run_in_executor(self.disk, storage.append, records)
@@ -618,7 +626,7 @@ class NodeServer:
                 self.client_routes.popitem(last=False)
             self.msg_in["ClientRequest"] += 1
             try:
-                node.client_request(m)
+                node.client_request(m, revalidate=False)  # built by the codec
             except ProtocolError as e:
                 self._bad("refused", f"client {sender}: {e}")
             except Exception as e:

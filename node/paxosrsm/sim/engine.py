@@ -87,6 +87,7 @@ class SimParams:
             snapshot_interval=rng.choice((5, 20, 1000)),
             log_retain=rng.choice((0, 3, 50)),
             retransmit_ticks=rng.choice((3, 4, 6)),
+            eager_propose=rng.random() < 0.5,
         )
         kinds: tuple[str, ...] = (
             "partition",
@@ -286,6 +287,7 @@ class Simulator:
     def _drain(self, sn: SimNode) -> None:
         node = sn.node
         assert node is not None
+        node.propose()  # (for configs with eager_propose=False)
         rd = node.ready()
         if rd.empty():
             return
