@@ -19,7 +19,11 @@ EXIT_FATAL = 70
 
 
 async def run(opts: NodeOptions) -> int:
-    server = NodeServer(opts)
+    try:
+        server = NodeServer(opts)
+    except (OSError, ValueError) as e:  # the key file: missing, unreadable, too short
+        print(f"paxosrsm-node: {e}", file=sys.stderr)
+        return EXIT_CONFIG
     http = None
     try:
         await server.start()
