@@ -78,7 +78,7 @@ def test_bad_settings_are_refused_with_a_clear_message(
 def test_unknown_yaml_keys_and_bad_files(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
     f.write_text("acceptors: [a:1]\nwindw: 3\n")
-    with pytest.raises(OptionsError, match="unknown settings.*windw"):
+    with pytest.raises(OptionsError, match=r"unknown settings.*windw"):
         from_sources(_ns("--config", str(f)), {})
     f.write_text("- just\n- a list\n")
     with pytest.raises(OptionsError, match="mapping"):
