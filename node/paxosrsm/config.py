@@ -57,6 +57,11 @@ class ClusterConfig:
     #: taking each Ready, so that everything that arrived during the last fsync
     #: goes into as few slots as possible (batching by group commit).
     eager_propose: bool = True
+    #: At most this many new slots per Node.propose() call (0: no limit, up to
+    #: the window). Smaller waves let the leader, the acceptors and the disk
+    #: work on different batches at the same time (a pipeline) instead of
+    #: passing one huge batch from stage to stage.
+    propose_slots_per_call: int = 0
     #: Most decided entries in one catch-up reply.
     catchup_batch: int = 512
     #: A new leader this far behind the highest reported vote catches up first.
@@ -99,6 +104,8 @@ class ClusterConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ProtocolError(f"{name} must be a positive int, got {v!r}")
+        if not isinstance(self.propose_slots_per_call, int) or self.propose_slots_per_call < 0:
+            raise ProtocolError("propose_slots_per_call must be an int >= 0")
         if not isinstance(self.accept_retransmit_ticks, int) or self.accept_retransmit_ticks < 0:
             raise ProtocolError("accept_retransmit_ticks must be an int >= 0")
         if self.log_retain < 0:

@@ -234,11 +234,15 @@ class Node:
                 self._request_catchup()
         self._after()
 
-    def propose(self) -> None:
+    def propose(self) -> bool:
         """Start slots for queued commands (and serve reads) now. Needed only
-        with ``eager_propose=False``; harmless otherwise."""
-        if self.proposer is not None:
-            self.proposer.flush()
+        with ``eager_propose=False``; harmless otherwise. Returns whether
+        commands still wait (a later call can start more slots)."""
+        p = self.proposer
+        if p is None:
+            return False
+        p.flush()
+        return bool(p.queue) and p.state == PState.LEADER and len(p.proposals) < self.cfg.window
 
     def ready(self) -> Ready:
         return self.out.take()

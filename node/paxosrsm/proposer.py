@@ -370,7 +370,9 @@ class Proposer:
             # Stepping down is the safe answer; it costs one election.
             self.step_down(None)
             return
-        while self.queue and len(self.proposals) < self.cfg.window:
+        budget = self.cfg.propose_slots_per_call or self.cfg.window
+        while self.queue and len(self.proposals) < self.cfg.window and budget > 0:
+            budget -= 1
             if self.next_slot <= self.replica.applied or self.next_slot in self.replica.log:
                 self.step_down(None)  # decided without us: see on_learned
                 return

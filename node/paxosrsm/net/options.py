@@ -64,6 +64,11 @@ class NodeOptions:
     nack: bool = True
     window: int = 64
     max_batch: int = 256
+    #: A leader drops client datagrams while this many commands wait to be
+    #: proposed (load shedding; clients retry). Bounds the work per loop turn.
+    max_pending: int = 8192
+    #: New slots a leader starts per group commit (0: up to the window).
+    propose_slots: int = 2
     snapshot_interval: int = 10_000
     tick_ms: float = 10.0
     election_ticks: int = 30
@@ -110,6 +115,7 @@ class NodeOptions:
             # Accepts ride TCP sessions (delivered, or the session breaks and
             # the proposer prepares again): a resend only duplicates work.
             eager_propose=False,  # batch by group commit (NodeServer._flusher)
+            propose_slots_per_call=self.propose_slots,
             accept_retransmit_ticks=max(self.retransmit_ticks, int(1000 / self.tick_ms)),
             max_queue=100_000,
             catchup_batch=2048,

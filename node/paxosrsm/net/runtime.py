@@ -131,6 +131,7 @@ class NodeServer:
         self.deferred: list[Any] = []  # learner records waiting for the next fsync
         self.defer_timer_armed = False
         self.force_flush = False
+        self.was_leader = False
         self.tasks: list[asyncio.Task[None]] = []
         # addresses: node id -> resolved (ip, port)
         self.resolved: dict[int, tuple[str, int]] = {}
@@ -326,10 +327,12 @@ class NodeServer:
             await self.dirty.wait()
             self.dirty.clear()
             try:
-                node.propose()  # all commands queued since the last fsync, batched
+                more = node.propose()  # commands queued since the last fsync, batched
             except Exception as e:
                 self._die(e)
                 return
+            if more:
+                self.dirty.set()  # the next wave goes out in the next cycle
             rd = node.ready()
             records = rd.records
             force, self.force_flush = self.force_flush, False
@@ -364,6 +367,15 @@ class NodeServer:
                 if len(self.fsync_seconds) > 4096:
                     del self.fsync_seconds[:2048]
             self.applied_total += len(rd.committed)
+            if node.is_leader != self.was_leader:
+                self.was_leader = node.is_leader
+                p = node.proposer
+                if self.was_leader:
+                    log.info("node %d leads at ballot %s", self.id, p.ballot if p else None)
+                else:
+                    self.stats["leadership_lost"] += 1
+                    log.info("node %d no longer leads (leader hint %s)", self.id,
+                             p.leader_hint if p else None)  # fmt: skip
             try:
                 self._send_all(rd.messages, rd.replies)
             except Exception as e:
@@ -597,6 +609,15 @@ class NodeServer:
             reason = "replayed" if "replayed" in str(e) else "unauthenticated"
             self._bad(reason, f"{addr[0]}:{addr[1]}: {e}")
             return
+        if origin == auth.ORIGIN_CLIENT:
+            p = self.node.proposer if self.node is not None else None
+            if p is not None and len(p.queue) >= self.opts.max_pending:
+                # Load shedding at the door, before any decoding: a leader
+                # with this much queued must keep its heartbeats and Accepts
+                # flowing, or followers take it for dead. The requests never
+                # entered, so their clients retry (same seq) on their timers.
+                self.stats["shed_datagrams"] += 1
+                return
         try:
             msgs = codec.decode_many(body)
         except ProtocolError as e:

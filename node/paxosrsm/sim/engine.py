@@ -88,6 +88,7 @@ class SimParams:
             log_retain=rng.choice((0, 3, 50)),
             retransmit_ticks=rng.choice((3, 4, 6)),
             eager_propose=rng.random() < 0.5,
+            propose_slots_per_call=rng.choice((0, 0, 1, 2)),
         )
         kinds: tuple[str, ...] = (
             "partition",
