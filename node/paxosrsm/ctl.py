@@ -315,14 +315,21 @@ def cmd_local_up(ns: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_sig)
     signal.signal(signal.SIGTERM, on_sig)
+    reported: set[int] = set()
     try:
         while not stop:
             time.sleep(0.2)
             for nid, p in enumerate(procs):
                 rc = p.poll()
-                if rc is not None and ns.exit_on_failure:
+                if rc is None or nid in reported:
+                    continue
+                reported.add(nid)
+                if ns.exit_on_failure:
                     print(f"node {nid} exited with {rc}; stopping", file=sys.stderr)
                     stop = True
+                else:
+                    print(f"node {nid} (pid {p.pid}) exited with status {rc}; the others "
+                          "carry on while a majority runs", file=sys.stderr)  # fmt: skip
     finally:
         print("stopping...")
         for p in procs:
