@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo sim-demo test lint typecheck unit sim-sweep bench bench-net bench-storage bench-recovery clean
+.PHONY: wheelhouse demo sim-demo test lint typecheck unit sim-sweep bench bench-net bench-storage bench-recovery clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -61,3 +61,8 @@ bench: bench-net bench-storage bench-recovery
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Wheels of the runtime dependencies, for the container images (built offline).
+wheelhouse: $(STAMP)
+	rm -rf wheelhouse/node && mkdir -p wheelhouse/node
+	$(BIN)/pip wheel -q -w wheelhouse/node msgpack aiohttp prometheus-client pyyaml uvloop

@@ -112,3 +112,21 @@ def test_a_short_key_is_refused(tmp_path: Path) -> None:
     )  # fmt: skip
     assert p.returncode == 2, p.stderr
     assert "at least 16" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_node_id_from_the_statefulset_ordinal(
+    keyfile: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "px-learner-1")
+    o = from_sources(
+        _ns("--acceptors", "a:1,b:2,c:3", "--learners", "l:4,m:5", "--key-file", keyfile),
+        {"PAXOS_ORDINAL_OFFSET": "3"},
+    )
+    assert o.node_id == 4 and o.addr_of(4) == ("m", 5)
+    monkeypatch.setattr(socket, "gethostname", lambda: "nohyphen")
+    with pytest.raises(OptionsError, match="ordinal"):
+        from_sources(
+            _ns("--acceptors", "a:1", "--key-file", keyfile), {"PAXOS_ORDINAL_OFFSET": "0"}
+        )

@@ -53,12 +53,25 @@ async def run(opts: NodeOptions) -> int:
     return code
 
 
+def version() -> str:
+    """The package version (installed metadata, or the image's PAXOSRSM_VERSION)."""
+    import os
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as _v
+
+    try:
+        return _v("paxosrsm")
+    except PackageNotFoundError:
+        return os.environ.get("PAXOSRSM_VERSION", "unknown")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="paxosrsm-node",
         description="Run one Paxos node. Settings: flags > PAXOS_* env > --config YAML.",
     )
     add_arguments(p)
+    p.add_argument("--version", action="version", version=f"paxosrsm-node {version()}")
     ns = p.parse_args(argv)
     try:
         opts = from_sources(ns)

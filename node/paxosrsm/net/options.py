@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,10 @@ def _addr_list(v: Any, name: str) -> list[tuple[str, int]]:
 class NodeOptions:
     #: This node's id: 0..N-1 for an acceptor, N.. for a learner-only node.
     node_id: int = 0
+    #: If >= 0, the id is this offset plus the ordinal at the end of the host
+    #: name (a StatefulSet pod "px-acceptor-2" is ordinal 2): acceptors use 0,
+    #: learners use the number of acceptors.
+    ordinal_offset: int = -1
     #: Ordered acceptor addresses; index = acceptor id. UDP and TCP share the port.
     acceptors: list[tuple[str, int]] = field(default_factory=list)
     #: Learner-only nodes, ids N, N+1, ... in this order.
@@ -122,6 +127,16 @@ class NodeOptions:
         )
 
     def validate(self) -> None:
+        if self.ordinal_offset >= 0:
+            import socket
+
+            host = socket.gethostname()
+            m = re.search(r"-(\d+)$", host)
+            if m is None:
+                raise OptionsError(
+                    f"--ordinal-offset needs a host name ending in -<ordinal>, got {host!r}"
+                )
+            self.node_id = self.ordinal_offset + int(m.group(1))
         n = self.n_acceptors
         if n < 1:
             raise OptionsError("--acceptors must list at least one host:port")

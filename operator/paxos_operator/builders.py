@@ -1,0 +1,318 @@
+"""Pure builders: a PaxosCluster (a dict, as the API returns it) to manifest dicts.
+
+No I/O and no Kubernetes client here: every function takes plain data and
+returns plain data, so each is unit-tested without a cluster. The kopf handlers
+(issue 5, in progress) adopt these objects and make one idempotent call each.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+GROUP = "paxosrsm.dev"
+VERSION = "v1alpha1"
+PLURAL = "paxosclusters"
+KIND = "PaxosCluster"
+PEER_PORT = 7000
+HTTP_PORT = 8080
+DATA_DIR = "/var/lib/paxosrsm"
+KEY_DIR = "/etc/paxosrsm/key"
+UID = 65534
+
+Obj = dict[str, Any]
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+
+
+def names(name: str) -> dict[str, str]:
+    return {
+        "peers": f"{name}-peers",  # headless: stable DNS names per member
+        "client": name,  # the client Service
+        "acceptors": f"{name}-acceptor",
+        "learners": f"{name}-learner",
+        "secret": f"{name}-key",
+        "config": f"{name}-config",
+        "pdb": f"{name}-acceptors",
+    }
+
+
+def labels(name: str, component: str | None = None) -> dict[str, str]:
+    out = {
+        "app.kubernetes.io/name": "paxosrsm",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/managed-by": "paxos-operator",
+    }
+    if component:
+        out["app.kubernetes.io/component"] = component
+    return out
+
+
+def spec_with_defaults(spec: Obj) -> Obj:
+    """The spec with the CRD's defaults filled in (the API server does this too,
+    but the operator must not depend on it: on 1.20 a default may be missing)."""
+    s = copy.deepcopy(spec)
+    s.setdefault("learners", 0)
+    s.setdefault("imagePullPolicy", "IfNotPresent")
+    st = s.setdefault("storage", {})
+    st.setdefault("size", "1Gi")
+    st.setdefault("reclaimPolicy", "Retain")
+    p = s.setdefault("protocol", {})
+    p.setdefault("nack", True)
+    p.setdefault("maxBatch", 256)
+    p.setdefault("window", 64)
+    p.setdefault("snapshotInterval", 10_000)
+    s.setdefault("podTemplate", {})
+    f = s.setdefault("forceDeleteStuckPods", {})
+    f.setdefault("enabled", False)
+    f.setdefault("afterSeconds", 300)
+    return s
+
+
+def validate(spec: Obj, old_spec: Obj | None = None) -> list[str]:
+    """Every problem with a spec, as clear messages (empty: valid). The CRD's
+    schema says most of this too; the operator checks again because Kubernetes
+    1.20 drops the CEL rule that makes ``acceptors`` immutable."""
+    errs: list[str] = []
+    a = spec.get("acceptors")
+    if type(a) is not int or a not in (1, 3, 5, 7, 9):
+        errs.append(f"spec.acceptors must be an odd number from 1 to 9 (2f+1), got {a!r}")
+    if old_spec is not None and old_spec.get("acceptors") != a:
+        errs.append(
+            f"spec.acceptors is immutable (was {old_spec.get('acceptors')}, now {a}): the "
+            "acceptor set is fixed for the life of a cluster; create a new PaxosCluster instead"
+        )
+    lr = spec.get("learners", 0)
+    if type(lr) is not int or not 0 <= lr <= 32:
+        errs.append(f"spec.learners must be an integer from 0 to 32, got {lr!r}")
+    img = spec.get("image")
+    if not isinstance(img, str) or not img:
+        errs.append("spec.image is required")
+    size = spec.get("storage", {}).get("size", "1Gi")
+    if not isinstance(size, str) or not _QUANTITY.match(size):
+        errs.append(f"spec.storage.size must be a non-negative quantity such as 1Gi, got {size!r}")
+    return errs
+
+
+def owner_reference(cr: Obj) -> Obj:
+    md = cr["metadata"]
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": md["name"],
+        "uid": md["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _meta(cr: Obj, name: str, component: str | None) -> Obj:
+    md = cr["metadata"]
+    return {
+        "name": name,
+        "namespace": md["namespace"],
+        "labels": labels(md["name"], component),
+        "ownerReferences": [owner_reference(cr)],
+    }
+
+
+def acceptor_addresses(cr: Obj) -> list[str]:
+    """``host:port`` of acceptor i = ordinal i, by the headless Service's DNS."""
+    md = cr["metadata"]
+    n = names(md["name"])
+    return [
+        f"{n['acceptors']}-{i}.{n['peers']}.{md['namespace']}.svc.cluster.local:{PEER_PORT}"
+        for i in range(cr["spec"]["acceptors"])
+    ]
+
+
+def learner_addresses(cr: Obj) -> list[str]:
+    md = cr["metadata"]
+    n = names(md["name"])
+    count = spec_with_defaults(cr["spec"])["learners"]
+    return [
+        f"{n['learners']}-{i}.{n['peers']}.{md['namespace']}.svc.cluster.local:{PEER_PORT}"
+        for i in range(count)
+    ]
+
+
+def headless_service(cr: Obj) -> Obj:
+    md = cr["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(cr, names(md["name"])["peers"], "peers"),
+        "spec": {
+            "clusterIP": "None",
+            # Members must find each other before they are ready: a
+            # recovering acceptor needs its peers to become ready at all.
+            "publishNotReadyAddresses": True,
+            "selector": labels(md["name"]),
+            "ports": [
+                {"name": "paxos-udp", "port": PEER_PORT, "protocol": "UDP"},
+                {"name": "paxos-tcp", "port": PEER_PORT, "protocol": "TCP"},
+                {"name": "http", "port": HTTP_PORT, "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def client_service(cr: Obj) -> Obj:
+    md = cr["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(cr, names(md["name"])["client"], "client"),
+        "spec": {
+            "selector": labels(md["name"]),
+            "ports": [
+                {"name": "http", "port": HTTP_PORT, "targetPort": HTTP_PORT, "protocol": "TCP"},
+                {"name": "paxos-udp", "port": PEER_PORT, "protocol": "UDP"},
+            ],
+        },
+    }
+
+
+def secret(cr: Obj, key_b64: str) -> Obj:
+    md = cr["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(cr, names(md["name"])["secret"], "key"),
+        "type": "Opaque",
+        "data": {"cluster.key": key_b64},
+    }
+
+
+def configmap(cr: Obj, initial_state: str) -> Obj:
+    """``initial_state`` is "new" only until the cluster first became Available."""
+    if initial_state not in ("new", "existing"):
+        raise ValueError("initial_state must be new or existing")
+    md = cr["metadata"]
+    s = spec_with_defaults(cr["spec"])
+    p = s["protocol"]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(cr, names(md["name"])["config"], "config"),
+        "data": {
+            "PAXOS_CLUSTER_ID": f"{md['namespace']}/{md['name']}/{md['uid']}",
+            "PAXOS_ACCEPTORS": ",".join(acceptor_addresses(cr)),
+            "PAXOS_LEARNERS": ",".join(learner_addresses(cr)),
+            "PAXOS_NACK": "true" if p["nack"] else "false",
+            "PAXOS_MAX_BATCH": str(p["maxBatch"]),
+            "PAXOS_WINDOW": str(p["window"]),
+            "PAXOS_SNAPSHOT_INTERVAL": str(p["snapshotInterval"]),
+            "PAXOS_INITIAL_CLUSTER_STATE": initial_state,
+        },
+    }
+
+
+def statefulset(cr: Obj, role: str) -> Obj:
+    """Acceptors (ordinal i = acceptor id i) or learners (id N + ordinal)."""
+    if role not in ("acceptor", "learner"):
+        raise ValueError(role)
+    md = cr["metadata"]
+    s = spec_with_defaults(cr["spec"])
+    n = names(md["name"])
+    sts_name = n["acceptors"] if role == "acceptor" else n["learners"]
+    replicas = s["acceptors"] if role == "acceptor" else s["learners"]
+    offset = 0 if role == "acceptor" else s["acceptors"]
+    pt = s["podTemplate"]
+    pod_labels = {**pt.get("labels", {}), **labels(md["name"], role)}
+    container: Obj = {
+        "name": "node",
+        "image": s["image"],
+        "imagePullPolicy": s["imagePullPolicy"],
+        "envFrom": [{"configMapRef": {"name": n["config"]}}],
+        "env": [
+            {"name": "PAXOS_ORDINAL_OFFSET", "value": str(offset)},
+            {"name": "PAXOS_DATA_DIR", "value": DATA_DIR},
+            {"name": "PAXOS_KEY_FILE", "value": f"{KEY_DIR}/cluster.key"},
+            {"name": "PAXOS_PORT", "value": str(PEER_PORT)},
+            {"name": "PAXOS_HTTP_PORT", "value": str(HTTP_PORT)},
+        ],
+        "ports": [
+            {"name": "paxos-udp", "containerPort": PEER_PORT, "protocol": "UDP"},
+            {"name": "paxos-tcp", "containerPort": PEER_PORT, "protocol": "TCP"},
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+        ],
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": HTTP_PORT},
+            "periodSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": HTTP_PORT},
+            "initialDelaySeconds": 10,
+            "periodSeconds": 5,
+            "failureThreshold": 6,
+        },
+        "volumeMounts": [
+            {"name": "data", "mountPath": DATA_DIR},
+            {"name": "key", "mountPath": KEY_DIR, "readOnly": True},
+        ],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": UID,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+        },
+    }
+    if s.get("resources"):
+        container["resources"] = s["resources"]
+    pod_spec: Obj = {
+        "securityContext": {"fsGroup": UID},
+        "terminationGracePeriodSeconds": 30,
+        "containers": [container],
+        "volumes": [{"name": "key", "secret": {"secretName": n["secret"]}}],
+    }
+    for k in ("nodeSelector", "tolerations", "affinity"):
+        if pt.get(k):
+            pod_spec[k] = pt[k]
+    pvc: Obj = {
+        "metadata": {"name": "data", "labels": labels(md["name"], role)},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": s["storage"]["size"]}},
+        },
+    }
+    if s["storage"].get("storageClassName"):
+        pvc["spec"]["storageClassName"] = s["storage"]["storageClassName"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _meta(cr, sts_name, role),
+        "spec": {
+            "serviceName": n["peers"],
+            "replicas": replicas,
+            # All members start together: a cluster needs a majority to be ready.
+            "podManagementPolicy": "Parallel",
+            # The operator restarts members one at a time, quorum-aware.
+            "updateStrategy": {"type": "OnDelete"},
+            "selector": {"matchLabels": labels(md["name"], role)},
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": dict(pt.get("annotations", {}))},
+                "spec": pod_spec,
+            },
+            "volumeClaimTemplates": [pvc],
+        },
+    }
+
+
+def pdb(cr: Obj, api_version: str) -> Obj:
+    """Never let voluntary disruptions take the acceptors below a majority.
+    ``api_version``: "policy/v1" where the server offers it, else "policy/v1beta1"."""
+    if api_version not in ("policy/v1", "policy/v1beta1"):
+        raise ValueError(api_version)
+    md = cr["metadata"]
+    n = cr["spec"]["acceptors"]
+    return {
+        "apiVersion": api_version,
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(cr, names(md["name"])["pdb"], "acceptor"),
+        "spec": {
+            "minAvailable": n // 2 + 1,
+            "selector": {"matchLabels": labels(md["name"], "acceptor")},
+        },
+    }

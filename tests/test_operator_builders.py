@@ -1,0 +1,106 @@
+"""The operator's pure builders, without a cluster."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from paxos_operator import builders as b
+
+
+def cr(acceptors: int = 3, **spec: object) -> dict[str, object]:
+    return {
+        "apiVersion": "paxosrsm.dev/v1alpha1",
+        "kind": "PaxosCluster",
+        "metadata": {"name": "px", "namespace": "ns", "uid": "u-1"},
+        "spec": {"acceptors": acceptors, "image": "paxosrsm/node:1", **spec},
+    }
+
+
+def test_acceptor_statefulset_ordinals_are_acceptor_ids() -> None:
+    sts = b.statefulset(cr(5), "acceptor")
+    s = sts["spec"]
+    assert s["replicas"] == 5 and s["podManagementPolicy"] == "Parallel"
+    assert s["updateStrategy"] == {"type": "OnDelete"}
+    assert s["serviceName"] == "px-peers"
+    env = {e["name"]: e["value"] for e in s["template"]["spec"]["containers"][0]["env"]}
+    assert env["PAXOS_ORDINAL_OFFSET"] == "0"
+    assert s["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    ref = sts["metadata"]["ownerReferences"][0]
+    assert ref["uid"] == "u-1" and ref["controller"] is True
+    c = s["template"]["spec"]["containers"][0]
+    assert c["securityContext"]["runAsNonRoot"] is True
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_learners_get_ids_after_the_acceptors() -> None:
+    sts = b.statefulset(cr(3, learners=2), "learner")
+    env = {e["name"]: e["value"] for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["PAXOS_ORDINAL_OFFSET"] == "3" and sts["spec"]["replicas"] == 2
+    cm = b.configmap(cr(3, learners=2), "new")
+    assert cm["data"]["PAXOS_ACCEPTORS"].count(",") == 2
+    assert cm["data"]["PAXOS_LEARNERS"].startswith("px-learner-0.px-peers.ns.svc")
+
+
+def test_headless_service_publishes_not_ready_addresses() -> None:
+    svc = b.headless_service(cr())
+    assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"]
+    assert {p["protocol"] for p in svc["spec"]["ports"]} == {"UDP", "TCP"}
+
+
+@pytest.mark.parametrize(("n", "quorum"), [(1, 1), (3, 2), (5, 3), (9, 5)])
+def test_pdb_keeps_a_majority(n: int, quorum: int) -> None:
+    assert b.pdb(cr(n), "policy/v1")["spec"]["minAvailable"] == quorum
+    assert b.pdb(cr(n), "policy/v1beta1")["apiVersion"] == "policy/v1beta1"
+
+
+def test_initial_state_is_in_the_configmap() -> None:
+    assert b.configmap(cr(), "new")["data"]["PAXOS_INITIAL_CLUSTER_STATE"] == "new"
+    assert b.configmap(cr(), "existing")["data"]["PAXOS_INITIAL_CLUSTER_STATE"] == "existing"
+    with pytest.raises(ValueError):
+        b.configmap(cr(), "old")
+
+
+def test_pod_template_overrides() -> None:
+    pt = {
+        "nodeSelector": {"disk": "ssd"},
+        "tolerations": [{"key": "k", "operator": "Exists"}],
+        "annotations": {"a": "1"},
+        "labels": {"team": "x", "app.kubernetes.io/instance": "hijack"},
+    }
+    sts = b.statefulset(cr(podTemplate=pt), "acceptor")
+    tpl = sts["spec"]["template"]
+    assert tpl["spec"]["nodeSelector"] == {"disk": "ssd"}
+    assert tpl["metadata"]["annotations"] == {"a": "1"}
+    # Our selector labels win over the user's: the StatefulSet must select its pods.
+    assert tpl["metadata"]["labels"]["app.kubernetes.io/instance"] == "px"
+    assert tpl["metadata"]["labels"]["team"] == "x"
+
+
+@pytest.mark.parametrize(
+    ("spec", "old", "msg"),
+    [
+        ({"acceptors": 4, "image": "i"}, None, "odd number from 1 to 9"),
+        ({"acceptors": 11, "image": "i"}, None, "odd number from 1 to 9"),
+        ({"acceptors": 3, "image": "i"}, {"acceptors": 5}, "immutable"),
+        ({"acceptors": 3, "image": "i", "storage": {"size": "-1Gi"}}, None, "non-negative"),
+        ({"acceptors": 3}, None, "image is required"),
+        ({"acceptors": 3, "image": "i", "learners": -1}, None, "learners"),
+    ],
+)
+def test_validation_messages(
+    spec: dict[str, object], old: dict[str, object] | None, msg: str
+) -> None:
+    errs = b.validate(spec, old)
+    assert any(msg in e for e in errs), errs
+
+
+def test_valid_specs_pass_and_builders_do_not_mutate_input() -> None:
+    c = cr(3, learners=1)
+    before = copy.deepcopy(c)
+    assert b.validate(c["spec"]) == []  # type: ignore[arg-type]
+    for role in ("acceptor", "learner"):
+        b.statefulset(c, role)
+    b.configmap(c, "new")
+    assert c == before
