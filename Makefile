@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: wheelhouse demo sim-demo test lint typecheck unit sim-sweep bench bench-net bench-storage bench-recovery clean
+.PHONY: wheelhouse images demo sim-demo test lint typecheck unit sim-sweep bench bench-net bench-storage bench-recovery clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -66,3 +66,12 @@ clean:
 wheelhouse: $(STAMP)
 	rm -rf wheelhouse/node && mkdir -p wheelhouse/node
 	$(BIN)/pip wheel -q -w wheelhouse/node msgpack aiohttp prometheus-client pyyaml uvloop
+	rm -rf wheelhouse/operator && mkdir -p wheelhouse/operator
+	$(BIN)/pip wheel -q -w wheelhouse/operator kopf kubernetes aiohttp
+
+# Container images on a given base (BASE_IMAGE=k8s-local/base:bookworm here).
+BASE_IMAGE ?= python:3.11-slim-bookworm
+TAG ?= dev
+images: wheelhouse
+	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) -f Dockerfile.node -t paxosrsm/node:$(TAG) .
+	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) -f Dockerfile.operator -t paxosrsm/operator:$(TAG) .

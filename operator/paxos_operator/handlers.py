@@ -1,0 +1,227 @@
+"""kopf handlers: thin. Each adopts what the pure builders make and makes one
+idempotent API call per object; a timer reconciles on observed state.
+
+Run: ``kopf run -m paxos_operator.handlers --all-namespaces`` (the image does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import logging
+import os
+from typing import Any
+
+import aiohttp
+import kopf
+import kubernetes
+from kubernetes.client.rest import ApiException
+
+from . import builders as b
+from .status import next_restart, summarize
+
+Obj = dict[str, Any]
+log = logging.getLogger("paxos_operator")
+_state: dict[str, str] = {}
+
+
+# ---------------------------------------------------------------- API helpers
+
+
+def _api() -> kubernetes.client.ApiClient:
+    return kubernetes.client.ApiClient()
+
+
+def _pdb_version() -> str:
+    """policy/v1 where the server offers it (1.21+), else policy/v1beta1."""
+    if "pdb" not in _state:
+        groups = kubernetes.client.ApisApi(_api()).get_api_versions().groups
+        versions = {v.group_version for g in groups if g.name == "policy" for v in g.versions}
+        _state["pdb"] = "policy/v1" if "policy/v1" in versions else "policy/v1beta1"
+    return _state["pdb"]
+
+
+def apply(obj: Obj, *, replace_fields: tuple[str, ...] = ("spec", "data")) -> str:
+    """Create ``obj``, or patch the fields we own if it exists. Idempotent."""
+    dyn = kubernetes.dynamic.DynamicClient(_api())
+    res = dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+    md = obj["metadata"]
+    try:
+        res.create(body=obj, namespace=md["namespace"])
+        return "created"
+    except ApiException as e:
+        if e.status != 409:
+            raise
+    patch = {k: obj[k] for k in replace_fields if k in obj}
+    patch["metadata"] = {"labels": md.get("labels", {}), "ownerReferences": md["ownerReferences"]}
+    if obj["kind"] == "StatefulSet":
+        # volumeClaimTemplates, selector and serviceName are immutable.
+        spec = dict(obj["spec"])
+        for k in ("volumeClaimTemplates", "selector", "serviceName", "podManagementPolicy"):
+            spec.pop(k, None)
+        patch["spec"] = spec
+    res.patch(body=patch, name=md["name"], namespace=md["namespace"],
+              content_type="application/merge-patch+json")  # fmt: skip
+    return "patched"
+
+
+def _exists(kind: str, api_version: str, name: str, ns: str) -> bool:
+    dyn = kubernetes.dynamic.DynamicClient(_api())
+    try:
+        dyn.resources.get(api_version=api_version, kind=kind).get(name=name, namespace=ns)
+        return True
+    except ApiException as e:
+        if e.status == 404:
+            return False
+        raise
+
+
+# ---------------------------------------------------------------- handlers
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.posting.level = logging.INFO
+    settings.persistence.finalizer = f"{b.GROUP}/finalizer"
+    # Errors are retried with backoff (kopf's default for TemporaryError/others).
+    settings.execution.max_workers = 4
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+
+
+@kopf.on.create(b.GROUP, b.VERSION, b.PLURAL)
+@kopf.on.resume(b.GROUP, b.VERSION, b.PLURAL)
+@kopf.on.update(b.GROUP, b.VERSION, b.PLURAL)
+def reconcile(body: kopf.Body, old: Obj | None, patch: kopf.Patch, **_: Any) -> None:
+    cr = dict(body)
+    old_spec = (old or {}).get("spec") if old else None
+    errs = b.validate(dict(cr["spec"]), dict(old_spec) if old_spec else None)
+    if errs:
+        msg = "; ".join(errs)
+        kopf.warn(body, reason="InvalidSpec", message=msg)
+        patch.status["phase"] = "Invalid"
+        patch.status["invalidSpec"] = msg
+        # Nothing is applied: a bad change is refused whole, never half-way.
+        raise kopf.PermanentError(msg)
+    patch.status["invalidSpec"] = None
+    cr = {**cr, "spec": b.spec_with_defaults(dict(cr["spec"]))}
+    ensure(cr, dict(body.get("status") or {}))
+
+
+def ensure(cr: Obj, status: Obj) -> None:
+    md = cr["metadata"]
+    n = b.names(md["name"])
+    if not _exists("Secret", "v1", n["secret"], md["namespace"]):
+        key = base64.b64encode(base64.b64encode(os.urandom(32))).decode()
+        apply(b.secret(cr, key))  # created once; never rotated by a reconcile
+    initial = "existing" if status.get("everAvailable") else "new"
+    objs = [
+        b.configmap(cr, initial),
+        b.headless_service(cr),
+        b.client_service(cr),
+        b.statefulset(cr, "acceptor"),
+        b.statefulset(cr, "learner"),
+        b.pdb(cr, _pdb_version()),
+    ]
+    for obj in objs:
+        what = apply(obj)
+        if what == "created":
+            kopf.info(cr, reason="Created", message=f"{obj['kind']} {obj['metadata']['name']}")
+
+
+@kopf.on.delete(b.GROUP, b.VERSION, b.PLURAL)
+def cleanup(spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> None:
+    """Owner references delete the rest; PVCs go only if the spec says so."""
+    s = b.spec_with_defaults(dict(spec))
+    if s["storage"]["reclaimPolicy"] != "Delete":
+        return
+    core = kubernetes.client.CoreV1Api(_api())
+    sel = ",".join(f"{k}={v}" for k, v in b.labels(meta["name"]).items())
+    core.delete_collection_namespaced_persistent_volume_claim(meta["namespace"], label_selector=sel)
+
+
+# ---------------------------------------------------------------- observed state
+
+
+async def _member_status(session: aiohttp.ClientSession, ip: str) -> Obj | None:
+    try:
+        async with session.get(f"http://{ip}:{b.HTTP_PORT}/v1/status") as r:
+            out: Obj = await r.json()
+            return out
+    except (TimeoutError, aiohttp.ClientError, ValueError):
+        return None
+
+
+@kopf.timer(b.GROUP, b.VERSION, b.PLURAL, interval=5.0, idle=0)
+async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    cr = dict(body)
+    md, spec = cr["metadata"], b.spec_with_defaults(dict(cr["spec"]))
+    if b.validate(spec):
+        return
+    core = kubernetes.client.CoreV1Api(_api())
+    apps = kubernetes.client.AppsV1Api(_api())
+    sel = ",".join(f"{k}={v}" for k, v in b.labels(md["name"]).items())
+    pods = (await asyncio.to_thread(core.list_namespaced_pod, md["namespace"],
+                                    label_selector=sel)).items  # fmt: skip
+    timeout = aiohttp.ClientTimeout(total=1.5)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        answers = await asyncio.gather(
+            *(
+                _member_status(session, p.status.pod_ip) if p.status.pod_ip else _none()
+                for p in pods
+            )
+        )
+    members = {p.metadata.name: a for p, a in zip(pods, answers, strict=True)}
+    # Pods stuck Terminating on a NotReady node.
+    stuck = []
+    now = dt.datetime.now(dt.UTC)
+    for p in pods:
+        if p.metadata.deletion_timestamp is None or not p.spec.node_name:
+            continue
+        node = await asyncio.to_thread(core.read_node, p.spec.node_name)
+        ready = next((c.status for c in node.status.conditions or [] if c.type == "Ready"), "")
+        if ready != "True":
+            stuck.append(p.metadata.name)
+            age = (now - p.metadata.deletion_timestamp).total_seconds()
+            f = spec["forceDeleteStuckPods"]
+            if f["enabled"] and age > f["afterSeconds"]:
+                await asyncio.to_thread(core.delete_namespaced_pod, p.metadata.name,
+                                        md["namespace"], grace_period_seconds=0)  # fmt: skip
+                kopf.warn(body, reason="ForceDeleted", message=f"{p.metadata.name} was stuck")
+    # Rolling upgrade (OnDelete): one member at a time, quorum-aware.
+    n = b.names(md["name"])
+    updating = False
+    pod_info: dict[str, Obj] = {}
+    for role, sts_name in (("acceptor", n["acceptors"]), ("learner", n["learners"])):
+        try:
+            sts = await asyncio.to_thread(apps.read_namespaced_stateful_set, sts_name,
+                                          md["namespace"])  # fmt: skip
+        except ApiException:
+            continue
+        rev = sts.status.update_revision
+        for p in pods:
+            if p.metadata.labels.get("app.kubernetes.io/component") == role:
+                outdated = p.metadata.labels.get("controller-revision-hash") != rev
+                pod_info[p.metadata.name] = {"outdated": outdated, "acceptor": role == "acceptor"}
+                updating = updating or outdated
+    cand = next_restart(pod_info, members, spec["acceptors"])
+    if cand is not None:
+        await asyncio.to_thread(core.delete_namespaced_pod, cand, md["namespace"])
+        kopf.info(body, reason="RollingRestart", message=f"restarting {cand} (out of date)")
+    summary = summarize(spec["acceptors"], members, md.get("generation", 0),
+                        dict(body.get("status") or {}), updating=updating, stuck=stuck)  # fmt: skip
+    if summary["everAvailable"] and not (body.get("status") or {}).get("everAvailable"):
+        # From now on a member with an empty disk must recover before voting.
+        await asyncio.to_thread(
+            core.patch_namespaced_config_map, n["config"], md["namespace"],
+            {"data": {"PAXOS_INITIAL_CLUSTER_STATE": "existing"}},
+        )  # fmt: skip
+    for k, v in summary.items():
+        patch.status[k] = v
+
+
+async def _none() -> None:
+    return None
