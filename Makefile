@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: wheelhouse images demo sim-demo test lint typecheck unit sim-sweep bench bench-net bench-storage bench-recovery clean
+.PHONY: helm-lint wheelhouse images demo sim-demo test lint typecheck unit sim-sweep bench bench-net bench-storage bench-recovery clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,7 +33,18 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -n 2 -q
 
-test: lint typecheck unit
+test: lint typecheck helm-lint unit
+
+# helm lint through helm-sdkpy (the real Helm library), which needs Python >= 3.12.
+PY312 ?= $(shell command -v python3.12 || ls -d /root/.pyenv/versions/3.12*/bin/python3 2>/dev/null | head -1)
+HELM_VENV := .helm-venv
+$(HELM_VENV)/.installed:
+	@test -n "$(PY312)" || { echo "helm-lint needs Python 3.12 (set PY312=...)"; exit 1; }
+	$(PY312) -m venv $(HELM_VENV)
+	$(HELM_VENV)/bin/pip install -q helm-sdkpy
+	touch $@
+helm-lint: $(HELM_VENV)/.installed
+	$(HELM_VENV)/bin/python charts/lint.py --strict
 
 # At least 10,000 seeds of the deterministic simulator with mixed faults.
 SEEDS ?= 10000
