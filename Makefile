@@ -24,8 +24,8 @@ sim-demo: $(STAMP)
 	$(BIN)/python -m paxosrsm.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check node operator tests bench
-	$(BIN)/ruff format --check node operator tests bench
+	$(BIN)/ruff check node operator tests bench charts
+	$(BIN)/ruff format --check node operator tests bench charts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -36,7 +36,7 @@ unit: $(STAMP)
 test: lint typecheck helm-lint unit
 
 # helm lint through helm-sdkpy (the real Helm library), which needs Python >= 3.12.
-PY312 ?= $(shell command -v python3.12 || ls -d /root/.pyenv/versions/3.12*/bin/python3 2>/dev/null | head -1)
+PY312 ?= $(shell ls -d /root/.pyenv/versions/3.12*/bin/python3 2>/dev/null | head -1 || true)$(if $(wildcard /root/.pyenv/versions/3.12*),,$(shell command -v python3.12))
 HELM_VENV := .helm-venv
 $(HELM_VENV)/.installed:
 	@test -n "$(PY312)" || { echo "helm-lint needs Python 3.12 (set PY312=...)"; exit 1; }

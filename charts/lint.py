@@ -16,11 +16,8 @@ import helm_sdkpy
 
 
 def main() -> int:
-    chart = (
-        Path(sys.argv[1])
-        if len(sys.argv) > 1 and not sys.argv[1].startswith("-")
-        else Path(__file__).resolve().parent / "paxosrsm-operator"
-    )
+    args = [a for a in sys.argv[1:] if not a.startswith("-")]
+    chart = Path(args[0]) if args else Path(__file__).resolve().parent / "paxosrsm-operator"
     strict = "--strict" in sys.argv
     result = asyncio.run(helm_sdkpy.Lint(helm_sdkpy.Configuration()).run(str(chart)))
     print(json.dumps(result, indent=1, default=str))
