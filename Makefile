@@ -24,8 +24,8 @@ sim-demo: $(STAMP)
 	$(BIN)/python -m paxosrsm.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check node operator tests bench charts
-	$(BIN)/ruff format --check node operator tests bench charts
+	$(BIN)/ruff check node operator tests bench charts e2e
+	$(BIN)/ruff format --check node operator tests bench charts e2e
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -251,6 +251,8 @@ def statefulset(cr: Obj, role: str) -> Obj:
         "volumeMounts": [
             {"name": "data", "mountPath": DATA_DIR},
             {"name": "key", "mountPath": KEY_DIR, "readOnly": True},
+            # The root filesystem is read-only; SQLite may need a temp dir.
+            {"name": "tmp", "mountPath": "/tmp"},
         ],
         "securityContext": {
             "runAsNonRoot": True,
@@ -265,7 +267,10 @@ def statefulset(cr: Obj, role: str) -> Obj:
         "securityContext": {"fsGroup": UID},
         "terminationGracePeriodSeconds": 30,
         "containers": [container],
-        "volumes": [{"name": "key", "secret": {"secretName": n["secret"]}}],
+        "volumes": [
+            {"name": "key", "secret": {"secretName": n["secret"]}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
     }
     for k in ("nodeSelector", "tolerations", "affinity"):
         if pt.get(k):
