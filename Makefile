@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: helm-lint wheelhouse images demo sim-demo test lint typecheck unit sim-sweep bench bench-net bench-storage bench-recovery clean
+.PHONY: e2e helm-lint wheelhouse images demo sim-demo test lint typecheck unit sim-sweep bench bench-net bench-storage bench-recovery clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,10 @@ $(HELM_VENV)/.installed:
 	$(PY312) -m venv $(HELM_VENV)
 	$(HELM_VENV)/bin/pip install -q helm-sdkpy
 	touch $@
+# End-to-end on a real cluster ($KUBECONFIG, or the local Kubernetes): see e2e/README.md.
+e2e: $(STAMP) $(HELM_VENV)/.installed
+	e2e/run.sh
+
 helm-lint: $(HELM_VENV)/.installed
 	$(HELM_VENV)/bin/python charts/lint.py --strict
 

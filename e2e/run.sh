@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# make e2e: build the images, make sure a cluster is there, run the e2e suite.
+# With KUBECONFIG set, that cluster is used (for kind, load the images first:
+#   kind load docker-image paxosrsm/node:e2e paxosrsm/operator:e2e).
+# Without it, the local Kubernetes of ../shared/k8s is started (a real 1.20).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+K8S_LOCAL=${K8S_LOCAL:-../shared/k8s/cluster}
+if [ -z "${KUBECONFIG:-}" ]; then
+  KUBECONFIG=$("$K8S_LOCAL" up)
+  export KUBECONFIG
+  BASE_IMAGE=${BASE_IMAGE:-$("$K8S_LOCAL" base-image)}
+fi
+BASE_IMAGE=${BASE_IMAGE:-python:3.11-slim-bookworm}
+make images BASE_IMAGE="$BASE_IMAGE" TAG="${E2E_TAG:-e2e}"
+.venv/bin/pip install -q -e '.[dev,operator]'
+exec .venv/bin/pytest -p no:cacheprovider -v e2e "$@"
