@@ -263,9 +263,26 @@ def statefulset(cr: Obj, role: str) -> Obj:
     }
     if s.get("resources"):
         container["resources"] = s["resources"]
+    # Some volume types ignore fsGroup (hostPath, as in local test clusters):
+    # give the data directory to the node's uid first. Only this init step
+    # runs as root, with CHOWN alone; the node itself never does.
+    init: Obj = {
+        "name": "data-owner",
+        "image": s["image"],
+        "imagePullPolicy": s["imagePullPolicy"],
+        "command": ["chown", f"{UID}:{UID}", DATA_DIR],
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsNonRoot": False,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]},
+        },
+        "volumeMounts": [{"name": "data", "mountPath": DATA_DIR}],
+    }
     pod_spec: Obj = {
         "securityContext": {"fsGroup": UID},
         "terminationGracePeriodSeconds": 30,
+        "initContainers": [init],
         "containers": [container],
         "volumes": [
             {"name": "key", "secret": {"secretName": n["secret"]}},

@@ -161,6 +161,9 @@ async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     md, spec = cr["metadata"], b.spec_with_defaults(dict(cr["spec"]))
     if b.validate(spec):
         return
+    # Reconcile on observed state, not only on change events: whatever was
+    # deleted or drifted is put back (create, or patch the fields we own).
+    await asyncio.to_thread(ensure, {**cr, "spec": spec}, dict(body.get("status") or {}))
     core = kubernetes.client.CoreV1Api(_api())
     apps = kubernetes.client.AppsV1Api(_api())
     sel = ",".join(f"{k}={v}" for k, v in b.labels(md["name"]).items())

@@ -75,15 +75,15 @@ def summarize(
         "ballot": ballot,
         "decided": decided,
         "everAvailable": bool(old_status.get("everAvailable")) or available,
+        # No nulls inside list items: a merge patch cannot store them.
         "members": [
-            {
+            {"name": k, "ready": False, "error": "unreachable"}
+            if not v
+            else {
                 "name": k,
-                "ready": bool(v and v.get("ready")),
-                "applied": v.get("applied") if v else None,
-                "lag": max(0, decided - v["applied"])
-                if v and v.get("applied") is not None
-                else None,
-                "error": None if v else "unreachable",
+                "ready": bool(v.get("ready")),
+                "applied": v.get("applied", -1),
+                "lag": max(0, decided - v.get("applied", -1)),
             }
             for k, v in sorted(members.items())
         ],
