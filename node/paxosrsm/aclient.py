@@ -111,6 +111,7 @@ class AsyncClient:
         self.tcp: dict[int, FramedConn] = {}
         self.dropped = 0
         self.tasks: set[asyncio.Task[None]] = set()
+        self.refreshing: set[int] = set()
 
     async def connect(self) -> AsyncClient:
         loop = asyncio.get_running_loop()
@@ -277,10 +278,32 @@ class AsyncClient:
                 op.fut.set_exception(Unavailable("no answer to read in time"))
             self.leader = None
             return
-        # Silence: that node may be down or partitioned; try the next one.
+        # Silence: that node may be down or partitioned, or its name may point
+        # elsewhere now (a rescheduled pod): resolve it again, try the next one.
+        self._refresh(op.target)
         self.leader = None
         op.target = (op.target + 1) % len(self.addrs)
         self._send(op)
+
+    def _refresh(self, target: int) -> None:
+        if target in self.refreshing:
+            return
+        self.refreshing.add(target)
+        loop = asyncio.get_running_loop()
+
+        async def go() -> None:
+            try:
+                self.resolved[target] = await loop.run_in_executor(
+                    None, _resolve, self.addrs[target]
+                )
+            except OSError:
+                pass  # keep the old address; try again on the next silence
+            finally:
+                self.refreshing.discard(target)
+
+        t = loop.create_task(go())
+        self.tasks.add(t)
+        t.add_done_callback(self.tasks.discard)
 
     def _on_datagram(self, data: bytes) -> None:
         try:

@@ -93,12 +93,30 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.on.create(b.GROUP, b.VERSION, b.PLURAL)
+def on_create(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    reconcile(body, patch)
+
+
 @kopf.on.resume(b.GROUP, b.VERSION, b.PLURAL)
+def on_resume(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    reconcile(body, patch)
+
+
 @kopf.on.update(b.GROUP, b.VERSION, b.PLURAL)
-def reconcile(body: kopf.Body, old: Obj | None, patch: kopf.Patch, **_: Any) -> None:
+def on_update(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    reconcile(body, patch)
+
+
+def accepted_spec(body: kopf.Body) -> Obj | None:
+    """The acceptor count this cluster was created with (kept in status): a
+    later change is refused against it, whatever event (or none) we saw."""
+    n = (body.get("status") or {}).get("acceptors")
+    return {"acceptors": n} if n is not None else None
+
+
+def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
     cr = dict(body)
-    old_spec = (old or {}).get("spec") if old else None
-    errs = b.validate(dict(cr["spec"]), dict(old_spec) if old_spec else None)
+    errs = b.validate(dict(cr["spec"]), accepted_spec(body))
     if errs:
         msg = "; ".join(errs)
         kopf.warn(body, reason="InvalidSpec", message=msg)
@@ -107,6 +125,7 @@ def reconcile(body: kopf.Body, old: Obj | None, patch: kopf.Patch, **_: Any) -> 
         # Nothing is applied: a bad change is refused whole, never half-way.
         raise kopf.PermanentError(msg)
     patch.status["invalidSpec"] = None
+    patch.status["acceptors"] = cr["spec"]["acceptors"]
     cr = {**cr, "spec": b.spec_with_defaults(dict(cr["spec"]))}
     ensure(cr, dict(body.get("status") or {}))
 
@@ -159,8 +178,13 @@ async def _member_status(session: aiohttp.ClientSession, ip: str) -> Obj | None:
 async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     cr = dict(body)
     md, spec = cr["metadata"], b.spec_with_defaults(dict(cr["spec"]))
-    if b.validate(spec):
+    errs = b.validate(spec, accepted_spec(body))
+    if errs:
+        # Never apply a refused spec, not even from the timer.
+        patch.status["phase"] = "Invalid"
+        patch.status["invalidSpec"] = "; ".join(errs)
         return
+    patch.status["acceptors"] = spec["acceptors"]
     # Reconcile on observed state, not only on change events: whatever was
     # deleted or drifted is put back (create, or patch the fields we own).
     await asyncio.to_thread(ensure, {**cr, "spec": spec}, dict(body.get("status") or {}))
