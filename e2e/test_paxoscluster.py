@@ -108,3 +108,24 @@ def test_delete_each_pod_in_turn(k8s: Any, namespace: str) -> None:
     for key, val in acked.items():
         code, body = exec_http(k8s, namespace, "del-acceptor-0", "GET", f"{base}/{key}")
         assert code == 200 and body["value"] == val, (key, code, body)
+
+
+def test_operator_killed_mid_reconcile_finishes_after_restart(
+    k8s: Any, namespace: str, operator: str
+) -> None:
+    """Kill the operator right after a PaxosCluster is created; the next
+    operator pod (Deployment) finishes the work from observed state."""
+    core = k8s.client.CoreV1Api()
+    custom(k8s).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                paxoscluster("kill"))  # fmt: skip
+    time.sleep(1.0)
+    sel = "app.kubernetes.io/name=paxos-operator"
+    for p in core.list_namespaced_pod(operator, label_selector=sel).items:
+        core.delete_namespaced_pod(p.metadata.name, operator, grace_period_seconds=0)
+    t0 = time.monotonic()
+    wait_for(lambda: _status(k8s, namespace, "kill").get("phase") == "Available", 300,
+             "Available after the operator restarted")  # fmt: skip
+    print(f"operator killed; cluster Available {time.monotonic() - t0:.1f}s later")
+    apps = k8s.client.AppsV1Api()
+    assert apps.read_namespaced_stateful_set("kill-acceptor", namespace).spec.replicas == 3
+    assert core.read_namespaced_service("kill-peers", namespace).spec.cluster_ip == "None"
