@@ -1,12 +1,14 @@
 # The two commands (see README):
 #   make demo   - set up and run the main job: a local 3-replica cluster (Ctrl-C stops it)
-#   make test   - set up and run lint, types and the whole test suite
+#   make test   - set up and run lint, types, the whole test suite, and the e2e
+#                 suite on a real Kubernetes (started here if KUBECONFIG is unset)
+#   make check  - the same without e2e (no docker or Kubernetes needed)
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: e2e helm-lint wheelhouse images demo sim-demo test lint typecheck unit sim-sweep bench bench-net bench-storage bench-recovery clean
+.PHONY: check e2e helm-lint wheelhouse images demo sim-demo test lint typecheck unit sim-sweep bench bench-net bench-storage bench-recovery clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,7 +35,9 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -n 2 -q
 
-test: lint typecheck helm-lint unit
+check: lint typecheck helm-lint unit
+
+test: check e2e
 
 # helm lint through helm-sdkpy (the real Helm library), which needs Python >= 3.12.
 PY312 ?= $(shell ls -d /root/.pyenv/versions/3.12*/bin/python3 2>/dev/null | head -1 || true)$(if $(wildcard /root/.pyenv/versions/3.12*),,$(shell command -v python3.12))

@@ -36,4 +36,15 @@ def test_crd_is_structural_and_names_the_immutable_field() -> None:
     assert spec["properties"]["acceptors"]["enum"] == [1, 3, 5, 7, 9]
     assert "immutable" in spec["x-kubernetes-validations"][0]["message"]
     cols = [c["name"] for c in v["additionalPrinterColumns"]]
-    assert cols == ["Acceptors", "Ready", "Leader", "Phase", "Age"]
+    assert cols == ["Acceptors", "Ready", "Learners", "Leader", "Phase", "Age"]
+
+
+def test_the_operator_can_be_left_out_of_a_release() -> None:
+    """operator.enabled=false: a release with only a PaxosCluster, for the
+    operator of another release (two operators must never share CRs)."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["operator"]["enabled"] is True
+    for t in ("deployment.yaml", "rbac.yaml"):
+        text = (CHART / "templates" / t).read_text()
+        assert text.startswith("{{- if .Values.operator.enabled }}\n")
+        assert text.rstrip().endswith("{{- end }}")

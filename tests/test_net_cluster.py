@@ -323,3 +323,61 @@ def test_tls_sessions(make_cluster, tmp_path: Path) -> None:  # type: ignore[no-
     w.check()
     text = "".join((c.root / f"node-{n}" / "node.log").read_text() for n in range(3))
     assert "SSL" not in text and "Traceback" not in text, text[-2000:]
+
+
+def test_learners_come_and_go_without_touching_the_acceptors(tmp_path: Path) -> None:
+    """Learner slots are configured up front; learners start and stop at any
+    time (the operator's spec.learners) while the acceptors keep running: a
+    new one catches up from nothing, a stopped one comes back on its old
+    data, and both serve the same data as the leader."""
+    import json
+    import urllib.request
+
+    c = ProcCluster(tmp_path / "c", 3, learners=2)
+    try:
+        for nid in range(3):
+            c.start(nid)
+        c.wait_ready([0, 1, 2])
+        pids = {nid: c.procs[nid].pid for nid in range(3)}
+        w = Workload(c).start()
+        time.sleep(1.5)
+
+        def caught_up(nid: int) -> bool:
+            # The leader first: under load the learner must reach where the
+            # leader was a moment ago.
+            lead = c.status(_wait_leader(c))
+            st = c.status(nid)
+            return bool(st and lead and st["ready"] and st["applied"] >= lead["applied"] > 0)
+
+        def wait(nid: int) -> None:
+            deadline = time.monotonic() + 20
+            while not caught_up(nid):
+                assert time.monotonic() < deadline, (c.status(nid), c.logs())
+                time.sleep(0.1)
+
+        c.start(3)  # scale 0 -> 1, under load
+        wait(3)
+        c.stop(3)  # 1 -> 0
+        time.sleep(1.0)
+        c.start(4)  # a slot that never ran
+        c.start(3)  # back on its old data
+        time.sleep(1.0)
+        w.stop()
+        w.final_reads()
+        w.check()
+        for nid in (3, 4):
+            wait(nid)
+            st = c.status(nid)
+            assert st is not None and st["roles"] == ["learner"]
+        final = {o.key: o.result for o in w.ops if o.process == 999}
+        for nid in (3, 4):
+            for key, val in final.items():
+                try:
+                    with urllib.request.urlopen(f"{c.http(nid)}/v1/kv/{key}?stale=true") as r:
+                        assert json.loads(r.read())["value"] == val
+                except urllib.error.HTTPError as e:
+                    assert e.code == 404 and val is None
+        assert {nid: c.procs[nid].pid for nid in range(3)} == pids
+        assert all(c.alive(nid) for nid in range(3))
+    finally:
+        c.close()

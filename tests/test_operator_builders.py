@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 
 from paxos_operator import builders as b
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def cr(acceptors: int = 3, **spec: object) -> dict[str, object]:
@@ -41,6 +44,18 @@ def test_learners_get_ids_after_the_acceptors() -> None:
     cm = b.configmap(cr(3, learners=2), "new")
     assert cm["data"]["PAXOS_ACCEPTORS"].count(",") == 2
     assert cm["data"]["PAXOS_LEARNERS"].startswith("px-learner-0.px-peers.ns.svc")
+    # Every slot is listed whatever spec.learners says: scaling learners
+    # changes the StatefulSet only, never the members' configuration.
+    assert cm["data"] == b.configmap(cr(3, learners=0), "new")["data"]
+    assert cm["data"]["PAXOS_LEARNERS"].count(",") == b.MAX_LEARNERS - 1
+
+
+def test_learner_slots_match_the_crd_maximum() -> None:
+    import yaml
+
+    crd = yaml.safe_load((ROOT / "crds" / "paxoscluster.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert spec["properties"]["learners"]["maximum"] == b.MAX_LEARNERS
 
 
 def test_headless_service_publishes_not_ready_addresses() -> None:

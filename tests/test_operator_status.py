@@ -58,3 +58,11 @@ def test_never_restart_without_a_quorum_left() -> None:
     assert next_restart(pods, members, 3) is None
     members["a-2"]["applied"] = 990
     assert next_restart(pods, members, 3) == "a-0"
+
+
+def test_learners_are_counted_apart_from_acceptors() -> None:
+    lrn = {**m(3), "roles": ["learner"]}
+    st = summarize(3, {"a-0": m(0), "a-1": m(1, leader=True), "l-0": lrn,
+                       "l-1": {**lrn, "ready": False}}, 1, {}, now="T")  # fmt: skip
+    assert st["readyAcceptors"] == 2 and st["readyLearners"] == 1
+    assert st["phase"] == "Available"  # learners never count toward a quorum

@@ -433,3 +433,28 @@ def test_leader_steps_down_when_a_snapshot_covers_its_in_flight_slots() -> None:
     n.step(1, CatchupReply(donor.replica.snapshot, (), 3))
     assert not n.is_leader, "cannot verify slot 0 was decided with our value: step down"
     assert b.node == 0
+
+
+def test_a_learner_that_hears_no_leader_pulls_from_a_proposer() -> None:
+    """A learner-only node introduces itself: after election_ticks without a
+    leader it asks a proposer (never another learner-only node, which may not
+    run) for what follows its log; a heard leader stops the pulling and
+    becomes the catch-up target."""
+    cfg = ClusterConfig(3, roles={3: Role.LEARNER, 4: Role.LEARNER})
+    ln = Node(cfg, 3, seed=7)
+    ln.ready()
+    pulls = []
+    for _ in range(5 * cfg.election_ticks):
+        ln.tick()
+        pulls += [e for e in ln.ready().messages if isinstance(e.msg, CatchupRequest)]
+    assert len(pulls) == 5
+    assert {e.dst for e in pulls} <= {0, 1, 2} and all(e.msg.from_slot == 0 for e in pulls)
+    b = Ballot(4, 1)
+    ln.step(1, Heartbeat(b, 9, 1))
+    assert ln.leader_hint == 1
+    sent = []
+    for _ in range(cfg.election_ticks - 1):
+        ln.tick()
+        sent += ln.ready().messages
+    # Behind the leader's commit: it fetches from the leader, not at random.
+    assert sent and {e.dst for e in sent} == {1}

@@ -104,6 +104,12 @@ class Node:
         self.commit_seen = -1
         self.catchup_elapsed = 0
         self.ticks = 0
+        #: The last node heard leading (Heartbeat or Accept), for nodes that
+        #: have no proposer of their own to keep the hint.
+        self.leader_heard: int | None = None
+        #: Ticks since a leader was last heard (learner-only nodes pull after
+        #: election_ticks of silence, see tick()).
+        self.quiet_ticks = 0
 
     # ------------------------------------------------------------ inputs
 
@@ -232,6 +238,18 @@ class Node:
             if r.known_commit > r.applied and self.catchup_elapsed >= self.cfg.retransmit_ticks:
                 self.catchup_elapsed = 0
                 self._request_catchup()
+            elif self.proposer is None:
+                self.quiet_ticks += 1
+                if self.quiet_ticks >= self.cfg.election_ticks:
+                    # A learner-only node that hears no leader pulls: it asks a
+                    # proposer (a distinguished learner, section "Learner
+                    # groups" of the design) for what follows its log. A new
+                    # or restarted learner thereby introduces itself, so that
+                    # its peers learn where it is and the leader's heartbeats
+                    # reach it (docs/design.md, "Learners come and go").
+                    self.quiet_ticks = 0
+                    self.leader_heard = None
+                    self._pull()
         self._after()
 
     def propose(self) -> bool:
@@ -255,7 +273,9 @@ class Node:
 
     @property
     def leader_hint(self) -> int | None:
-        return self.proposer.leader_hint if self.proposer is not None else None
+        if self.proposer is not None:
+            return self.proposer.leader_hint
+        return self.leader_heard
 
     @property
     def applied(self) -> int:
@@ -339,6 +359,9 @@ class Node:
             r.known_commit = self.acceptor.floor - 1
 
     def _saw_ballot(self, b: Ballot, heard_leader: bool) -> None:
+        if heard_leader:
+            self.leader_heard = b.node
+            self.quiet_ticks = 0
         p = self.proposer
         if p is None:
             return
@@ -382,14 +405,26 @@ class Node:
     def _request_catchup(self) -> None:
         assert self.replica is not None
         hint = self.leader_hint
-        if hint is not None and hint != self.id and Role.LEARNER in self.cfg.role_of(hint):
-            target = hint
-        else:
+        target: int | None = hint
+        if hint is None or hint == self.id or Role.LEARNER not in self.cfg.role_of(hint):
+            target = self._catchup_peer()
+        if target is not None:
+            self.out.send(target, CatchupRequest(self.replica.applied + 1))
+
+    def _catchup_peer(self) -> int | None:
+        """A random peer to fetch decisions from, proposers first: every
+        proposer is the distinguished learner of its own ballots, so it holds
+        the decisions; a learner-only peer may be behind, or not running."""
+        peers = [n for n in self.cfg.proposer_ids if n != self.id]
+        if not peers:
             peers = [n for n in self.cfg.learner_ids if n != self.id]
-            if not peers:
-                return
-            target = self.rng.choice(peers)
-        self.out.send(target, CatchupRequest(self.replica.applied + 1))
+        return self.rng.choice(peers) if peers else None
+
+    def _pull(self) -> None:
+        assert self.replica is not None
+        target = self._catchup_peer()
+        if target is not None:
+            self.out.send(target, CatchupRequest(self.replica.applied + 1))
 
     def _on_decided(self, slot: int, value: Value) -> None:
         if self.proposer is not None:

@@ -20,6 +20,8 @@ HTTP_PORT = 8080
 DATA_DIR = "/var/lib/paxosrsm"
 KEY_DIR = "/etc/paxosrsm/key"
 UID = 65534
+#: Learner slots (ids N .. N+MAX_LEARNERS-1); the CRD's maximum for spec.learners.
+MAX_LEARNERS = 32
 
 Obj = dict[str, Any]
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
@@ -127,12 +129,19 @@ def acceptor_addresses(cr: Obj) -> list[str]:
 
 
 def learner_addresses(cr: Obj) -> list[str]:
+    """Every learner *slot* (MAX_LEARNERS, the CRD's maximum), not just the
+    running learners: the list is part of every member's configuration, and
+    it must not change when spec.learners does, or scaling learners would
+    mean restarting the acceptors. A slot whose pod does not exist costs a
+    DNS lookup with backoff and nothing else; a learner that starts
+    introduces itself by pulling (docs/design.md, "Learners come and go").
+    The trailing dot makes the name absolute (no search-domain expansion for
+    the names that do not exist)."""
     md = cr["metadata"]
     n = names(md["name"])
-    count = spec_with_defaults(cr["spec"])["learners"]
     return [
-        f"{n['learners']}-{i}.{n['peers']}.{md['namespace']}.svc.cluster.local:{PEER_PORT}"
-        for i in range(count)
+        f"{n['learners']}-{i}.{n['peers']}.{md['namespace']}.svc.cluster.local.:{PEER_PORT}"
+        for i in range(MAX_LEARNERS)
     ]
 
 

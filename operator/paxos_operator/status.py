@@ -39,6 +39,9 @@ def summarize(
     now = now or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     up = {k: v for k, v in members.items() if v is not None and "node_id" in v}
     ready_acc = sum(1 for v in up.values() if v.get("ready") and "acceptor" in v.get("roles", []))
+    ready_lrn = sum(
+        1 for v in up.values() if v.get("ready") and "acceptor" not in v.get("roles", [])
+    )
     recovering = sorted(k for k, v in up.items() if v.get("recovering"))
     leaders = {v.get("leader") for v in up.values() if v.get("leader") is not None}
     leader_id = next(iter(leaders)) if len(leaders) == 1 else None
@@ -70,6 +73,7 @@ def summarize(
         "observedGeneration": generation,
         "phase": phase,
         "readyAcceptors": ready_acc,
+        "readyLearners": ready_lrn,
         "leader": leader_pod,
         "leaderId": leader_id,
         "ballot": ballot,
@@ -129,3 +133,25 @@ def next_restart(
             continue
         return cand
     return None
+
+
+def pods_stuck_on_lost_claims(pods: list[Obj], claims: dict[str, bool]) -> list[str]:
+    """Member pods that can never start because their PVC is gone or going.
+
+    ``pods``: [{"name", "phase", "deleting": bool, "claims": [PVC names]}];
+    ``claims``: PVC name -> True if it is terminating (absent: no such PVC).
+
+    When a PVC and its pod are deleted together, the PVC waits (finalizer
+    kubernetes.io/pvc-protection) until the old pod is gone, and the
+    StatefulSet controller may create the new pod first: that pod refers to a
+    terminating, then missing, PVC and stays Pending for ever (the controller
+    creates a claim only when it creates the pod). Deleting such a pod lets the
+    StatefulSet create both again. Only Pending pods, never a running member.
+    """
+    out = []
+    for p in pods:
+        if p.get("phase") != "Pending" or p.get("deleting"):
+            continue
+        if any(c not in claims or claims[c] for c in p.get("claims", [])):
+            out.append(p["name"])
+    return sorted(out)

@@ -135,6 +135,9 @@ class NodeServer:
         self.tasks: list[asyncio.Task[None]] = []
         # addresses: node id -> resolved (ip, port)
         self.resolved: dict[int, tuple[str, int]] = {}
+        #: ids whose name did not resolve: (next attempt at, current pause)
+        self.resolve_retry: dict[int, tuple[float, float]] = {}
+        self.resolving: set[int] = set()
         # promise sessions: acceptor side (we promised to a proposer) and
         # proposer side (an acceptor promised to us), keyed (peer, ballot)
         self.sessions_out: dict[tuple[int, Ballot], FramedConn] = {}
@@ -302,19 +305,53 @@ class NodeServer:
                 await self._resolve_all()
 
     async def _resolve_all(self) -> None:
-        """Host names are resolved here, never on the send path (pod IPs change)."""
+        """Host names are resolved here, never on the send path (pod IPs change).
+
+        A name that does not resolve is tried again with a backoff (2 s
+        doubling to 30 s): a cluster lists learner slots that may not be
+        running (docs/design.md, "Learners come and go"), and those must not
+        cost a DNS round every 2 s each. A node that contacts us is resolved
+        at once instead (resolve_soon)."""
+        now = time.monotonic()
+        due = [
+            nid for nid in self.cfg.node_ids if self.resolve_retry.get(nid, (0.0, 0.0))[0] <= now
+        ]
+        await asyncio.gather(*(self._resolve(nid) for nid in due))
+
+    async def _resolve(self, nid: int) -> None:
+        host, port = self.opts.addr_of(nid)
         loop = asyncio.get_running_loop()
-        for nid in self.cfg.node_ids:
-            host, port = self.opts.addr_of(nid)
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except OSError:
+            infos = []
+        for fam, _t, _p, _c, sa in infos:
+            if fam == socket.AF_INET:
+                self.resolved[nid] = (str(sa[0]), int(sa[1]))
+                self.resolve_retry.pop(nid, None)
+                return
+        self.stats["resolve_errors"] += 1
+        # Keep the last known address (a name may vanish briefly while its
+        # pod restarts); retry later with a growing pause.
+        pause = min(30.0, 2 * self.resolve_retry.get(nid, (0.0, 1.0))[1])
+        self.resolve_retry[nid] = (time.monotonic() + pause, pause)
+
+    def resolve_soon(self, nid: int) -> None:
+        """An authenticated peer we cannot reach yet (a learner that just
+        started, a pod with a new IP) contacted us: look its name up now."""
+        if nid == self.id or nid in self.resolving or not self.cfg.is_node(nid):
+            return
+        self.resolving.add(nid)
+
+        async def go() -> None:
             try:
-                infos = await loop.getaddrinfo(host, port, type=0, proto=0)
-            except OSError:
-                self.stats["resolve_errors"] += 1
-                continue
-            for fam, _t, _p, _c, sa in infos:
-                if fam == socket.AF_INET:
-                    self.resolved[nid] = (str(sa[0]), int(sa[1]))
-                    break
+                await self._resolve(nid)
+            finally:
+                self.resolving.discard(nid)
+
+        task = asyncio.get_running_loop().create_task(go())
+        self.conn_tasks.add(task)
+        task.add_done_callback(self.conn_tasks.discard)
 
     # ================================================================ the Ready loop
 
@@ -492,9 +529,7 @@ class NodeServer:
                 self.stats["connect_errors"] += 1
                 conn.closed = True
                 on_lost(conn)
-                # the name may point elsewhere now
-                with contextlib.suppress(OSError):
-                    await self._resolve_all()
+                self.resolve_soon(dst)  # the name may point elsewhere now
 
         task = loop.create_task(go())
         self.conn_tasks.add(task)
@@ -676,6 +711,8 @@ class NodeServer:
             return
         if isinstance(m, Heartbeat | Accept):  # only once the core accepted it
             self.leader_seen = (m.ballot.node, m.ballot, time.monotonic())
+        if src not in self.resolved:
+            self.resolve_soon(src)  # an authenticated peer we could not answer yet
         self.dirty.set()
 
     def _deliver_local(self, m: PeerMessage) -> None:
