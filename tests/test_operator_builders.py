@@ -34,6 +34,7 @@ def test_acceptor_statefulset_ordinals_are_acceptor_ids() -> None:
     assert ref["uid"] == "u-1" and ref["controller"] is True
     c = s["template"]["spec"]["containers"][0]
     assert c["securityContext"]["runAsNonRoot"] is True
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
 

@@ -268,6 +268,7 @@ def statefulset(cr: Obj, role: str) -> Obj:
             "runAsUser": UID,
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},  # it binds ports above 1024 only
         },
     }
     if s.get("resources"):
