@@ -49,7 +49,13 @@ def operator(k8s: Any) -> Iterator[str]:
     """The chart's operator (and CRD), installed once for the session by Helm."""
     ns = f"paxos-system-{uuid.uuid4().hex[:6]}"
     k8s.client.CoreV1Api().create_namespace({"metadata": {"name": ns}})
-    helm("install", "op", ns, f"image.operator={OPERATOR_IMAGE}", f"image.node={NODE_IMAGE}")
+    try:
+        # One operator per cluster: a second session's install fails here
+        # (its ClusterRole exists), rather than two operators fighting.
+        helm("install", "op", ns, f"image.operator={OPERATOR_IMAGE}", f"image.node={NODE_IMAGE}")
+    except BaseException:
+        k8s.client.CoreV1Api().delete_namespace(ns)
+        raise
     yield ns
     helm("uninstall", "op", ns)
     k8s.client.CoreV1Api().delete_namespace(ns)
@@ -60,7 +66,22 @@ def namespace(k8s: Any, operator: str) -> Iterator[str]:
     ns = f"e2e-{uuid.uuid4().hex[:6]}"
     k8s.client.CoreV1Api().create_namespace({"metadata": {"name": ns}})
     yield ns
+    delete_paxosclusters(k8s, ns)
     k8s.client.CoreV1Api().delete_namespace(ns)
+
+
+def delete_paxosclusters(k8s: Any, ns: str, timeout: float = 120) -> None:
+    """Delete the namespace's PaxosClusters and wait while the operator still
+    runs: each holds the operator's finalizer, and a namespace deleted after
+    the session's operator is gone would stay Terminating for ever."""
+    c = custom(k8s)
+    for obj in c.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]:
+        c.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, obj["metadata"]["name"])
+    try:
+        wait_for(lambda: not c.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"],
+                 timeout, f"the PaxosClusters of {ns} deleted", every=1.0)  # fmt: skip
+    except TimeoutError as e:
+        print(f"warning: {e}", file=sys.stderr)
 
 
 def custom(k8s: Any) -> Any:
@@ -88,6 +109,36 @@ def wait_for(pred: Any, timeout: float, what: str, every: float = 2.0) -> Any:
     raise TimeoutError(f"{what} not reached in {timeout:.0f}s (last: {last!r})")
 
 
+def cluster_status(k8s: Any, ns: str, name: str) -> dict[str, Any]:
+    obj = custom(k8s).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    return obj.get("status") or {}
+
+
+def healthy(k8s: Any, ns: str, name: str, acceptors: int = 3) -> dict[str, Any] | None:
+    """The status if every acceptor is ready and the phase is Available, else None."""
+    st = cluster_status(k8s, ns, name)
+    ok = st.get("readyAcceptors") == acceptors and st.get("phase") == "Available"
+    return st if ok else None
+
+
+def create_cluster(k8s: Any, ns: str, name: str, timeout: float = 300, **spec: Any) -> float:
+    """Create a PaxosCluster and wait until it is healthy; the seconds it took."""
+    t0 = time.monotonic()
+    custom(k8s).create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL,
+                                                paxoscluster(name, **spec))  # fmt: skip
+    wait_for(lambda: healthy(k8s, ns, name), timeout, f"{name} Available, 3 acceptors ready",
+             every=1.0)  # fmt: skip
+    took = time.monotonic() - t0
+    print(f"{name}: apply -> Available (3/3 ready) in {took:.1f}s")
+    return took
+
+
+def pod_ready(p: Any) -> bool:
+    if p is None or p.metadata.deletion_timestamp is not None:
+        return False
+    return any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+
+
 def exec_http(k8s: Any, ns: str, pod: str, method: str, url: str, body: str | None = None) -> Any:
     """An HTTP call from inside the cluster (works on any cluster: no port-forward)."""
     from kubernetes.stream import stream
@@ -111,4 +162,14 @@ def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 
 
-__all__ = ["custom", "exec_http", "paxoscluster", "sys", "wait_for"]
+__all__ = [
+    "cluster_status",
+    "create_cluster",
+    "custom",
+    "exec_http",
+    "healthy",
+    "paxoscluster",
+    "pod_ready",
+    "sys",
+    "wait_for",
+]

@@ -64,52 +64,6 @@ def test_changing_the_acceptor_count_is_refused(k8s: Any, namespace: str) -> Non
     assert apps.read_namespaced_stateful_set("imm-acceptor", namespace).spec.replicas == 3
 
 
-def test_delete_each_pod_in_turn(k8s: Any, namespace: str) -> None:
-    """Every acceptor, the leader included, is deleted and comes back with its
-    ordinal and PVC; every acknowledged write stays readable."""
-    c = custom(k8s)
-    c.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, paxoscluster("del"))
-    wait_for(lambda: _status(k8s, namespace, "del").get("readyAcceptors") == 3, 300,
-             "all three acceptors ready")  # fmt: skip
-    core = k8s.client.CoreV1Api()
-    base = f"http://del.{namespace}.svc.cluster.local:8080/v1/kv"
-    acked: dict[str, str] = {}
-    for i in range(3):
-        pod = f"del-acceptor-{i}"
-        other = f"del-acceptor-{(i + 1) % 3}"
-        code, _ = exec_http(k8s, namespace, other, "PUT", f"{base}/k{i}", f"v{i}")
-        if code == 200:
-            acked[f"k{i}"] = f"v{i}"
-        leader_before = _status(k8s, namespace, "del").get("leader")
-        uid = core.read_namespaced_pod(pod, namespace).metadata.uid
-        t0 = time.monotonic()
-        core.delete_namespaced_pod(pod, namespace)
-
-        def back(pod: str = pod, uid: str = uid) -> bool:
-            try:
-                p = core.read_namespaced_pod(pod, namespace)
-            except k8s.client.rest.ApiException:
-                return False
-            ready = any(c.type == "Ready" and c.status == "True"
-                        for c in p.status.conditions or [])  # fmt: skip
-            return p.metadata.uid != uid and ready
-
-        wait_for(back, 240, f"{pod} replaced and ready", every=0.5)
-        wait_for(
-            lambda: (s := _status(k8s, namespace, "del")).get("readyAcceptors") == 3
-            and s.get("phase") == "Available",
-            60, "the operator reports the cluster healthy", every=1.0,
-        )  # fmt: skip
-        print(f"deleted {pod} (leader was {leader_before}): healthy again in "
-              f"{time.monotonic() - t0:.1f}s")  # fmt: skip
-        code, _ = exec_http(k8s, namespace, pod, "PUT", f"{base}/after{i}", "x")
-        assert code == 200
-        acked[f"after{i}"] = "x"
-    for key, val in acked.items():
-        code, body = exec_http(k8s, namespace, "del-acceptor-0", "GET", f"{base}/{key}")
-        assert code == 200 and body["value"] == val, (key, code, body)
-
-
 def test_operator_killed_mid_reconcile_finishes_after_restart(
     k8s: Any, namespace: str, operator: str
 ) -> None:

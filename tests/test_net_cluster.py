@@ -381,3 +381,73 @@ def test_learners_come_and_go_without_touching_the_acceptors(tmp_path: Path) -> 
         assert all(c.alive(nid) for nid in range(3))
     finally:
         c.close()
+
+
+def test_a_member_whose_name_does_not_resolve_yet(tmp_path: Path) -> None:
+    """A pod whose peers are not scheduled yet sees names that do not resolve:
+    it must start, form a quorum with the members it can reach, and serve
+    (its HTTP API's forwarding client included), not exit."""
+    import json
+    import urllib.request
+
+    c = ProcCluster(tmp_path / "c", 3)
+    c.layout["acceptors"][2] = "paxos-test-member.invalid:7000"
+    try:
+        c.start(0)
+        c.start(1)
+        c.wait_ready([0, 1])
+        lead = _wait_leader(c)
+        follower = 1 - lead
+        req = urllib.request.Request(f"{c.http(follower)}/v1/kv/k", data=b"v", method="PUT")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200
+        with urllib.request.urlopen(f"{c.http(lead)}/v1/kv/k", timeout=10) as r:
+            assert json.loads(r.read())["value"] == "v"
+        with c.client(timeout=5.0) as cl:
+            cl.put("k2", "v2")
+            assert cl.get("k2") == "v2"
+        assert c.alive(0) and c.alive(1)
+        st = c.status(lead)
+        assert st is not None and st["counters"].get("resolve_errors", 0) >= 1
+    finally:
+        c.close()
+
+
+def test_a_restarted_node_at_a_new_address_is_found_before_dns(tmp_path: Path) -> None:
+    """A pod that restarts gets a new IP before DNS says so. Here the others'
+    configuration still names an address where nothing listens (127.0.0.3);
+    node 2 really runs at 127.0.0.2 on the same port. Its authenticated
+    traffic (the introduction it sends at start) tells the others where it
+    is: it follows the leader and counts in a quorum."""
+    import subprocess
+
+    from paxosrsm.ctl import node_command
+
+    c = ProcCluster(tmp_path / "c", 3)
+    port = int(c.layout["acceptors"][2].rsplit(":", 1)[1])
+    real = dict(c.layout, acceptors=[*c.layout["acceptors"][:2], f"127.0.0.2:{port}"])
+    c.layout["acceptors"][2] = f"127.0.0.3:{port}"  # what the others believe
+    try:
+        c.start(0)
+        c.start(1)
+        c.wait_ready([0, 1])
+        first = _wait_leader(c)
+        cmd = [*node_command(real, c.root, 2, "new"), "--listen", "127.0.0.2"]
+        (c.root / "node-2").mkdir(exist_ok=True)
+        with open(c.root / "node-2" / "node.log", "ab") as logf:
+            c.procs[2] = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
+                                          start_new_session=True)  # fmt: skip
+        c.wait_ready([2], timeout=20)
+        lead = _wait_leader(c)
+        st = c.status(lead)
+        assert st is not None and st["counters"].get("addresses_learned", 0) >= 1
+        # It heard the leader's heartbeats in time: no election was needed.
+        assert lead == first, c.logs()
+        # Node 2 is needed now: the quorum is {2, the other one}.
+        c.kill(0 if lead != 0 else 1)
+        with c.client(timeout=10.0) as cl:
+            cl.put("k", "v")
+            assert cl.get("k") == "v"
+        assert c.alive(2)
+    finally:
+        c.close()

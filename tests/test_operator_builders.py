@@ -120,3 +120,22 @@ def test_valid_specs_pass_and_builders_do_not_mutate_input() -> None:
         b.statefulset(c, role)
     b.configmap(c, "new")
     assert c == before
+
+
+def test_covers_skips_patches_that_change_nothing() -> None:
+    sts = b.statefulset(cr(3), "acceptor")
+    live = copy.deepcopy(sts)
+    # The server adds defaults; they do not count as a difference.
+    live["spec"]["template"]["spec"]["dnsPolicy"] = "ClusterFirst"
+    live["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] = "/dev/x"
+    live["metadata"]["resourceVersion"] = "7"
+    assert b.covers(sts["spec"], live["spec"])
+    changed = copy.deepcopy(live)
+    changed["spec"]["template"]["spec"]["containers"][0]["image"] = "other:1"
+    assert not b.covers(sts["spec"], changed["spec"])
+    scaled = copy.deepcopy(live)
+    scaled["spec"]["replicas"] = 5
+    assert not b.covers(sts["spec"], scaled["spec"])
+    fewer = copy.deepcopy(live)
+    fewer["spec"]["template"]["spec"]["containers"][0]["env"].pop()
+    assert not b.covers(sts["spec"], fewer["spec"])

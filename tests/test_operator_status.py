@@ -66,3 +66,17 @@ def test_learners_are_counted_apart_from_acceptors() -> None:
                        "l-1": {**lrn, "ready": False}}, 1, {}, now="T")  # fmt: skip
     assert st["readyAcceptors"] == 2 and st["readyLearners"] == 1
     assert st["phase"] == "Available"  # learners never count toward a quorum
+
+
+def test_rolling_upgrade_never_picks_or_leans_on_a_pod_being_deleted() -> None:
+    members = {"a-0": m(0), "a-1": m(1, leader=True), "a-2": m(2)}
+    # a-0 is terminating (restarted a moment ago) but still answers as ready:
+    # it is not chosen again, and nothing else restarts until it is back.
+    pods = {"a-0": {"outdated": True, "acceptor": True, "deleting": True},
+            "a-1": {"outdated": True, "acceptor": True},
+            "a-2": {"outdated": True, "acceptor": True}}  # fmt: skip
+    assert next_restart(pods, members, 3) is None
+    # Its replacement (new revision, not ready yet) blocks the next one too.
+    pods["a-0"] = {"outdated": False, "acceptor": True}
+    assert next_restart(pods, {**members, "a-0": None}, 3) is None
+    assert next_restart(pods, members, 3) == "a-2"

@@ -81,6 +81,13 @@ def _resolve(addr: tuple[str, int]) -> tuple[str, int]:
     return str(infos[0][4][0]), int(infos[0][4][1])
 
 
+def _try_resolve(addr: tuple[str, int]) -> tuple[str, int] | None:
+    try:
+        return _resolve(addr)
+    except OSError:
+        return None
+
+
 class AsyncClient:
     def __init__(
         self,
@@ -107,7 +114,8 @@ class AsyncClient:
         self.outq: dict[int, list[bytes]] = {}
         self.flush_scheduled = False
         self.transport: asyncio.DatagramTransport | None = None
-        self.resolved: list[tuple[str, int]] = []
+        #: None: the name did not resolve (yet); looked up again on silence.
+        self.resolved: list[tuple[str, int] | None] = []
         self.tcp: dict[int, FramedConn] = {}
         self.dropped = 0
         self.tasks: set[asyncio.Task[None]] = set()
@@ -115,7 +123,12 @@ class AsyncClient:
 
     async def connect(self) -> AsyncClient:
         loop = asyncio.get_running_loop()
-        self.resolved = [await loop.run_in_executor(None, _resolve, a) for a in self.addrs]
+        # A name that does not resolve yet (a pod not scheduled yet, DNS not
+        # updated yet) must not stop the client: it is looked up again when
+        # a request aimed at it meets silence (_refresh).
+        self.resolved = list(
+            await asyncio.gather(*(loop.run_in_executor(None, _try_resolve, a) for a in self.addrs))
+        )
         self.transport, _ = await loop.create_datagram_endpoint(
             lambda: _Proto(self), local_addr=("0.0.0.0", 0)
         )
@@ -227,6 +240,9 @@ class AsyncClient:
         limit = self.max_datagram - auth.HDR_LEN - auth.MAC_LEN - 8
         for target, encs in self.outq.items():
             addr = self.resolved[target]
+            if addr is None:
+                self._refresh(target)  # dropped: the retry timer moves on
+                continue
             batch: list[bytes] = []
             size = 0
             for e in encs:
@@ -250,7 +266,11 @@ class AsyncClient:
                 on_frame=lambda _c, body: self._on_body(body),
                 on_bad=lambda _r, _d: None,
             )
-            host, port = self.resolved[target]
+            addr = self.resolved[target]
+            if addr is None:
+                self._refresh(target)  # the retry timer tries again, or elsewhere
+                return
+            host, port = addr
             conn = c
 
             async def go() -> None:

@@ -348,3 +348,19 @@ def pdb(cr: Obj, api_version: str) -> Obj:
             "selector": {"matchLabels": labels(md["name"], "acceptor")},
         },
     }
+
+
+def covers(want: Any, have: Any) -> bool:
+    """Whether the live object ``have`` already holds every field of ``want``
+    (the server adds defaults, so extra fields in ``have`` are fine; lists
+    must match item by item). The operator skips a patch that would change
+    nothing."""
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(covers(v, have.get(k)) for k, v in want.items())
+    if isinstance(want, list):
+        return (
+            isinstance(have, list)
+            and len(want) == len(have)
+            and all(covers(a, b) for a, b in zip(want, have, strict=True))
+        )
+    return bool(want == have)

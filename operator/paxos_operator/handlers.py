@@ -19,10 +19,12 @@ import kubernetes
 from kubernetes.client.rest import ApiException
 
 from . import builders as b
-from .status import next_restart, summarize
+from .status import next_restart, pods_stuck_on_lost_claims, summarize
 
 Obj = dict[str, Any]
 log = logging.getLogger("paxos_operator")
+#: Seconds between retries of a failed create/update/resume handler.
+RETRY_BACKOFF = 10.0
 _state: dict[str, str] = {}
 
 
@@ -43,16 +45,26 @@ def _pdb_version() -> str:
 
 
 def apply(obj: Obj, *, replace_fields: tuple[str, ...] = ("spec", "data")) -> str:
-    """Create ``obj``, or patch the fields we own if it exists. Idempotent."""
+    """Create ``obj``, or patch the fields we own if they differ. Idempotent.
+
+    Returns "created", "updated" (the server's object changed) or
+    "unchanged"; nothing is written when the live object already holds
+    every field we own (b.covers), so a steady cluster costs reads only."""
     dyn = kubernetes.dynamic.DynamicClient(_api())
     res = dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
     md = obj["metadata"]
     try:
-        res.create(body=obj, namespace=md["namespace"])
-        return "created"
+        live = res.get(name=md["name"], namespace=md["namespace"]).to_dict()
     except ApiException as e:
-        if e.status != 409:
+        if e.status != 404:
             raise
+        try:
+            res.create(body=obj, namespace=md["namespace"])
+            return "created"
+        except ApiException as e2:
+            if e2.status != 409:  # created meanwhile: patch it below
+                raise
+        live = res.get(name=md["name"], namespace=md["namespace"]).to_dict()
     patch = {k: obj[k] for k in replace_fields if k in obj}
     patch["metadata"] = {"labels": md.get("labels", {}), "ownerReferences": md["ownerReferences"]}
     if obj["kind"] == "StatefulSet":
@@ -61,9 +73,12 @@ def apply(obj: Obj, *, replace_fields: tuple[str, ...] = ("spec", "data")) -> st
         for k in ("volumeClaimTemplates", "selector", "serviceName", "podManagementPolicy"):
             spec.pop(k, None)
         patch["spec"] = spec
-    res.patch(body=patch, name=md["name"], namespace=md["namespace"],
-              content_type="application/merge-patch+json")  # fmt: skip
-    return "patched"
+    if b.covers(patch, live):
+        return "unchanged"
+    out = res.patch(body=patch, name=md["name"], namespace=md["namespace"],
+                    content_type="application/merge-patch+json")  # fmt: skip
+    before = live.get("metadata", {}).get("resourceVersion")
+    return "updated" if out.metadata.resourceVersion != before else "unchanged"
 
 
 def _exists(kind: str, api_version: str, name: str, ns: str) -> bool:
@@ -84,7 +99,8 @@ def _exists(kind: str, api_version: str, name: str, ns: str) -> bool:
 def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.INFO
     settings.persistence.finalizer = f"{b.GROUP}/finalizer"
-    # Errors are retried with backoff (kopf's default for TemporaryError/others).
+    # A failing handler is retried every RETRY_BACKOFF seconds (a failing
+    # timer runs again on its next interval); PermanentError is not retried.
     settings.execution.max_workers = 4
     try:
         kubernetes.config.load_incluster_config()
@@ -92,17 +108,17 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         kubernetes.config.load_kube_config()
 
 
-@kopf.on.create(b.GROUP, b.VERSION, b.PLURAL)
+@kopf.on.create(b.GROUP, b.VERSION, b.PLURAL, backoff=RETRY_BACKOFF)
 def on_create(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     reconcile(body, patch)
 
 
-@kopf.on.resume(b.GROUP, b.VERSION, b.PLURAL)
+@kopf.on.resume(b.GROUP, b.VERSION, b.PLURAL, backoff=RETRY_BACKOFF)
 def on_resume(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     reconcile(body, patch)
 
 
-@kopf.on.update(b.GROUP, b.VERSION, b.PLURAL)
+@kopf.on.update(b.GROUP, b.VERSION, b.PLURAL, backoff=RETRY_BACKOFF)
 def on_update(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     reconcile(body, patch)
 
@@ -147,8 +163,10 @@ def ensure(cr: Obj, status: Obj) -> None:
     ]
     for obj in objs:
         what = apply(obj)
-        if what == "created":
-            kopf.info(cr, reason="Created", message=f"{obj['kind']} {obj['metadata']['name']}")
+        if what != "unchanged":
+            # An event for every action the operator takes.
+            kopf.info(cr, reason=what.capitalize(),
+                      message=f"{what} {obj['kind']} {obj['metadata']['name']}")  # fmt: skip
 
 
 @kopf.on.delete(b.GROUP, b.VERSION, b.PLURAL)
@@ -218,6 +236,7 @@ async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
                 await asyncio.to_thread(core.delete_namespaced_pod, p.metadata.name,
                                         md["namespace"], grace_period_seconds=0)  # fmt: skip
                 kopf.warn(body, reason="ForceDeleted", message=f"{p.metadata.name} was stuck")
+    await _recreate_pods_of_lost_claims(body, core, md["namespace"], pods)
     # Rolling upgrade (OnDelete): one member at a time, quorum-aware.
     n = b.names(md["name"])
     updating = False
@@ -232,12 +251,25 @@ async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         for p in pods:
             if p.metadata.labels.get("app.kubernetes.io/component") == role:
                 outdated = p.metadata.labels.get("controller-revision-hash") != rev
-                pod_info[p.metadata.name] = {"outdated": outdated, "acceptor": role == "acceptor"}
+                pod_info[p.metadata.name] = {
+                    "outdated": outdated,
+                    "acceptor": role == "acceptor",
+                    "deleting": p.metadata.deletion_timestamp is not None,
+                    "uid": p.metadata.uid,
+                }
                 updating = updating or outdated
     cand = next_restart(pod_info, members, spec["acceptors"])
     if cand is not None:
-        await asyncio.to_thread(core.delete_namespaced_pod, cand, md["namespace"])
-        kopf.info(body, reason="RollingRestart", message=f"restarting {cand} (out of date)")
+        # Only the pod we looked at: by now its name may be its replacement's.
+        pre = kubernetes.client.V1DeleteOptions(
+            preconditions=kubernetes.client.V1Preconditions(uid=pod_info[cand]["uid"])
+        )
+        try:
+            await asyncio.to_thread(core.delete_namespaced_pod, cand, md["namespace"], body=pre)
+            kopf.info(body, reason="RollingRestart", message=f"restarting {cand} (out of date)")
+        except ApiException as e:
+            if e.status not in (404, 409):
+                raise
     summary = summarize(spec["acceptors"], members, md.get("generation", 0),
                         dict(body.get("status") or {}), updating=updating, stuck=stuck)  # fmt: skip
     if summary["everAvailable"] and not (body.get("status") or {}).get("everAvailable"):
@@ -252,3 +284,34 @@ async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 
 async def _none() -> None:
     return None
+
+
+async def _recreate_pods_of_lost_claims(
+    body: kopf.Body, core: Any, ns: str, pods: list[Any]
+) -> None:
+    """A member pod Pending on a deleted PVC is deleted, so that the
+    StatefulSet creates the pod and its claim again (see status.py)."""
+    views = [
+        {
+            "name": p.metadata.name,
+            "phase": p.status.phase,
+            "deleting": p.metadata.deletion_timestamp is not None,
+            "claims": [v.persistent_volume_claim.claim_name for v in p.spec.volumes or []
+                       if v.persistent_volume_claim],
+        }
+        for p in pods
+    ]  # fmt: skip
+    if not any(v["phase"] == "Pending" and v["claims"] for v in views):
+        return
+    pvcs = (await asyncio.to_thread(core.list_namespaced_persistent_volume_claim, ns)).items
+    claims = {c.metadata.name: c.metadata.deletion_timestamp is not None for c in pvcs}
+    for name in pods_stuck_on_lost_claims(views, claims):
+        try:
+            await asyncio.to_thread(core.delete_namespaced_pod, name, ns)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            continue
+        kopf.warn(body, reason="RecreatingPod",
+                  message=f"{name} was Pending on a deleted PersistentVolumeClaim: deleted it so "
+                  "that the StatefulSet creates the pod and a new, empty claim")  # fmt: skip

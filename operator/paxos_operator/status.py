@@ -100,11 +100,14 @@ def next_restart(
 ) -> str | None:
     """The next out-of-date member to restart, or None.
 
-    ``pods``: name -> {"outdated": bool, "acceptor": bool}. Order: unhealthy
-    members first, then followers, the leader last. Never restart while it
-    would leave no quorum: every other acceptor must be ready and caught up.
+    ``pods``: name -> {"outdated": bool, "acceptor": bool, "deleting": bool}.
+    Order: unhealthy members first, then followers, the leader last. Never
+    restart while it would leave no quorum: every other acceptor must be ready
+    and caught up, and not on its way out (a terminating pod may still answer
+    as ready). A pod already being deleted is never chosen again: the name
+    would soon be its replacement's, on the new revision.
     """
-    outdated = [n for n, p in pods.items() if p["outdated"]]
+    outdated = [n for n, p in pods.items() if p["outdated"] and not p.get("deleting")]
     if not outdated:
         return None
 
@@ -116,6 +119,8 @@ def next_restart(
 
     def caught_up(n: str) -> bool:
         v = members.get(n)
+        if pods.get(n, {}).get("deleting"):
+            return False
         return bool(v and v.get("ready") and decided - v.get("applied", -1) <= 128)
 
     unhealthy = sorted(n for n in outdated if not healthy(n))

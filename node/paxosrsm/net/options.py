@@ -83,6 +83,10 @@ class NodeOptions:
     retransmit_ticks: int = 10
     max_frame: int = 64 << 20
     max_datagram: int = 60_000
+    #: Take a peer's address from its authenticated traffic (a restarted pod
+    #: is reachable before DNS says where). Turn off on multi-homed hosts
+    #: whose outgoing address is not the one peers must use.
+    learn_addresses: bool = True
     tls_cert: str = ""
     tls_key: str = ""
     tls_ca: str = ""

@@ -138,6 +138,9 @@ class NodeServer:
         #: ids whose name did not resolve: (next attempt at, current pause)
         self.resolve_retry: dict[int, tuple[float, float]] = {}
         self.resolving: set[int] = set()
+        #: the last DNS answer per id: a repeated answer does not override an
+        #: address learned from the peer itself (DNS may lag behind a new pod)
+        self.dns_answer: dict[int, tuple[str, int]] = {}
         # promise sessions: acceptor side (we promised to a proposer) and
         # proposer side (an acceptor promised to us), keyed (peer, ballot)
         self.sessions_out: dict[tuple[int, Ballot], FramedConn] = {}
@@ -196,6 +199,7 @@ class NodeServer:
         self.tcp_server = await loop.create_server(
             self._accept_conn, o.listen, o.port, ssl=self.ssl_server, reuse_address=True
         )
+        self._introduce()
         # Whatever the core produced at construction (an incarnation record).
         self.dirty.set()
         for coro in (self._flusher(), self._ticker(), self._housekeeping()):
@@ -262,6 +266,8 @@ class NodeServer:
             ticks += 1
             if ticks % self.cfg.retransmit_ticks == 0:
                 self._invite_acceptors()
+            if ticks <= 200 and ticks % 20 == 1:
+                self._introduce()  # ten times in the first two seconds
             try:
                 node.tick()
             except Exception as e:
@@ -327,7 +333,10 @@ class NodeServer:
             infos = []
         for fam, _t, _p, _c, sa in infos:
             if fam == socket.AF_INET:
-                self.resolved[nid] = (str(sa[0]), int(sa[1]))
+                addr = (str(sa[0]), int(sa[1]))
+                if self.dns_answer.get(nid) != addr or nid not in self.resolved:
+                    self.resolved[nid] = addr
+                self.dns_answer[nid] = addr
                 self.resolve_retry.pop(nid, None)
                 return
         self.stats["resolve_errors"] += 1
@@ -335,6 +344,41 @@ class NodeServer:
         # pod restarts); retry later with a growing pause.
         pause = min(30.0, 2 * self.resolve_retry.get(nid, (0.0, 1.0))[1])
         self.resolve_retry[nid] = (time.monotonic() + pause, pause)
+
+    def learn_addr(self, nid: int, ip: str) -> None:
+        """An authenticated message from node ``nid`` came from ``ip``: that is
+        where it is now. A restarted pod has a new IP before DNS says so;
+        without this, the leader's heartbeats would go to the old address,
+        and the restarted node would time out and start an election. Only
+        authenticated, fresh datagrams get here (past the anti-replay window),
+        sent from the peer's own protocol port, so a third party cannot
+        redirect a peer. TCP connections are not used: their source address
+        is picked by routing, not by the peer's listening socket."""
+        if not self.opts.learn_addresses or nid == self.id or not self.cfg.is_node(nid):
+            return
+        if not ip or ip == "?":
+            return
+        addr = (ip, self.opts.addr_of(nid)[1])
+        if self.resolved.get(nid) != addr:
+            self.resolved[nid] = addr
+            self.resolve_retry.pop(nid, None)
+            self.stats["addresses_learned"] += 1
+
+    def _port_of(self, nid: int) -> int:
+        return self.opts.addr_of(nid)[1] if self.cfg.is_node(nid) else -1
+
+    def _introduce(self) -> None:
+        """Tell every other node where we are now: an empty, authenticated
+        datagram from our protocol socket (learn_addr on the other side). A
+        restarted pod is thereby reachable at once, before DNS catches up,
+        so the leader's heartbeats reach it before its election timeout.
+        Sent a few times after start (a datagram may be lost)."""
+        if self.udp is None or self.sealer is None:
+            return
+        for nid in self.cfg.node_ids:
+            addr = self.resolved.get(nid)
+            if nid != self.id and addr is not None:
+                self._udp_out([], addr)
 
     def resolve_soon(self, nid: int) -> None:
         """An authenticated peer we cannot reach yet (a learner that just
@@ -644,6 +688,8 @@ class NodeServer:
             reason = "replayed" if "replayed" in str(e) else "unauthenticated"
             self._bad(reason, f"{addr[0]}:{addr[1]}: {e}")
             return
+        if origin == auth.ORIGIN_NODE and addr[1] == self._port_of(sender):
+            self.learn_addr(sender, addr[0])
         if origin == auth.ORIGIN_CLIENT:
             p = self.node.proposer if self.node is not None else None
             if p is not None and len(p.queue) >= self.opts.max_pending:
