@@ -14,4 +14,6 @@ fi
 BASE_IMAGE=${BASE_IMAGE:-python:3.11-slim-bookworm}
 make images BASE_IMAGE="$BASE_IMAGE" TAG="${E2E_TAG:-e2e}"
 .venv/bin/pip install -q -e '.[dev,operator]'
-exec .venv/bin/pytest -p no:cacheprovider -v e2e "$@"
+# -s: the scenarios print their timings (apply -> Available, deletion ->
+# healthy, upgrade order); they go in the closing notes and e2e/README.md.
+exec .venv/bin/pytest -p no:cacheprovider -v -s e2e "$@"

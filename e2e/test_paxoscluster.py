@@ -28,6 +28,21 @@ def test_apply_becomes_available_and_serves(k8s: Any, namespace: str) -> None:
     assert exec_http(k8s, namespace, "px-acceptor-0", "PUT", url, "world")[0] == 200
     code, body = exec_http(k8s, namespace, "px-acceptor-1", "GET", url)
     assert code == 200 and body["value"] == "world"
+    # The operator's actions are Events on the PaxosCluster.
+    evs = (
+        k8s.client.CoreV1Api()
+        .list_namespaced_event(
+            namespace, field_selector="involvedObject.name=px,involvedObject.kind=PaxosCluster"
+        )
+        .items
+    )
+    msgs = {e.message for e in evs if e.reason == "Created"}
+    assert {"created StatefulSet px-acceptor", "created Service px-peers"} <= msgs, msgs
+    wait_for(lambda: any(e.reason == "Bootstrapped" for e in k8s.client.CoreV1Api()
+                         .list_namespaced_event(namespace, field_selector="involvedObject.name=px")
+                         .items), 30, "the Bootstrapped event")  # fmt: skip
+    cm = k8s.client.CoreV1Api().read_namespaced_config_map("px-config", namespace)
+    assert cm.data["PAXOS_INITIAL_CLUSTER_STATE"] == "existing"
 
 
 @pytest.mark.parametrize(

@@ -170,14 +170,16 @@ def ensure(cr: Obj, status: Obj) -> None:
 
 
 @kopf.on.delete(b.GROUP, b.VERSION, b.PLURAL)
-def cleanup(spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> None:
+def cleanup(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> None:
     """Owner references delete the rest; PVCs go only if the spec says so."""
     s = b.spec_with_defaults(dict(spec))
     if s["storage"]["reclaimPolicy"] != "Delete":
+        kopf.info(body, reason="VolumesKept", message="reclaimPolicy Retain: PVCs are kept")
         return
     core = kubernetes.client.CoreV1Api(_api())
     sel = ",".join(f"{k}={v}" for k, v in b.labels(meta["name"]).items())
     core.delete_collection_namespaced_persistent_volume_claim(meta["namespace"], label_selector=sel)
+    kopf.info(body, reason="VolumesDeleted", message="reclaimPolicy Delete: PVCs deleted")
 
 
 # ---------------------------------------------------------------- observed state
@@ -278,6 +280,8 @@ async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
             core.patch_namespaced_config_map, n["config"], md["namespace"],
             {"data": {"PAXOS_INITIAL_CLUSTER_STATE": "existing"}},
         )  # fmt: skip
+        kopf.info(body, reason="Bootstrapped", message="first Available: a member that starts "
+                  "on an empty disk now recovers before it votes")  # fmt: skip
     for k, v in summary.items():
         patch.status[k] = v
 

@@ -351,8 +351,9 @@ class NodeServer:
         without this, the leader's heartbeats would go to the old address,
         and the restarted node would time out and start an election. Only
         authenticated, fresh datagrams get here (past the anti-replay window),
-        sent from the peer's own protocol port, so a third party cannot
-        redirect a peer. TCP connections are not used: their source address
+        sent from the peer's own protocol port: a third party cannot forge one
+        (one that races a captured datagram here from elsewhere misdirects us
+        only until the peer's next datagram). TCP connections are not used: their source address
         is picked by routing, not by the peer's listening socket."""
         if not self.opts.learn_addresses or nid == self.id or not self.cfg.is_node(nid):
             return
