@@ -5,8 +5,17 @@
 # Without it, the local Kubernetes of ../shared/k8s is started (a real 1.20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-K8S_LOCAL=${K8S_LOCAL:-../shared/k8s/cluster}
+if [ -z "${K8S_LOCAL:-}" ]; then
+  # ../shared/k8s beside the checkout (the project's machines), else /work/shared.
+  for c in ../shared/k8s/cluster /work/shared/k8s/cluster; do
+    if [ -x "$c" ]; then K8S_LOCAL=$c; break; fi
+  done
+fi
 if [ -z "${KUBECONFIG:-}" ]; then
+  if [ -z "${K8S_LOCAL:-}" ]; then
+    echo "e2e: no KUBECONFIG and no local Kubernetes script (set K8S_LOCAL=.../k8s/cluster)" >&2
+    exit 2
+  fi
   KUBECONFIG=$("$K8S_LOCAL" up)
   export KUBECONFIG
   BASE_IMAGE=${BASE_IMAGE:-$("$K8S_LOCAL" base-image)}
