@@ -45,7 +45,8 @@ def main() -> int:
         out = asyncio.run(inst.run(release, str(CHART), **kw))
     else:
         out = asyncio.run(helm_sdkpy.Uninstall(cfg).run(release))
-    info = out.get("info", {}) if isinstance(out, dict) else {}
+    rel = out.get("release", out) if isinstance(out, dict) else {}
+    info = rel.get("info", {}) if isinstance(rel, dict) else {}
     status = info.get("status") if isinstance(info, dict) else None
     print(f"helm {action} {release} -n {ns}: {status or json.dumps(out, default=str)[:300]}")
     return 0

@@ -22,6 +22,11 @@ if [ -z "${KUBECONFIG:-}" ]; then
 fi
 BASE_IMAGE=${BASE_IMAGE:-python:3.11-slim-bookworm}
 make images BASE_IMAGE="$BASE_IMAGE" TAG="${E2E_TAG:-e2e}"
+if [ -n "${KIND_CLUSTER:-}" ]; then
+  # kind nodes have their own image store: copy the fresh images in.
+  kind load docker-image --name "$KIND_CLUSTER" \
+    "paxosrsm/node:${E2E_TAG:-e2e}" "paxosrsm/operator:${E2E_TAG:-e2e}"
+fi
 .venv/bin/pip install -q -e '.[dev,operator]'
 # -s: the scenarios print their timings (apply -> Available, deletion ->
 # healthy, upgrade order); they go in the closing notes and e2e/README.md.

@@ -98,3 +98,34 @@ def test_operator_killed_mid_reconcile_finishes_after_restart(
     apps = k8s.client.AppsV1Api()
     assert apps.read_namespaced_stateful_set("kill-acceptor", namespace).spec.replicas == 3
     assert core.read_namespaced_service("kill-peers", namespace).spec.cluster_ip == "None"
+
+
+@pytest.mark.parametrize("policy", ["Retain", "Delete"])
+def test_deletion_cleans_up_and_keeps_volumes_as_asked(
+    k8s: Any, namespace: str, policy: str
+) -> None:
+    """Deleting a PaxosCluster removes what it owns (owner references); its
+    PVCs are kept with Retain and deleted with Delete."""
+    c = custom(k8s)
+    core, apps = k8s.client.CoreV1Api(), k8s.client.AppsV1Api()
+    body = paxoscluster("gone", acceptors=1, storage={"reclaimPolicy": policy})
+    c.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    wait_for(lambda: _status(k8s, namespace, "gone").get("phase") == "Available", 300,
+             "Available")  # fmt: skip
+    sel = "app.kubernetes.io/instance=gone"
+    assert core.list_namespaced_persistent_volume_claim(namespace, label_selector=sel).items
+    c.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "gone")
+    wait_for(lambda: not apps.list_namespaced_stateful_set(namespace, label_selector=sel).items
+             and not core.list_namespaced_service(namespace, label_selector=sel).items
+             and not core.list_namespaced_config_map(namespace, label_selector=sel).items,
+             120, "owned objects garbage-collected")  # fmt: skip
+
+    def pvcs() -> list[Any]:
+        out = core.list_namespaced_persistent_volume_claim(namespace, label_selector=sel)
+        return list(out.items)
+
+    if policy == "Delete":
+        wait_for(lambda: not pvcs(), 120, "PVCs deleted")
+    else:
+        time.sleep(5)  # give a wrong deletion the time to show
+        assert [p.metadata.name for p in pvcs()] == ["data-gone-acceptor-0"]
