@@ -102,6 +102,13 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # A failing handler is retried every RETRY_BACKOFF seconds (a failing
     # timer runs again on its next interval); PermanentError is not retried.
     settings.execution.max_workers = 4
+    # Watches end on the server every 30 s and are re-opened (from the last
+    # resourceVersion, so nothing is missed); a stalled connection is given up
+    # after 40 s. Without this, a silently dead watch stream delays a new
+    # PaxosCluster until kopf's inactivity timeout (70 s).
+    settings.watching.server_timeout = 30
+    settings.watching.client_timeout = 40
+    settings.watching.connect_timeout = 10
     try:
         kubernetes.config.load_incluster_config()
     except kubernetes.config.ConfigException:
