@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: check e2e helm-lint wheelhouse images demo sim-demo test lint typecheck unit sim-sweep bench bench-net bench-storage bench-recovery clean
+.PHONY: check chromium e2e e2e-campaign helm-lint wheelhouse images demo sim-demo test lint typecheck unit sim-sweep bench bench-net bench-storage bench-recovery clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,7 +32,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+# The status page is tested in headless Chromium (Debian's package): installed
+# here when missing, so that `make test` needs nothing else on a fresh machine.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium (the status-page tests use it)"; \
+	  apt-get update -q >/dev/null 2>&1 || true; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
+
+unit: $(STAMP) chromium
 	$(BIN)/pytest -n 2 -q
 
 check: lint typecheck helm-lint unit
@@ -50,6 +58,12 @@ $(HELM_VENV)/.installed:
 # End-to-end on a real cluster ($KUBECONFIG, or the local Kubernetes): see e2e/README.md.
 e2e: $(STAMP) $(HELM_VENV)/.installed
 	e2e/run.sh
+
+# The operator's campaign (issue 10): 20 applies, 20 pod deletions, 10 rolling
+# upgrades under load, each with its limit (20 s; never two acceptors down).
+e2e-campaign: $(STAMP) $(HELM_VENV)/.installed
+	E2E_APPLIES=20 E2E_DELETIONS=20 E2E_UPGRADES=10 e2e/run.sh \
+	  -k "consecutive_applies or delete_each_pod or rolling_upgrade"
 
 helm-lint: $(HELM_VENV)/.installed
 	$(HELM_VENV)/bin/python charts/lint.py --strict

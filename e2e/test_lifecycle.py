@@ -87,36 +87,67 @@ def test_light_write_load(k8s: Any, namespace: str) -> None:
 # ---------------------------------------------------------------- B
 
 
+#: Pod deletions in a row (make e2e-campaign: 20), leader and followers in
+#: turn; each member must be back and the cluster healthy within 20 s.
+DELETIONS = int(os.environ.get("E2E_DELETIONS", "3"))
+HEAL_LIMIT = 20.0
+
+
 def test_delete_each_pod_in_turn_under_load(k8s: Any, namespace: str) -> None:
-    """Every acceptor, the leader included, is deleted while the load runs and
-    comes back with its ordinal and PVC; writes go on; nothing acknowledged is lost."""
+    """Acceptors, the leader every other time, are deleted while the load runs
+    and come back with their ordinal and PVC; writes go on; nothing
+    acknowledged is lost; each is healthy again within 20 s."""
     name = "del"
     create_cluster(k8s, namespace, name)
     core = k8s.client.CoreV1Api()
     base = f"http://{name}.{namespace}.svc.cluster.local:8080/v1/kv"
     extra: dict[str, str] = {}
+    healed: list[tuple[str, float]] = []
     with LoadGen(k8s, namespace, name, rate=10) as load:
         _wait_acks(load, 20, 60, "the load flowing")
-        for i in range(3):
-            pod = f"{name}-acceptor-{i}"
+        for i in range(DELETIONS):
             leader_before = cluster_status(k8s, namespace, name).get("leader")
+            pods = sorted(_acceptor_pods(core, namespace, name))
+            followers = [p for p in pods if p != leader_before]
+            pod = leader_before if i % 2 == 0 and leader_before else followers[i % len(followers)]
             acks_before = len(load.snapshot().acked)
             uid = core.read_namespaced_pod(pod, namespace).metadata.uid
             t0 = time.monotonic()
             core.delete_namespaced_pod(pod, namespace)
-            wait_for(lambda pod=pod, uid=uid: _replaced_and_ready(core, namespace, pod, uid),
-                     240, f"{pod} replaced and ready", every=0.5)  # fmt: skip
+            phases: dict[str, float] = {}
+
+            def back(pod: str = pod, uid: str = uid, phases: dict[str, float] = phases,
+                     t0: float = t0) -> bool:  # fmt: skip
+                p = _pod(core, namespace, pod)
+                t = round(time.monotonic() - t0, 1)
+                if p is None or p.metadata.uid != uid:
+                    phases.setdefault("old pod gone", t)
+                if p is not None and p.metadata.uid != uid:
+                    phases.setdefault("new pod", t)
+                    if p.status.phase == "Running":
+                        phases.setdefault("running", t)
+                return p is not None and p.metadata.uid != uid and pod_ready(p)
+
+            wait_for(back, 240, f"{pod} replaced and ready", every=0.5)
             t_pod = time.monotonic() - t0
             wait_for(lambda: healthy(k8s, namespace, name), 90,
                      "the operator reports 3/3 ready and Available", every=0.5)  # fmt: skip
-            print(f"deleted {pod} (leader was {leader_before}): pod ready in {t_pod:.1f}s, "
-                  f"cluster healthy in {time.monotonic() - t0:.1f}s")  # fmt: skip
+            t_ok = time.monotonic() - t0
+            role = "leader" if pod == leader_before else "follower"
+            healed.append((f"{pod} ({role})", round(t_ok, 1)))
+            print(f"deletion {i + 1}: {pod}, the {role}: {phases}, pod ready in {t_pod:.1f}s, "
+                  f"cluster healthy in {t_ok:.1f}s")  # fmt: skip
             # The load kept being served across the deletion.
             _wait_acks(load, acks_before, 60, f"writes acknowledged after deleting {pod}")
             code, body = exec_http(k8s, namespace, pod, "PUT", f"{base}/after{i}", "x")
             assert code == 200, body
             extra[f"after{i}"] = "x"
         _finish(k8s, namespace, name, load, extra)
+    times = sorted(t for _, t in healed)
+    print(f"{DELETIONS} deletions -> healthy: sorted {times}; median "
+          f"{times[len(times) // 2]}s, slowest {times[-1]}s")  # fmt: skip
+    slow = [h for h in healed if h[1] > HEAL_LIMIT]
+    assert not slow, f"healthy again only after more than {HEAL_LIMIT:.0f}s: {slow}"
 
 
 # ---------------------------------------------------------------- C
@@ -305,102 +336,134 @@ def _state(p: Any, first_uid: str) -> str:
     return f"{age}/{'R' if pod_ready(p) else 'N'}{f'({restarts})' if restarts else ''}"
 
 
+#: Rolling upgrades in a row under one load (make e2e-campaign: 10),
+#: alternating between two images.
+UPGRADES = int(os.environ.get("E2E_UPGRADES", "1"))
+
+
 def test_rolling_upgrade_under_load(k8s: Any, namespace: str) -> None:
     """A new spec.image: the operator restarts one acceptor at a time, the
-    leader last, never two down at once; nothing acknowledged is lost."""
-    v2 = _second_image()
+    leader last, never two down at once; nothing acknowledged is lost.
+    Repeated UPGRADES times, back and forth between two images."""
+    images = [_second_image(), NODE_IMAGE]
     name = "up"
     create_cluster(k8s, namespace, name)
     core = k8s.client.CoreV1Api()
+    runs: list[tuple[float, float]] = []
     with LoadGen(k8s, namespace, name, rate=10) as load:
         _wait_acks(load, 20, 60, "the load flowing")
-        pods = _acceptor_pods(core, namespace, name)
-        first_uid = {n: p.metadata.uid for n, p in pods.items()}
-        leader = leader0 = cluster_status(k8s, namespace, name)["leader"]
-        assert leader0 in pods
-        restarted: list[str] = []
-        leader_at: dict[str, str] = {}  # pod -> the leader when it was restarted
-        t_restart: dict[str, float] = {}
-        worst: tuple[int, list[str]] = (0, [])  # down because of the restarts
-        worst_any: tuple[int, list[str]] = (0, [])  # not ready for whatever reason
-        seen_ready: dict[str, str] = {}  # pod -> the uid last seen Ready
-        others_down_at: dict[str, list[str]] = {}  # pod -> others not ready when restarted
-        prev_down: list[str] = []
-        uids: dict[str, list[str]] = {n: [u] for n, u in first_uid.items()}
-        timeline: list[str] = []
-        last_view = ""
-        t0 = time.monotonic()
-        custom(k8s).patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
-                                                   {"spec": {"image": v2}})  # fmt: skip
-
-        def upgraded() -> bool:
-            nonlocal leader, worst, worst_any, last_view, prev_down
-            pods = _acceptor_pods(core, namespace, name)
-            st = cluster_status(k8s, namespace, name)
-            for n in sorted(first_uid):
-                p = pods.get(n)
-                gone = p is None or p.metadata.uid != first_uid[n] or (
-                    p.metadata.deletion_timestamp is not None)  # fmt: skip
-                if p is not None and p.metadata.uid not in uids[n]:
-                    uids[n].append(p.metadata.uid)
-                if gone and n not in restarted:
-                    restarted.append(n)
-                    leader_at[n] = leader
-                    others_down_at[n] = [m for m in prev_down if m != n]
-                    t_restart[n] = time.monotonic() - t0
-                    print(f"  t={t_restart[n]:5.1f}s restart of {n} (leader then: {leader})")
-            view = " ".join(
-                f"{n[-1]}:{_state(pods.get(n), first_uid[n])}" for n in sorted(first_uid)
-            )
-            view += (f" phase={st.get('phase')} ready={st.get('readyAcceptors')}"
-                     f" leader={st.get('leader')}")  # fmt: skip
-            if view != last_view:
-                timeline.append(f"  t={time.monotonic() - t0:5.1f}s {view}")
-                last_view = view
-            for n, p in pods.items():
-                if pod_ready(p):
-                    seen_ready[n] = p.metadata.uid
-            # Down because of a restart: gone, terminating, or a new pod not
-            # yet ready. A ready pod whose probe fails later is not counted
-            # here (a readiness flap of the nodes, reported below).
-            down = sorted(
-                n for n in first_uid if (p := pods.get(n)) is None
-                or p.metadata.deletion_timestamp is not None
-                or (seen_ready.get(n) != p.metadata.uid and not pod_ready(p))
-            )  # fmt: skip
-            if len(down) > worst[0]:
-                worst = (len(down), down)
-            prev_down = sorted(n for n in first_uid if not pod_ready(pods.get(n)))
-            if len(prev_down) > worst_any[0]:
-                worst_any = (len(prev_down), prev_down)
-            if st.get("leader"):
-                leader = st["leader"]
-            return len(pods) == len(first_uid) and all(
-                n in restarted and pod_ready(p)
-                and {c.image for c in p.spec.containers + p.spec.init_containers} == {v2}
-                for n, p in pods.items()
-            ) and healthy(k8s, namespace, name) is not None  # fmt: skip
-
-        wait_for(upgraded, 600, "every acceptor restarted on the new image, Available",
-                 every=0.5)  # fmt: skip
-        took = time.monotonic() - t0
-        print(
-            f"rolling upgrade to {v2}: {took:.1f}s; order {restarted}; "
-            f"leader at the start {leader0}; leader at each restart {leader_at}"
-        )
-        print("timeline (ordinal:state; old/new pod; R ready, N not ready, D deleting, - none):")
-        print("\n".join(timeline))
-        print(f"most acceptors down at once because of restarts: {worst}; not ready for any "
-              f"reason: {worst_any}; others not ready when each was restarted: "
-              f"{others_down_at}")  # fmt: skip
-        assert worst[0] <= 1, f"two acceptors down at once: {worst[1]}"
-        # Each restarted once: never a pod already on the new revision.
-        assert all(len(u) == 2 for u in uids.values()), f"pods (uids) per member: {uids}"
-        # Never the leader of the moment before the others: the leader last.
-        assert all(leader_at[n] != n for n in restarted[:-1]), (restarted, leader_at)
-        if all(v == leader0 for v in leader_at.values()):
-            assert restarted[-1] == leader0, (restarted, leader0)
+        for i in range(UPGRADES):
+            wait_for(lambda: healthy(k8s, namespace, name), 120, "healthy before the upgrade",
+                     every=1.0)  # fmt: skip
+            took, gap = _upgrade_once(k8s, core, namespace, name, images[i % 2])
+            runs.append((took, gap))
+            print(f"upgrade {i + 1}/{UPGRADES}: {took:.1f}s; longest window with an acceptor "
+                  f"not ready: {gap:.1f}s")  # fmt: skip
         _finish(k8s, namespace, name, load)
+    print(f"{UPGRADES} rolling upgrades: durations {[round(t, 1) for t, _ in runs]}; longest "
+          f"window with any acceptor not ready: {max(g for _, g in runs):.1f}s")  # fmt: skip
+
+
+def _upgrade_once(
+    k8s: Any, core: Any, namespace: str, name: str, image: str
+) -> tuple[float, float]:
+    """One rolling upgrade to ``image``, watched every 0.5 s; (its duration,
+    the longest window in which some acceptor was not Ready)."""
+    v2 = image
+    pods = _acceptor_pods(core, namespace, name)
+    first_uid = {n: p.metadata.uid for n, p in pods.items()}
+    leader = leader0 = cluster_status(k8s, namespace, name)["leader"]
+    assert leader0 in pods
+    restarted: list[str] = []
+    leader_at: dict[str, str] = {}  # pod -> the leader when it was restarted
+    t_restart: dict[str, float] = {}
+    worst: tuple[int, list[str]] = (0, [])  # down because of the restarts
+    worst_any: tuple[int, list[str]] = (0, [])  # not ready for whatever reason
+    seen_ready: dict[str, str] = {}  # pod -> the uid last seen Ready
+    others_down_at: dict[str, list[str]] = {}  # pod -> others not ready when restarted
+    prev_down: list[str] = []
+    uids: dict[str, list[str]] = {n: [u] for n, u in first_uid.items()}
+    timeline: list[str] = []
+    last_view = ""
+    gap_from: float | None = None  # since when some acceptor is not Ready
+    longest_gap = 0.0
+    t0 = time.monotonic()
+    custom(k8s).patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                               {"spec": {"image": v2}})  # fmt: skip
+
+    def upgraded() -> bool:
+        nonlocal leader, worst, worst_any, last_view, prev_down, gap_from, longest_gap
+        pods = _acceptor_pods(core, namespace, name)
+        st = cluster_status(k8s, namespace, name)
+        for n in sorted(first_uid):
+            p = pods.get(n)
+            gone = p is None or p.metadata.uid != first_uid[n] or (
+                p.metadata.deletion_timestamp is not None)  # fmt: skip
+            if p is not None and p.metadata.uid not in uids[n]:
+                uids[n].append(p.metadata.uid)
+            if gone and n not in restarted:
+                restarted.append(n)
+                leader_at[n] = leader
+                others_down_at[n] = [m for m in prev_down if m != n]
+                t_restart[n] = time.monotonic() - t0
+                print(f"  t={t_restart[n]:5.1f}s restart of {n} (leader then: {leader})")
+        view = " ".join(f"{n[-1]}:{_state(pods.get(n), first_uid[n])}" for n in sorted(first_uid))
+        view += (f" phase={st.get('phase')} ready={st.get('readyAcceptors')}"
+                 f" leader={st.get('leader')}")  # fmt: skip
+        if view != last_view:
+            timeline.append(f"  t={time.monotonic() - t0:5.1f}s {view}")
+            last_view = view
+        for n, p in pods.items():
+            if pod_ready(p):
+                seen_ready[n] = p.metadata.uid
+        # Down because of a restart: gone, terminating, or a new pod not
+        # yet ready. A ready pod whose probe fails later is not counted
+        # here (a readiness flap of the nodes, reported below).
+        down = sorted(
+            n for n in first_uid if (p := pods.get(n)) is None
+            or p.metadata.deletion_timestamp is not None
+            or (seen_ready.get(n) != p.metadata.uid and not pod_ready(p))
+        )  # fmt: skip
+        if len(down) > worst[0]:
+            worst = (len(down), down)
+        prev_down = sorted(n for n in first_uid if not pod_ready(pods.get(n)))
+        now = time.monotonic()
+        if prev_down and gap_from is None:
+            gap_from = now
+        elif not prev_down and gap_from is not None:
+            longest_gap, gap_from = max(longest_gap, now - gap_from), None
+        if len(prev_down) > worst_any[0]:
+            worst_any = (len(prev_down), prev_down)
+        if st.get("leader"):
+            leader = st["leader"]
+        return len(pods) == len(first_uid) and all(
+            n in restarted and pod_ready(p)
+            and {c.image for c in p.spec.containers + p.spec.init_containers} == {v2}
+            for n, p in pods.items()
+        ) and healthy(k8s, namespace, name) is not None  # fmt: skip
+
+    wait_for(upgraded, 600, "every acceptor restarted on the new image, Available",
+             every=0.5)  # fmt: skip
+    took = time.monotonic() - t0
+    if gap_from is not None:
+        longest_gap = max(longest_gap, time.monotonic() - gap_from)
+    print(
+        f"rolling upgrade to {v2}: {took:.1f}s; order {restarted}; "
+        f"leader at the start {leader0}; leader at each restart {leader_at}"
+    )
+    print("timeline (ordinal:state; old/new pod; R ready, N not ready, D deleting, - none):")
+    print("\n".join(timeline))
+    print(f"most acceptors down at once because of restarts: {worst}; not ready for any "
+          f"reason: {worst_any}; others not ready when each was restarted: "
+          f"{others_down_at}")  # fmt: skip
+    assert worst[0] <= 1, f"two acceptors down at once: {worst[1]}"
+    # Each restarted once: never a pod already on the new revision.
+    assert all(len(u) == 2 for u in uids.values()), f"pods (uids) per member: {uids}"
+    # Never the leader of the moment before the others: the leader last.
+    assert all(leader_at[n] != n for n in restarted[:-1]), (restarted, leader_at)
+    if all(v == leader0 for v in leader_at.values()):
+        assert restarted[-1] == leader0, (restarted, leader0)
+    return took, longest_gap
 
 
 # ---------------------------------------------------------------- E

@@ -32,32 +32,71 @@ def test_no_quorum_and_recovering() -> None:
     assert c["Recovering"]["status"] == "True" and "a-0" in c["Recovering"]["message"]
 
 
+NAMES = ["a-0", "a-1", "a-2"]
+
+
+def pod(*, outdated: bool = True, ready: bool = True, ready_for: float | None = 60.0,
+        deleting: bool = False, acceptor: bool = True) -> dict[str, object]:  # fmt: skip
+    return {"outdated": outdated, "acceptor": acceptor, "deleting": deleting, "ready": ready,
+            "ready_for": ready_for if ready else None}  # fmt: skip
+
+
 def test_rolling_upgrade_order_unhealthy_then_followers_then_leader() -> None:
-    pods = {f"a-{i}": {"outdated": True, "acceptor": True} for i in range(3)}
+    pods = {n: pod() for n in NAMES}
     members = {"a-0": m(0), "a-1": m(1, leader=True), "a-2": m(2)}
-    assert next_restart(pods, members, 3) == "a-0"  # a follower before the leader
+    assert next_restart(pods, members, NAMES).pod == "a-0"  # a follower before the leader
     pods["a-0"]["outdated"] = False
-    assert next_restart(pods, members, 3) == "a-2"
+    assert next_restart(pods, members, NAMES).pod == "a-2"
     pods["a-2"]["outdated"] = False
-    assert next_restart(pods, members, 3) == "a-1"  # the leader last
+    assert next_restart(pods, members, NAMES).pod == "a-1"  # the leader last
+    pods["a-1"]["outdated"] = False
+    plan = next_restart(pods, members, NAMES)
+    assert plan.pod is None and not plan.updating
 
 
 def test_never_restart_without_a_quorum_left() -> None:
-    pods = {f"a-{i}": {"outdated": True, "acceptor": True} for i in range(3)}
+    pods = {n: pod() for n in NAMES}
     members = {"a-0": m(0), "a-1": m(1, leader=True), "a-2": None}  # a-2 is down
     # a-2 (unhealthy) may go first: the others are a majority and healthy.
-    assert next_restart(pods, members, 3) == "a-2"
+    assert next_restart(pods, members, NAMES).pod == "a-2"
     pods["a-2"]["outdated"] = False
     # a-2 is still down: restarting anyone else would leave one of three.
-    assert next_restart(pods, members, 3) is None
+    plan = next_restart(pods, members, NAMES)
+    assert plan.pod is None and plan.updating and "a-2 does not answer" in plan.why
     # A member that lags is not "caught up": wait for it.
     members = {"a-0": m(0), "a-1": m(1, leader=True), "a-2": m(2, applied=10)}
     for v in members.values():
         v["decided"] = 1000
     members["a-0"]["applied"] = members["a-1"]["applied"] = 1000
-    assert next_restart(pods, members, 3) is None
+    plan = next_restart(pods, members, NAMES)
+    assert plan.pod is None and "a-2 is catching up" in plan.why
     members["a-2"]["applied"] = 990
-    assert next_restart(pods, members, 3) == "a-0"
+    assert next_restart(pods, members, NAMES).pod == "a-0"
+
+
+def test_the_api_readiness_and_a_settle_period_are_both_required() -> None:
+    """Issue 10: a member that answers ready, but whose pod is not Ready in
+    the API (its probe has not passed yet, or times out under load), is down."""
+    members = {"a-0": m(0), "a-1": m(1, leader=True), "a-2": m(2)}
+    pods = {"a-0": pod(outdated=False, ready=False), "a-1": pod(), "a-2": pod()}
+    plan = next_restart(pods, members, NAMES)
+    assert plan.pod is None and "a-0 is not Ready" in plan.why
+    # Ready for 2 s of the 5 s settle period: still waiting.
+    pods["a-0"] = pod(outdated=False, ready_for=2.0)
+    plan = next_restart(pods, members, NAMES, settle=5.0)
+    assert plan.pod is None and "a-0 is settling" in plan.why
+    pods["a-0"] = pod(outdated=False, ready_for=6.0)
+    assert next_restart(pods, members, NAMES, settle=5.0).pod == "a-2"
+
+
+def test_a_member_with_no_pod_at_all_is_down() -> None:
+    """Between the old pod's exit and the new pod's creation the name has no
+    pod: with 5 acceptors the 4 others used to count as "every other"."""
+    names = [f"a-{i}" for i in range(5)]
+    members = {n: m(i, leader=i == 1) for i, n in enumerate(names)}
+    pods = {n: pod() for n in names if n != "a-0"}
+    plan = next_restart(pods, members, names)
+    assert plan.pod is None and "a-0 has no pod" in plan.why
 
 
 def test_learners_are_counted_apart_from_acceptors() -> None:
@@ -72,11 +111,25 @@ def test_rolling_upgrade_never_picks_or_leans_on_a_pod_being_deleted() -> None:
     members = {"a-0": m(0), "a-1": m(1, leader=True), "a-2": m(2)}
     # a-0 is terminating (restarted a moment ago) but still answers as ready:
     # it is not chosen again, and nothing else restarts until it is back.
-    pods = {"a-0": {"outdated": True, "acceptor": True, "deleting": True},
-            "a-1": {"outdated": True, "acceptor": True},
-            "a-2": {"outdated": True, "acceptor": True}}  # fmt: skip
-    assert next_restart(pods, members, 3) is None
+    pods = {"a-0": pod(deleting=True), "a-1": pod(), "a-2": pod()}
+    assert next_restart(pods, members, NAMES).pod is None
     # Its replacement (new revision, not ready yet) blocks the next one too.
-    pods["a-0"] = {"outdated": False, "acceptor": True}
-    assert next_restart(pods, {**members, "a-0": None}, 3) is None
-    assert next_restart(pods, members, 3) == "a-2"
+    pods["a-0"] = pod(outdated=False, ready=False)
+    assert next_restart(pods, {**members, "a-0": None}, NAMES).pod is None
+    pods["a-0"] = pod(outdated=False)
+    assert next_restart(pods, members, NAMES).pod == "a-2"
+
+
+def test_learners_restart_one_at_a_time_and_never_beside_a_down_acceptor() -> None:
+    names = [*NAMES, "l-0", "l-1"]
+    lrn = {**m(3), "roles": ["learner"]}
+    members = {"a-0": m(0), "a-1": m(1, leader=True), "a-2": m(2), "l-0": lrn, "l-1": lrn}
+    pods = {n: pod(outdated=False) for n in NAMES}
+    pods |= {"l-0": pod(acceptor=False), "l-1": pod(acceptor=False)}
+    assert next_restart(pods, members, names).pod == "l-0"
+    pods["l-0"] = pod(acceptor=False, outdated=False, ready=False)
+    plan = next_restart(pods, members, names)
+    assert plan.pod is None and "l-0 is not Ready" in plan.why
+    pods["l-0"] = pod(acceptor=False, outdated=False)
+    pods["a-2"] = pod(outdated=False, ready=False)
+    assert next_restart(pods, members, names).pod is None

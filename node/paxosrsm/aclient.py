@@ -141,11 +141,17 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
+        """Every request in flight ends now: a write that may have been sent
+        with UnknownOutcome (it may still be applied), anything else with
+        Unavailable."""
         for op in list(self.ops.values()):
             if op.timer is not None:
                 op.timer.cancel()
             if not op.fut.done():
-                op.fut.set_exception(Unavailable("client closed"))
+                if op.req.kind == Kind.WRITE and op.attempts > 0:
+                    op.fut.set_exception(UnknownOutcome("client closed with the write in flight"))
+                else:
+                    op.fut.set_exception(Unavailable("client closed"))
                 op.fut.exception()
         self.ops.clear()
         for c in self.tcp.values():
@@ -192,8 +198,8 @@ class AsyncClient:
 
     async def request(self, kind: Kind, payload: bytes, *, timeout: float | None = None) -> bytes:
         """Send one request and wait for its result (raises on timeout: see module doc)."""
-        if self.transport is None:
-            raise ClientError("client is not connected (use `async with` or connect())")
+        if self.transport is None:  # nothing was sent: Unavailable (a 503 at the HTTP API)
+            raise Unavailable("client is closed or not connected (use `async with` or connect())")
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
         loop = asyncio.get_running_loop()

@@ -27,6 +27,10 @@ Obj = dict[str, Any]
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 
 
+#: Seconds a member pod is given to stop (see statefulset()).
+TERMINATION_GRACE = 10
+
+
 def names(name: str) -> dict[str, str]:
     return {
         "peers": f"{name}-peers",  # headless: stable DNS names per member
@@ -291,7 +295,12 @@ def statefulset(cr: Obj, role: str) -> Obj:
     }
     pod_spec: Obj = {
         "securityContext": {"fsGroup": UID},
-        "terminationGracePeriodSeconds": 30,
+        # A node stops within STOP_DEADLINE (6 s, paxosrsm.net.main) of
+        # SIGTERM. The grace period bounds the rest: the 1.20 kubelet at
+        # times deletes a pod whose containers exited at once only when its
+        # grace period ends, which held a StatefulSet's replacement back by
+        # the whole period (issue 10: a pod healed after 54 s).
+        "terminationGracePeriodSeconds": TERMINATION_GRACE,
         "initContainers": [init],
         "containers": [container],
         "volumes": [

@@ -9,9 +9,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import functools
+import json
 import logging
 import os
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import aiohttp
 import kopf
@@ -19,13 +23,83 @@ import kubernetes
 from kubernetes.client.rest import ApiException
 
 from . import builders as b
-from .status import next_restart, pods_stuck_on_lost_claims, summarize
+from .status import SETTLE_SECONDS, RestartPlan, next_restart, pods_stuck_on_lost_claims, summarize
 
 Obj = dict[str, Any]
+F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("paxos_operator")
-#: Seconds between retries of a failed create/update/resume handler.
-RETRY_BACKOFF = 10.0
+#: A failed reconcile is retried after 1, 2, 4, then every 8 seconds.
+RETRY_FIRST, RETRY_MAX = 1.0, 8.0
+#: Seconds every other member must have been Ready before the next restart
+#: of a rolling upgrade (PAXOS_OPERATOR_SETTLE_SECONDS).
+SETTLE = float(os.environ.get("PAXOS_OPERATOR_SETTLE_SECONDS", SETTLE_SECONDS))
 _state: dict[str, str] = {}
+#: One reconcile at a time per cluster: the create/update handlers and the
+#: timer run concurrently in kopf, and two creates of one object race.
+_locks: dict[tuple[str, str], threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _lock(md: Obj) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault((md["namespace"], md["name"]), threading.Lock())
+
+
+def describe(e: BaseException) -> str:
+    """An API error as a person needs it: status, reason and the server's
+    message (the body of a 403 says which verb on which resource was refused)."""
+    status = getattr(e, "status", None)
+    if status is None:
+        return f"{type(e).__name__}: {e}"
+    body = getattr(e, "body", None)
+    msg = ""
+    try:
+        doc = json.loads(body) if body else {}
+        msg = doc.get("message", "") if isinstance(doc, dict) else ""
+    except (TypeError, ValueError):
+        msg = str(body)[:500]
+    return f"{type(e).__name__} {status} {getattr(e, 'reason', '') or ''}: {msg}".strip()
+
+
+def retry_delay(retry: int) -> float:
+    return min(RETRY_MAX, RETRY_FIRST * 2 ** max(0, retry))
+
+
+def retrying(fn: F) -> F:
+    """Turn any failure of a handler or timer into a retry within seconds
+    (1, 2, 4, 8 s, ...), never kopf's 60 s default, and log the API error's
+    reason and message. A PermanentError stays permanent; cancellation is
+    never swallowed."""
+
+    def wrap(e: Exception, kw: dict[str, Any]) -> kopf.TemporaryError:
+        delay = retry_delay(int(kw.get("retry") or 0))
+        what = describe(e)
+        log.error("%s failed (%s); retrying in %.0f s", fn.__name__, what, delay)
+        return kopf.TemporaryError(what, delay=delay)
+
+    if asyncio.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def arun(*a: Any, **kw: Any) -> Any:
+            try:
+                return await fn(*a, **kw)
+            except (kopf.PermanentError, kopf.TemporaryError):
+                raise
+            except Exception as e:
+                raise wrap(e, kw) from e
+
+        return arun  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def run(*a: Any, **kw: Any) -> Any:
+        try:
+            return fn(*a, **kw)
+        except (kopf.PermanentError, kopf.TemporaryError):
+            raise
+        except Exception as e:
+            raise wrap(e, kw) from e
+
+    return run  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------- API helpers
@@ -99,8 +173,9 @@ def _exists(kind: str, api_version: str, name: str, ns: str) -> bool:
 def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.INFO
     settings.persistence.finalizer = f"{b.GROUP}/finalizer"
-    # A failing handler is retried every RETRY_BACKOFF seconds (a failing
-    # timer runs again on its next interval); PermanentError is not retried.
+    # Failures become TemporaryErrors with a short delay (``retrying``); this
+    # default only covers what escapes that (kopf's own is 60 s).
+    settings.execution.default_backoff = RETRY_MAX
     settings.execution.max_workers = 4
     # Watches end on the server every 30 s and are re-opened (from the last
     # resourceVersion, so nothing is missed); a stalled connection is given up
@@ -115,17 +190,20 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         kubernetes.config.load_kube_config()
 
 
-@kopf.on.create(b.GROUP, b.VERSION, b.PLURAL, backoff=RETRY_BACKOFF)
+@kopf.on.create(b.GROUP, b.VERSION, b.PLURAL)
+@retrying
 def on_create(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     reconcile(body, patch)
 
 
-@kopf.on.resume(b.GROUP, b.VERSION, b.PLURAL, backoff=RETRY_BACKOFF)
+@kopf.on.resume(b.GROUP, b.VERSION, b.PLURAL)
+@retrying
 def on_resume(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     reconcile(body, patch)
 
 
-@kopf.on.update(b.GROUP, b.VERSION, b.PLURAL, backoff=RETRY_BACKOFF)
+@kopf.on.update(b.GROUP, b.VERSION, b.PLURAL)
+@retrying
 def on_update(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     reconcile(body, patch)
 
@@ -154,11 +232,31 @@ def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
 
 
 def ensure(cr: Obj, status: Obj) -> None:
+    with _lock(cr["metadata"]):
+        _ensure(cr, status)
+
+
+def _create_secret_once(cr: Obj, name: str) -> None:
+    """The cluster key: created once, never patched or rotated by a reconcile.
+    Two reconciles may both find it missing; the loser's 409 means it exists.
+    (It used to fall through to a patch, which RBAC refuses for Secrets: the
+    403 that delayed new clusters by up to a minute.)"""
+    md = cr["metadata"]
+    if _exists("Secret", "v1", name, md["namespace"]):
+        return
+    key = base64.b64encode(base64.b64encode(os.urandom(32))).decode()
+    obj = b.secret(cr, key)
+    try:
+        kubernetes.client.CoreV1Api(_api()).create_namespaced_secret(md["namespace"], obj)
+    except ApiException as e:
+        if e.status != 409:
+            raise
+
+
+def _ensure(cr: Obj, status: Obj) -> None:
     md = cr["metadata"]
     n = b.names(md["name"])
-    if not _exists("Secret", "v1", n["secret"], md["namespace"]):
-        key = base64.b64encode(base64.b64encode(os.urandom(32))).decode()
-        apply(b.secret(cr, key))  # created once; never rotated by a reconcile
+    _create_secret_once(cr, n["secret"])
     initial = "existing" if status.get("everAvailable") else "new"
     objs = [
         b.configmap(cr, initial),
@@ -202,6 +300,7 @@ async def _member_status(session: aiohttp.ClientSession, ip: str) -> Obj | None:
 
 
 @kopf.timer(b.GROUP, b.VERSION, b.PLURAL, interval=5.0, idle=0)
+@retrying
 async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     cr = dict(body)
     md, spec = cr["metadata"], b.spec_with_defaults(dict(cr["spec"]))
@@ -220,15 +319,7 @@ async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     sel = ",".join(f"{k}={v}" for k, v in b.labels(md["name"]).items())
     pods = (await asyncio.to_thread(core.list_namespaced_pod, md["namespace"],
                                     label_selector=sel)).items  # fmt: skip
-    timeout = aiohttp.ClientTimeout(total=1.5)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        answers = await asyncio.gather(
-            *(
-                _member_status(session, p.status.pod_ip) if p.status.pod_ip else _none()
-                for p in pods
-            )
-        )
-    members = {p.metadata.name: a for p, a in zip(pods, answers, strict=True)}
+    members = await _statuses(pods)
     # Pods stuck Terminating on a NotReady node.
     stuck = []
     now = dt.datetime.now(dt.UTC)
@@ -246,41 +337,14 @@ async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
                                         md["namespace"], grace_period_seconds=0)  # fmt: skip
                 kopf.warn(body, reason="ForceDeleted", message=f"{p.metadata.name} was stuck")
     await _recreate_pods_of_lost_claims(body, core, md["namespace"], pods)
-    # Rolling upgrade (OnDelete): one member at a time, quorum-aware.
-    n = b.names(md["name"])
-    updating = False
-    pod_info: dict[str, Obj] = {}
-    for role, sts_name in (("acceptor", n["acceptors"]), ("learner", n["learners"])):
-        try:
-            sts = await asyncio.to_thread(apps.read_namespaced_stateful_set, sts_name,
-                                          md["namespace"])  # fmt: skip
-        except ApiException:
-            continue
-        rev = sts.status.update_revision
-        for p in pods:
-            if p.metadata.labels.get("app.kubernetes.io/component") == role:
-                outdated = p.metadata.labels.get("controller-revision-hash") != rev
-                pod_info[p.metadata.name] = {
-                    "outdated": outdated,
-                    "acceptor": role == "acceptor",
-                    "deleting": p.metadata.deletion_timestamp is not None,
-                    "uid": p.metadata.uid,
-                }
-                updating = updating or outdated
-    cand = next_restart(pod_info, members, spec["acceptors"])
-    if cand is not None:
-        # Only the pod we looked at: by now its name may be its replacement's.
-        pre = kubernetes.client.V1DeleteOptions(
-            preconditions=kubernetes.client.V1Preconditions(uid=pod_info[cand]["uid"])
-        )
-        try:
-            await asyncio.to_thread(core.delete_namespaced_pod, cand, md["namespace"], body=pre)
-            kopf.info(body, reason="RollingRestart", message=f"restarting {cand} (out of date)")
-        except ApiException as e:
-            if e.status not in (404, 409):
-                raise
+    # Rolling upgrade (OnDelete): one member at a time, quorum-aware, decided
+    # on observations read now (never on this cycle's or the status's).
+    plan = await _rolling_restart(body, core, apps, md["namespace"], md["name"], spec)
+    updating = plan is not None and plan.updating
     summary = summarize(spec["acceptors"], members, md.get("generation", 0),
-                        dict(body.get("status") or {}), updating=updating, stuck=stuck)  # fmt: skip
+                        dict(body.get("status") or {}), updating=updating, stuck=stuck,
+                        progress=plan.why if plan and updating else None)  # fmt: skip
+    n = b.names(md["name"])
     if summary["everAvailable"] and not (body.get("status") or {}).get("everAvailable"):
         # From now on a member with an empty disk must recover before voting.
         await asyncio.to_thread(
@@ -295,6 +359,87 @@ async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 
 async def _none() -> None:
     return None
+
+
+async def _statuses(pods: list[Any]) -> dict[str, Obj | None]:
+    """Each pod's /v1/status, asked now (None: no answer within 1.5 s)."""
+    timeout = aiohttp.ClientTimeout(total=1.5)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        answers = await asyncio.gather(
+            *(
+                _member_status(session, p.status.pod_ip) if p.status.pod_ip else _none()
+                for p in pods
+            )
+        )
+    return {p.metadata.name: a for p, a in zip(pods, answers, strict=True)}
+
+
+def _ready_for(p: Any, now: dt.datetime) -> float | None:
+    """Seconds since the pod's Ready condition became True (None: not Ready)."""
+    for c in p.status.conditions or []:
+        if c.type == "Ready":
+            if c.status != "True":
+                return None
+            t = c.last_transition_time
+            return max(0.0, (now - t).total_seconds()) if t else 0.0
+    return None
+
+
+async def _rolling_restart(
+    body: kopf.Body, core: Any, apps: Any, ns: str, name: str, spec: Obj
+) -> RestartPlan | None:
+    """Restart at most one out-of-date member, from fresh observations: the
+    pods and their Ready conditions are listed from the API, and every member
+    is asked for its status, here, just before the decision (status.next_restart
+    says what must hold). Returns the plan (None: no StatefulSet yet)."""
+    n = b.names(name)
+    revs: dict[str, str] = {}
+    for role, sts_name in (("acceptor", n["acceptors"]), ("learner", n["learners"])):
+        try:
+            sts = await asyncio.to_thread(apps.read_namespaced_stateful_set, sts_name, ns)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            continue
+        if sts.status.update_revision:
+            revs[role] = sts.status.update_revision
+    if "acceptor" not in revs:
+        return None
+    sel = ",".join(f"{k}={v}" for k, v in b.labels(name).items())
+    pods = (await asyncio.to_thread(core.list_namespaced_pod, ns, label_selector=sel)).items
+    members = await _statuses(pods)
+    now = dt.datetime.now(dt.UTC)
+    views: dict[str, Obj] = {}
+    for p in pods:
+        role = p.metadata.labels.get("app.kubernetes.io/component")
+        if role not in revs:
+            continue
+        views[p.metadata.name] = {
+            "outdated": p.metadata.labels.get("controller-revision-hash") != revs[role],
+            "acceptor": role == "acceptor",
+            "deleting": p.metadata.deletion_timestamp is not None,
+            "ready": _ready_for(p, now) is not None,
+            "ready_for": _ready_for(p, now),
+            "uid": p.metadata.uid,
+        }
+    expected = [f"{n['acceptors']}-{i}" for i in range(spec["acceptors"])]
+    expected += [f"{n['learners']}-{i}" for i in range(spec["learners"])]
+    plan = next_restart(views, members, expected, settle=SETTLE)
+    if plan.pod is None:
+        return plan
+    # Only the pod we looked at: by now its name may be its replacement's.
+    pre = kubernetes.client.V1DeleteOptions(
+        preconditions=kubernetes.client.V1Preconditions(uid=views[plan.pod]["uid"])
+    )
+    try:
+        await asyncio.to_thread(core.delete_namespaced_pod, plan.pod, ns, body=pre)
+    except ApiException as e:
+        if e.status not in (404, 409):
+            raise
+        return plan
+    log.info("rolling restart of %s (%s)", plan.pod, plan.why)
+    kopf.info(body, reason="RollingRestart", message=f"restarting {plan.pod} ({plan.why})")
+    return RestartPlan(None, f"restarted {plan.pod}; waiting for it to be Ready and caught up")
 
 
 async def _recreate_pods_of_lost_claims(

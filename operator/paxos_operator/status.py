@@ -4,6 +4,7 @@ and the choice of the next member to restart in a rolling upgrade."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 Obj = dict[str, Any]
@@ -33,6 +34,7 @@ def summarize(
     *,
     updating: bool = False,
     stuck: list[str] | None = None,
+    progress: str | None = None,
     now: str | None = None,
 ) -> Obj:
     """``members``: pod name -> its /v1/status (None: unreachable)."""
@@ -57,7 +59,8 @@ def summarize(
               f"{ready_acc}/{acceptors} acceptors ready, quorum {quorum}", generation, now,
               old_conds),
         _cond("Progressing", updating, "RollingUpdate" if updating else "Stable",
-              "restarting members one at a time" if updating else "no update in progress",
+              (progress or "restarting members one at a time") if updating
+              else "no update in progress",
               generation, now, old_conds),
         _cond("Degraded", degraded, "MembersNotReady" if degraded else "AllReady",
               (f"stuck terminating: {', '.join(stuck)}; " if stuck else "")
@@ -95,49 +98,101 @@ def summarize(
     }
 
 
-def next_restart(
-    pods: dict[str, Obj], members: dict[str, Obj | None], acceptors: int
-) -> str | None:
-    """The next out-of-date member to restart, or None.
+#: A member is caught up when it has applied all but this many decided slots.
+MAX_LAG = 128
+#: Seconds every other member must have been Ready before the next restart.
+SETTLE_SECONDS = 5.0
+UP_TO_DATE = "every member is up to date"
 
-    ``pods``: name -> {"outdated": bool, "acceptor": bool, "deleting": bool}.
-    Order: unhealthy members first, then followers, the leader last. Never
-    restart while it would leave no quorum: every other acceptor must be ready
-    and caught up, and not on its way out (a terminating pod may still answer
-    as ready). A pod already being deleted is never chosen again: the name
-    would soon be its replacement's, on the new revision.
+
+@dataclass(frozen=True, slots=True)
+class RestartPlan:
+    """What a rolling upgrade does now: restart ``pod``, or wait (``why``)."""
+
+    pod: str | None
+    why: str
+
+    @property
+    def updating(self) -> bool:
+        """A rolling upgrade is under way (a restart now, or one waiting)."""
+        return self.pod is not None or self.why != UP_TO_DATE
+
+
+def next_restart(
+    pods: dict[str, Obj],
+    members: dict[str, Obj | None],
+    expected: list[str],
+    *,
+    settle: float = SETTLE_SECONDS,
+) -> RestartPlan:
+    """The next out-of-date member to restart, or why none may be restarted now.
+
+    Every input is a fresh observation, read just before the decision:
+
+    - ``pods``: pod name -> {"outdated", "acceptor", "deleting": bool,
+      "ready": the pod's Ready condition from the API, "ready_for": seconds
+      since that condition last became True (None when not ready)};
+    - ``members``: pod name -> its /v1/status answer (None: no answer);
+    - ``expected``: the name of every member's pod (acceptors 0..N-1 and
+      learners 0..L-1, the StatefulSets' ordinals). A name with no pod is a
+      member that is down.
+
+    A member is restarted only if *every other* member (acceptors and
+    learners) is, at this moment: present, not terminating, Ready in the API for at least
+    ``settle`` seconds, and answering its status as ready and caught up
+    (applied within MAX_LAG of the highest decided slot). The API's Ready
+    condition and the member's own status are both required: each can lag
+    behind reality (a probe that has not run yet, a probe that times out
+    under load), and only both together mean "up". Since the operator's own
+    restart is visible at once in the API (the pod terminating, then absent,
+    then a new pod that has never been Ready), the member restarted last
+    blocks every other restart until it is back, caught up and settled.
+
+    Order: unhealthy members first (restarting them takes nothing more
+    down), then followers, the leader last. A pod already being deleted is
+    never chosen again: its name will soon be its replacement's. One member
+    at a time, learners included: a new image whose pods never become ready
+    stalls the rollout after one member, as maxUnavailable 1 would.
     """
-    outdated = [n for n, p in pods.items() if p["outdated"] and not p.get("deleting")]
+    outdated = sorted(n for n, p in pods.items() if p["outdated"] and not p.get("deleting"))
     if not outdated:
+        return RestartPlan(None, UP_TO_DATE)
+    decided = max((v.get("decided", -1) for v in members.values() if v), default=-1)
+
+    def problem(n: str) -> str | None:
+        """Why member n is not up, caught up and settled (None: it is)."""
+        p = pods.get(n)
+        if p is None:
+            return f"{n} has no pod"
+        if p.get("deleting"):
+            return f"{n} is terminating"
+        if not p.get("ready"):
+            return f"{n} is not Ready"
+        v = members.get(n)
+        if not v or not v.get("ready"):
+            return f"{n} does not answer as ready"
+        lag = decided - v.get("applied", -1)
+        if lag > MAX_LAG:
+            return f"{n} is catching up (lag {lag})"
+        since = p.get("ready_for")
+        if since is None or since < settle:
+            return f"{n} is settling (Ready {since or 0:.0f} s of {settle:.0f} s)"
         return None
 
     def healthy(n: str) -> bool:
         v = members.get(n)
-        return bool(v and v.get("ready"))
+        return bool(pods[n].get("ready") and v and v.get("ready"))
 
-    decided = max((v.get("decided", -1) for v in members.values() if v), default=-1)
-
-    def caught_up(n: str) -> bool:
-        v = members.get(n)
-        if pods.get(n, {}).get("deleting"):
-            return False
-        return bool(v and v.get("ready") and decided - v.get("applied", -1) <= 128)
-
-    unhealthy = sorted(n for n in outdated if not healthy(n))
-    followers = sorted(
-        n for n in outdated if healthy(n) and not (members[n] or {}).get("is_leader")
-    )
-    leaders = sorted(n for n in outdated if healthy(n) and (members[n] or {}).get("is_leader"))
+    unhealthy = [n for n in outdated if not healthy(n)]
+    followers = [n for n in outdated if healthy(n) and not (members.get(n) or {}).get("is_leader")]
+    leaders = [n for n in outdated if healthy(n) and (members.get(n) or {}).get("is_leader")]
+    why = ""
     for cand in unhealthy + followers + leaders:
-        others = [n for n, p in pods.items() if p["acceptor"] and n != cand]
-        ok_others = sum(1 for n in others if caught_up(n))
-        need = acceptors // 2 + 1
-        # With cand down, the others alone must still be a majority (and every
-        # other acceptor healthy, so that one restart at a time never stacks).
-        if pods[cand]["acceptor"] and (ok_others < need or ok_others < len(others)):
-            continue
-        return cand
-    return None
+        blockers = [w for n in expected if n != cand and (w := problem(n))]
+        if not blockers:
+            return RestartPlan(cand, "out of date" if healthy(cand) else "out of date, not ready")
+        why = why or f"{cand} waits: " + "; ".join(blockers)
+    return RestartPlan(None, why)
 
 
 def pods_stuck_on_lost_claims(pods: list[Obj], claims: dict[str, bool]) -> list[str]:

@@ -149,18 +149,21 @@ class HttpApi:
         logging.getLogger("aiohttp.server").addFilter(_RateLimit())
         await self.client.connect()
         self.session = ClientSession(timeout=ClientTimeout(total=1.5))
-        self.runner = web.AppRunner(self.app, access_log=None)
+        # At a stop, requests in flight get 2 s (aiohttp's default is 60 s).
+        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
         await self.runner.setup()
         o = self.s.opts
         site = web.TCPSite(self.runner, o.http_listen, o.http_port)
         await site.start()
 
     async def stop(self) -> None:
+        # The client first: the requests waiting on it answer at once (503,
+        # a write's outcome unknown), so the runner has nothing to wait for.
+        await self.client.close()
         if self.runner is not None:
             await self.runner.cleanup()
         if self.session is not None:
             await self.session.close()
-        await self.client.close()
 
     # ------------------------------------------------------------ KV
 

@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
+import threading
 
 from ..storage import StorageError
 from .options import NodeOptions, OptionsError, add_arguments, from_sources
@@ -16,6 +18,25 @@ from .runtime import NodeServer
 EXIT_CONFIG = 2
 EXIT_STORAGE = 3
 EXIT_FATAL = 70
+#: A stop (SIGTERM, SIGINT, a fatal error) that has not finished after this
+#: many seconds ends the process at once. That is a crash, which the node
+#: survives by design (every record is fsynced before what depends on it is
+#: sent), and it keeps a stop inside Kubernetes' grace period (10 s).
+STOP_DEADLINE = 6.0
+
+
+def _stop_watchdog(node_id: int, deadline: float) -> threading.Timer:
+    def expire() -> None:
+        logging.getLogger("paxosrsm.node").error(
+            "node %d: stop not finished after %.0f s; exiting now", node_id, deadline
+        )
+        logging.shutdown()
+        os._exit(EXIT_FATAL)
+
+    t = threading.Timer(deadline, expire)
+    t.daemon = True
+    t.start()
+    return t
 
 
 async def run(opts: NodeOptions) -> int:
@@ -46,10 +67,17 @@ async def run(opts: NodeOptions) -> int:
     except BaseException:  # the fatal error was logged where it happened
         code = EXIT_FATAL
     finally:
-        if http is not None:
-            await http.stop()
-        await server.stop()
-    logging.getLogger("paxosrsm.node").info("node %d stopped", opts.node_id)
+        t0 = loop.time()
+        watchdog = _stop_watchdog(opts.node_id, STOP_DEADLINE)
+        try:
+            if http is not None:
+                await http.stop()
+            await server.stop()
+        finally:
+            watchdog.cancel()
+    logging.getLogger("paxosrsm.node").info(
+        "node %d stopped in %.2f s", opts.node_id, loop.time() - t0
+    )
     return code
 
 
