@@ -310,6 +310,7 @@ def test_a_recovered_acceptor_inherits_every_known_fence() -> None:
             break
     assert isinstance(promise, Promise) and (0, 7) in promise.peer_incs
     for a in (1, 3, 4):
-        wiped.step(a, Promise(rp.ballot, a, 0, (), 1, promise.peer_incs if a == 1 else ()))
+        wiped.step(a, Promise(rp.ballot, a, 0, (), 1, promise.peer_incs if a == 1 else (),
+                              recover_inc=rp.inc))  # fmt: skip
     assert not wiped.recovering
     assert wiped.acceptor is not None and wiped.acceptor.peer_inc[0] == 7

@@ -54,7 +54,17 @@ BAD_INPUTS: list[tuple[str, int, object, str]] = [
     (
         "acceptor id out of range",
         1,
-        forge(Promise, ballot=Ballot(9, 0), acceptor=5, floor=0, entries=(), inc=1, peer_incs=()),
+        forge(
+            Promise,
+            ballot=Ballot(9, 0),
+            acceptor=5,
+            floor=0,
+            entries=(),
+            inc=1,
+            peer_incs=(),
+            from_slot=0,
+            recover_inc=0,
+        ),
         "out of range",
     ),
     ("promise for another node's ballot", 1, Promise(B, 1, 0, (), 1), "not ours"),

@@ -60,8 +60,9 @@ class Acceptor:
                 self.out.persist(PromiseRec(m.ballot))
             self.out.send(
                 m.ballot.node,
-                Promise(m.ballot, self.id, self.floor, self._entries(m.from_slot), self.inc),
-            )
+                Promise(m.ballot, self.id, self.floor, self._entries(m.from_slot), self.inc,
+                        from_slot=m.from_slot),
+            )  # fmt: skip
         elif self.cfg.nack:
             self.out.send(m.ballot.node, Nack(m.ballot, self.promised, self.id))
 
@@ -123,7 +124,15 @@ class Acceptor:
             known_incs = tuple(sorted(self.peer_inc.items()))
             self.out.send(
                 m.ballot.node,
-                Promise(m.ballot, self.id, self.floor, self._entries(0), self.inc, known_incs),
+                Promise(
+                    m.ballot,
+                    self.id,
+                    self.floor,
+                    self._entries(0),
+                    self.inc,
+                    known_incs,
+                    recover_inc=m.inc,
+                ),
             )
             return
         # Always answered, NACK option or not: the recovering acceptor needs a

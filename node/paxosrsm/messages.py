@@ -135,12 +135,22 @@ class Promise:
     #: The acceptor's known incarnations of its peers (answers to RecoverPrepare
     #: carry them, so that a recovered acceptor inherits every fence).
     peer_incs: tuple[tuple[int, int], ...] = ()
+    #: The request this Promise answers (issue 11, S2/S3): a
+    #: ``Prepare(ballot, from_slot)`` gives ``from_slot`` and ``recover_inc``
+    #: 0; a ``RecoverPrepare(ballot, acceptor, inc)`` gives ``recover_inc``
+    #: = inc (and from_slot 0: it covers every slot). A ballot alone does not
+    #: name the request: after a lost disk, the same ballot can be prepared
+    #: again, and a late answer to the lost disk's request must not count.
+    from_slot: int = 0
+    recover_inc: int = 0
 
     def __post_init__(self) -> None:
         _check_ballot("ballot", self.ballot)
         _check_acceptor(self.acceptor)
         _check_slot("floor", self.floor)
         _check_inc("inc", self.inc)
+        _check_slot("from_slot", self.from_slot)
+        _check_int("recover_inc", self.recover_inc, 0, (1 << 63) - 1)
         if not isinstance(self.peer_incs, tuple) or len(self.peer_incs) > 1024:
             raise ProtocolError("peer_incs must be a tuple of (acceptor, incarnation)")
         for pair in self.peer_incs:

@@ -97,6 +97,7 @@ class Node:
             assert self.replica is not None
             max_seen = max(state.promised, state.proposer_ballot)
             self.proposer = Proposer(node_id, cfg, self.replica, self.out, self.rng, max_seen)
+            self.replica.on_installed = self.proposer.on_snapshot_installed
         self.recovery: Recovery | None = None
         if self.acceptor is not None and self.acceptor.recovering:
             self.recovery = Recovery(node_id, cfg, self.out, state.promised)
@@ -392,6 +393,11 @@ class Node:
             r.known_commit = commit
         a = self.acceptor
         if a is None or b.node == self.id:
+            return
+        if a.promised != b:
+            # Defence in depth (issue 11, S1): we promised a later ballot since,
+            # so ``b`` may have been deposed before it decided what it
+            # advertises. Learn those slots by catch-up, never from our vote.
             return
         s = r.applied + 1
         while s <= commit:

@@ -190,6 +190,13 @@ class Proposer:
     def on_promise(self, m: Promise) -> None:
         if self.state != PState.CANDIDATE or m.ballot != self.ballot:
             return
+        if m.recover_inc != 0 or m.from_slot > self.prepare_from:
+            # It answers another request at this ballot (issue 11, S3): a
+            # recovery's, or a Prepare from a later slot that the lost disk
+            # sent at the same ballot. It lacks the votes below its from_slot
+            # that this election must see. An answer to a Prepare from an
+            # earlier slot at this ballot reports more, so it still counts.
+            return
         self.promises[m.acceptor] = m  # a dict: a duplicated Promise counts once
         if len(self.promises) >= self.cfg.quorum:
             self._become_leader()
@@ -308,7 +315,7 @@ class Proposer:
         self.proposals[slot] = value
         self.votes[slot] = set()
         self.sent_at[slot] = self.now
-        msg = Accept(self.ballot, slot, value, self.replica.applied, self.incs)
+        msg = Accept(self.ballot, slot, value, self.commit_point(), self.incs)
         for a in self.cfg.acceptor_ids:
             self.out.send(a, msg)
 
@@ -319,7 +326,7 @@ class Proposer:
             if self.now - t < every:
                 continue
             self.sent_at[slot] = self.now
-            msg = Accept(self.ballot, slot, self.proposals[slot], self.replica.applied, self.incs)
+            msg = Accept(self.ballot, slot, self.proposals[slot], self.commit_point(), self.incs)
             for a in self.cfg.acceptor_ids:
                 if a not in self.votes[slot]:
                     self.out.send(a, msg)
@@ -358,6 +365,25 @@ class Proposer:
         del self.proposals[slot]
         del self.votes[slot]
         del self.sent_at[slot]
+
+    def on_snapshot_installed(self, slot: int) -> None:
+        """Our learner installed a peer's snapshot up to ``slot`` (issue 11, S1).
+
+        If that jumps over a slot we still have in flight, we cannot tell
+        whether it was decided with our value, and the commit we advertise
+        (Heartbeat, Accept) would make followers decide their own votes at our
+        ballot for it (Node._learn_commit). Step down now, in the step that
+        installs the snapshot: a tick() may run before the next flush()."""
+        if self.state == PState.LEADER and self.proposals and min(self.proposals) <= slot:
+            self.step_down(None)
+
+    def commit_point(self) -> int:
+        """The decided prefix this leader advertises: never at or past a slot
+        it still has in flight (defence in depth for S1)."""
+        applied = self.replica.applied
+        if self.proposals:
+            return min(applied, min(self.proposals) - 1)
+        return applied
 
     def flush(self) -> None:
         """Start new slots while the window has room (batching commands)."""
@@ -435,7 +461,7 @@ class Proposer:
         assert self.ballot is not None
         self.hb_elapsed = 0
         self.probe += 1
-        msg = Heartbeat(self.ballot, self.replica.applied, self.probe)
+        msg = Heartbeat(self.ballot, self.commit_point(), self.probe)
         for n in self.cfg.node_ids:
             if n != self.id or n in self.cfg.acceptor_ids:
                 self.out.send(n, msg)

@@ -58,6 +58,13 @@ class Recovery:
         """Returns the quorum of promises once complete."""
         if m.ballot != self.ballot or m.acceptor == self.id:
             return None
+        if m.recover_inc != self.ballot.round + 1:
+            # Not an answer to this recovery's RecoverPrepare: a late answer
+            # to a Prepare the lost disk sent at the same ballot (issue 11,
+            # S2). It reports votes only from that Prepare's slot on, and its
+            # sender never recorded the new incarnation: counting it breaks
+            # both steps of the amnesia argument (design.md, section 8a).
+            return None
         self.promises[m.acceptor] = m
         # A quorum (f+1) of the 2f others: it intersects every phase-1 quorum
         # of any ballot this acceptor could have voted in before the loss.

@@ -49,6 +49,9 @@ class Replica:
         self.log: dict[int, Value] = {}
         #: Highest slot some leader told us is decided.
         self.known_commit = -1
+        #: Called with the slot of every snapshot installed from a peer, in
+        #: the step that installs it (the node's proposer steps down there).
+        self.on_installed: Callable[[int], None] | None = None
         if state.snapshot is not None:
             self._install(state.snapshot, persist=False)
         self.log.update(state.decided)
@@ -132,6 +135,9 @@ class Replica:
             self.known_commit = snap.slot
         if persist:
             self.out.persist(SnapshotRec(snap, 0))
+            if self.on_installed is not None:
+                # In this same step, before anything else runs (issue 11, S1).
+                self.on_installed(snap.slot)
             # Slots just past the snapshot may already be decided here.
             self._apply_ready()
 

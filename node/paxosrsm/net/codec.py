@@ -104,7 +104,7 @@ def encode_obj(msg: PeerMessage | ClientRequest | ClientReply) -> list[Any]:
         assert isinstance(msg, Promise)
         return [T_PROMISE, _b(msg.ballot), msg.acceptor, msg.floor,
                 [[e.slot, _b(e.ballot), _val(e.value)] for e in msg.entries], msg.inc,
-                [list(p) for p in msg.peer_incs]]  # fmt: skip
+                [list(p) for p in msg.peer_incs], msg.from_slot, msg.recover_inc]  # fmt: skip
     if t is Nack:
         assert isinstance(msg, Nack)
         return [T_NACK, _b(msg.ballot), _b(msg.promised), msg.acceptor]
@@ -224,13 +224,14 @@ def decode_obj(o: object) -> PeerMessage | ClientRequest | ClientReply:
                                 _ballot(a[4]))  # fmt: skip
         if tag == T_PREPARE and n == 3:
             return Prepare(_ballot(a[1]), _int(a[2], "from_slot"))
-        if tag == T_PROMISE and n == 7:
+        if tag == T_PROMISE and n == 9:
             entries = []
             for e in _list(a[4], None, "entries"):
                 s, b, v = _list(e, 3, "entry")
                 entries.append(AcceptedEntry(_int(s, "slot"), _ballot(b), _value(v)))
             return Promise(_ballot(a[1]), _int(a[2], "acceptor"), _int(a[3], "floor"),
-                           tuple(entries), _int(a[5], "inc"), _pairs(a[6]))  # fmt: skip
+                           tuple(entries), _int(a[5], "inc"), _pairs(a[6]),
+                           _int(a[7], "from_slot"), _int(a[8], "recover_inc"))  # fmt: skip
         if tag == T_NACK and n == 4:
             return Nack(_ballot(a[1]), _ballot(a[2]), _int(a[3], "acceptor"))
         if tag == T_RECOVER and n == 4:
