@@ -73,7 +73,7 @@ def _s1_net() -> Any:
 
 
 def test_s1_a_leader_steps_down_in_the_step_that_installs_a_snapshot() -> None:
-    nL, nF, nM = _s1(_s1_net(), after_install=lambda n: assert_not_leader(n))
+    _, nF, nM = _s1(_s1_net(), after_install=lambda n: assert_not_leader(n))
     assert nF.replica.log.get(1) in (None, nM.replica.log.get(1))
     assert nF.replica.sm.query(G("k")) == nM.replica.sm.query(G("k"))  # noqa: F405
 
@@ -87,7 +87,7 @@ def test_s1_defence_in_depth_alone_keeps_followers_safe(monkeypatch: pytest.Monk
     flight, and a follower that promised a later ballot does not decide from
     its own vote: node 1 still never applies X."""
     monkeypatch.setattr(Proposer, "on_snapshot_installed", lambda self, slot: None)
-    nL, nF, nM = _s1(_s1_net())
+    _, nF, nM = _s1(_s1_net())
     assert nF.replica.log.get(1) in (None, nM.replica.log.get(1))
     assert nF.replica.sm.query(G("k")) == nM.replica.sm.query(G("k"))  # noqa: F405
 
