@@ -133,3 +133,17 @@ def test_learners_restart_one_at_a_time_and_never_beside_a_down_acceptor() -> No
     pods["l-0"] = pod(acceptor=False, outdated=False)
     pods["a-2"] = pod(outdated=False, ready=False)
     assert next_restart(pods, members, names).pod is None
+
+
+def test_a_pod_whose_containers_exited_is_released_and_no_other() -> None:
+    from paxos_operator.status import pods_to_release
+
+    pods = [
+        {"name": "a-0", "deleting": True, "containers": [5.0]},  # exited 5 s ago
+        {"name": "a-1", "deleting": True, "containers": [1.0]},  # just exited: wait
+        {"name": "a-2", "deleting": True, "containers": [9.0, None]},  # one still running
+        {"name": "a-3", "deleting": True, "containers": []},  # no status: unknown
+        {"name": "a-4", "deleting": False, "containers": [60.0]},  # exited, not deleted
+    ]
+    assert pods_to_release(pods) == ["a-0"]
+    assert pods_to_release(pods, after=0.5) == ["a-0", "a-1"]

@@ -23,7 +23,14 @@ import kubernetes
 from kubernetes.client.rest import ApiException
 
 from . import builders as b
-from .status import SETTLE_SECONDS, RestartPlan, next_restart, pods_stuck_on_lost_claims, summarize
+from .status import (
+    SETTLE_SECONDS,
+    RestartPlan,
+    next_restart,
+    pods_stuck_on_lost_claims,
+    pods_to_release,
+    summarize,
+)
 
 Obj = dict[str, Any]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -337,6 +344,7 @@ async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
                                         md["namespace"], grace_period_seconds=0)  # fmt: skip
                 kopf.warn(body, reason="ForceDeleted", message=f"{p.metadata.name} was stuck")
     await _recreate_pods_of_lost_claims(body, core, md["namespace"], pods)
+    await _release_exited_pods(body, core, md["namespace"], pods, now)
     # Rolling upgrade (OnDelete): one member at a time, quorum-aware, decided
     # on observations read now (never on this cycle's or the status's).
     plan = await _rolling_restart(body, core, apps, md["namespace"], md["name"], spec)
@@ -440,6 +448,45 @@ async def _rolling_restart(
     log.info("rolling restart of %s (%s)", plan.pod, plan.why)
     kopf.info(body, reason="RollingRestart", message=f"restarting {plan.pod} ({plan.why})")
     return RestartPlan(None, f"restarted {plan.pod}; waiting for it to be Ready and caught up")
+
+
+def _finished_ago(p: Any, now: dt.datetime) -> list[float | None]:
+    """Per container of pod p: seconds since it terminated (None: it has not)."""
+    out: list[float | None] = []
+    for c in p.status.container_statuses or []:
+        t = c.state.terminated if c.state else None
+        if t is None:
+            out.append(None)
+        else:
+            out.append((now - t.finished_at).total_seconds() if t.finished_at else 0.0)
+    return out
+
+
+async def _release_exited_pods(
+    body: kopf.Body, core: Any, ns: str, pods: list[Any], now: dt.datetime
+) -> None:
+    """Delete (grace 0) a terminating member pod whose containers the kubelet
+    reports exited: see status.pods_to_release. Only the pod we looked at."""
+    views = [
+        {"name": p.metadata.name, "deleting": p.metadata.deletion_timestamp is not None,
+         "containers": _finished_ago(p, now)}
+        for p in pods
+    ]  # fmt: skip
+    uids = {p.metadata.name: p.metadata.uid for p in pods}
+    for name in pods_to_release(views):
+        opts = kubernetes.client.V1DeleteOptions(
+            grace_period_seconds=0,
+            preconditions=kubernetes.client.V1Preconditions(uid=uids[name]),
+        )
+        try:
+            await asyncio.to_thread(core.delete_namespaced_pod, name, ns, body=opts)
+        except ApiException as e:
+            if e.status in (404, 409):
+                continue
+            raise
+        msg = (f"{name}: every container exited; deleted the pod object rather than wait "
+               "for the kubelet's clean-up, so that its replacement starts")  # fmt: skip
+        kopf.info(body, reason="ReleasedPod", message=msg)
 
 
 async def _recreate_pods_of_lost_claims(

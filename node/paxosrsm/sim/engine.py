@@ -28,7 +28,7 @@ from ..client import Client, Completion, Outcome
 from ..config import ClusterConfig
 from ..messages import ClientReply, ClientRequest, Envelope
 from ..node import Node
-from ..outbox import SafetyViolation
+from ..outbox import Ready, SafetyViolation
 from ..records import AcceptRec, DurableState, Record
 from ..statemachine import encode_op
 from ..types import Ballot, Kind, Value
@@ -75,6 +75,17 @@ class SimParams:
     #: TEST DOUBLE when False: a wiped acceptor rejoins at once, as if new,
     #: skipping recovery. Kept to show that this loses safety.
     recovery: bool = True
+    #: The runtime's order (net/runtime.py ``_flusher``): a step, a tick or a
+    #: client request only changes the core; one flusher per node then runs
+    #: propose(), ready(), the fsync and the sends, one cycle at a time, while
+    #: further steps and ticks run during its fsync. When False, the simple
+    #: order: propose() and ready() right after every input.
+    runtime_order: bool = False
+    #: BUGGIFY (FoundationDB): the chance that a flusher cycle starts up to
+    #: ``flusher_lag_ticks`` late, so that ticks and steps pile up before the
+    #: next propose() (the window of issue 11's S1).
+    flusher_lag: float = 0.0
+    flusher_lag_ticks: int = 3
 
     @staticmethod
     def random(rng: random.Random, *, wipe: bool = False) -> SimParams:
@@ -103,7 +114,10 @@ class SimParams:
         )
         if wipe and n > 1:
             kinds += ("wipe", "wipe")
+        runtime_order = rng.random() < 0.5
         return SimParams(
+            runtime_order=runtime_order,
+            flusher_lag=rng.choice((0.0, 0.05, 0.3)) if runtime_order else 0.0,
             cfg=cfg,
             clients=rng.choice((1, 2, 3, 4)),
             loss=rng.choice((0.0, 0.01, 0.05)),
@@ -131,6 +145,10 @@ class SimNode:
     incarnation: int = 0
     #: Its disk was wiped; it must rejoin as "existing" (recover before voting).
     wiped: bool = False
+    #: Runtime order: the core changed since the last flusher cycle began.
+    dirty: bool = False
+    #: Runtime order: a flusher cycle is scheduled or waiting on its fsync.
+    flushing: bool = False
 
 
 @dataclass
@@ -286,11 +304,50 @@ class Simulator:
         self._drain(sn)
 
     def _drain(self, sn: SimNode) -> None:
+        if self.p.runtime_order:
+            sn.dirty = True
+            self._wake_flusher(sn)
+            return
         node = sn.node
         assert node is not None
         node.propose()  # (for configs with eager_propose=False)
-        rd = node.ready()
+        self._process_ready(sn, node.ready())
+
+    def _wake_flusher(self, sn: SimNode) -> None:
+        if sn.flushing or not sn.dirty:
+            return
+        sn.flushing = True
+        delay = 0
+        if self.p.flusher_lag and self.rng.random() < self.p.flusher_lag:
+            delay = self.rng.randint(1, self.p.flusher_lag_ticks * self.p.tick_us)
+        self._at(delay, self._flusher_cycle, sn.id, sn.epoch)
+
+    def _flusher_cycle(self, nid: int, epoch: int) -> None:
+        """One cycle of the runtime's flusher: propose, ready, fsync, send."""
+        sn = self.nodes[nid]
+        if sn.epoch != epoch or sn.node is None:
+            return  # crashed: the new incarnation has its own flusher
+        if sn.paused:
+            sn.flushing = False  # a paused process does nothing; an input wakes it
+            return
+        sn.dirty = False
+        node = sn.node
+        if node.propose():
+            sn.dirty = True  # the next wave goes out in the next cycle
+        self._process_ready(sn, node.ready(), then=lambda: self._flusher_done(sn, epoch))
+
+    def _flusher_done(self, sn: SimNode, epoch: int) -> None:
+        if sn.epoch != epoch:
+            return
+        sn.flushing = False
+        self._wake_flusher(sn)
+
+    def _process_ready(
+        self, sn: SimNode, rd: Ready, then: Callable[[], None] | None = None
+    ) -> None:
         if rd.empty():
+            if then is not None:
+                then()
             return
         for e in rd.committed:
             self._check_learned(sn.id, e.slot, e.value)
@@ -312,6 +369,8 @@ class Simulator:
                 self._send(env)
             for rep in rd.replies:
                 self._send_reply(sn.id, rep)
+            if then is not None:
+                then()
 
         if done == self.now:
             fsynced()
@@ -602,6 +661,7 @@ class Simulator:
         sn.node = None
         sn.epoch += 1
         sn.paused = False
+        sn.dirty = sn.flushing = False
         sn.buffered.clear()
         sn.disk.busy_until = self.now
 
@@ -647,6 +707,7 @@ class Simulator:
         buffered, sn.buffered = sn.buffered, []
         for fn in buffered:
             fn()
+        self._wake_flusher(sn)
 
     def pause(self, nid: int) -> None:
         self.nodes[nid].paused = True
