@@ -62,3 +62,27 @@ def test_mixed_faults_are_really_injected() -> None:
         crashes += text.count("crash node")
     assert kinds == {"partition", "one-way", "isolate", "crash", "pause", "loss=", "leads"}
     assert crashes >= 5
+
+
+def test_the_runtime_order_and_its_buggify_lag_are_in_the_sweep() -> None:
+    """Issue 11: part of the sweep drives the core as the runtime does (a
+    flusher cycle per node, steps and ticks between proposes), some of it with
+    a lag before a cycle; and those runs really take the flusher path."""
+    import random
+
+    params = [SimParams.random(random.Random(seed)) for seed in range(40)]
+    lazy = [p for p in params if p.runtime_order]
+    assert 5 <= len(lazy) <= 35 and any(p.flusher_lag > 0 for p in lazy)
+    seed = next(s for s, p in enumerate(params) if p.runtime_order and p.flusher_lag > 0)
+    sim = Simulator(seed, params[seed])
+    cycles = 0
+    real = sim._flusher_cycle
+
+    def counted(nid: int, epoch: int) -> None:
+        nonlocal cycles
+        cycles += 1
+        real(nid, epoch)
+
+    sim._flusher_cycle = counted  # type: ignore[method-assign]
+    res = sim.run()
+    assert cycles > 100 and res.ok_ops > 0, (cycles, res.summary())
