@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import aiohttp
 import kopf
 import kubernetes
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from . import builders as b
 from .status import (
@@ -69,7 +69,7 @@ def describe(e: BaseException) -> str:
 
 
 def retry_delay(retry: int) -> float:
-    return min(RETRY_MAX, RETRY_FIRST * 2 ** max(0, retry))
+    return float(min(RETRY_MAX, RETRY_FIRST * 2 ** max(0, retry)))
 
 
 def retrying(fn: F) -> F:
@@ -131,7 +131,7 @@ def apply(obj: Obj, *, replace_fields: tuple[str, ...] = ("spec", "data")) -> st
     Returns "created", "updated" (the server's object changed) or
     "unchanged"; nothing is written when the live object already holds
     every field we own (b.covers), so a steady cluster costs reads only."""
-    dyn = kubernetes.dynamic.DynamicClient(_api())
+    dyn = kubernetes.dynamic.DynamicClient(_api())  # type: ignore[no-untyped-call]
     res = dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
     md = obj["metadata"]
     try:
@@ -163,7 +163,7 @@ def apply(obj: Obj, *, replace_fields: tuple[str, ...] = ("spec", "data")) -> st
 
 
 def _exists(kind: str, api_version: str, name: str, ns: str) -> bool:
-    dyn = kubernetes.dynamic.DynamicClient(_api())
+    dyn = kubernetes.dynamic.DynamicClient(_api())  # type: ignore[no-untyped-call]
     try:
         dyn.resources.get(api_version=api_version, kind=kind).get(name=name, namespace=ns)
         return True
@@ -192,9 +192,9 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 40
     settings.watching.connect_timeout = 10
     try:
-        kubernetes.config.load_incluster_config()
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
 
 
 @kopf.on.create(b.GROUP, b.VERSION, b.PLURAL)
@@ -252,7 +252,7 @@ def _create_secret_once(cr: Obj, name: str) -> None:
     if _exists("Secret", "v1", name, md["namespace"]):
         return
     key = base64.b64encode(base64.b64encode(os.urandom(32))).decode()
-    obj = b.secret(cr, key)
+    obj: Any = b.secret(cr, key)
     try:
         kubernetes.client.CoreV1Api(_api()).create_namespaced_secret(md["namespace"], obj)
     except ApiException as e:
@@ -260,7 +260,7 @@ def _create_secret_once(cr: Obj, name: str) -> None:
             raise
 
 
-def _ensure(cr: Obj, status: Obj) -> None:
+def _ensure(cr: Any, status: Obj) -> None:
     md = cr["metadata"]
     n = b.names(md["name"])
     _create_secret_once(cr, n["secret"])
@@ -321,8 +321,10 @@ async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     # Reconcile on observed state, not only on change events: whatever was
     # deleted or drifted is put back (create, or patch the fields we own).
     await asyncio.to_thread(ensure, {**cr, "spec": spec}, dict(body.get("status") or {}))
-    core = kubernetes.client.CoreV1Api(_api())
-    apps = kubernetes.client.AppsV1Api(_api())
+    # API objects are handled as Any: the client's models type every field
+    # as optional, and the server fills what this code reads.
+    core: Any = kubernetes.client.CoreV1Api(_api())
+    apps: Any = kubernetes.client.AppsV1Api(_api())
     sel = ",".join(f"{k}={v}" for k, v in b.labels(md["name"]).items())
     pods = (await asyncio.to_thread(core.list_namespaced_pod, md["namespace"],
                                     label_selector=sel)).items  # fmt: skip
