@@ -147,3 +147,18 @@ def test_a_pod_whose_containers_exited_is_released_and_no_other() -> None:
     ]
     assert pods_to_release(pods) == ["a-0"]
     assert pods_to_release(pods, after=0.5) == ["a-0", "a-1"]
+
+
+def test_a_pod_whose_port_refuses_past_the_stop_deadline_is_released() -> None:
+    """The kubelet's report of exited containers can lag by tens of seconds;
+    a member that has refused connections for longer than its stop deadline
+    is gone as surely."""
+    from paxos_operator.status import pods_to_release
+
+    pods = [
+        {"name": "a-0", "deleting": True, "containers": [None], "refused_for": 8.0},
+        {"name": "a-1", "deleting": True, "containers": [None], "refused_for": 2.0},
+        {"name": "a-2", "deleting": True, "containers": [None], "refused_for": None},
+        {"name": "a-3", "deleting": False, "containers": [None], "refused_for": 60.0},
+    ]
+    assert pods_to_release(pods) == ["a-0"]

@@ -464,14 +464,53 @@ def _finished_ago(p: Any, now: dt.datetime) -> list[float | None]:
     return out
 
 
+#: Pod uid -> monotonic time since when its member's port refuses connections.
+_refused_since: dict[str, float] = {}
+
+
+async def _refuses(ip: str | None) -> bool:
+    """True if nothing listens on the member's HTTP port (connection refused);
+    False if it answers, or on any doubt (a timeout, no address)."""
+    if not ip:
+        return False
+    try:
+        _, w = await asyncio.wait_for(asyncio.open_connection(ip, b.HTTP_PORT), 1.0)
+    except ConnectionRefusedError:
+        return True
+    except (OSError, TimeoutError):
+        return False
+    w.close()
+    return False
+
+
+async def _refused_for(pods: list[Any]) -> dict[str, float | None]:
+    """Per terminating pod: seconds its port has refused, in a row (None: not now)."""
+    dying = [p for p in pods if p.metadata.deletion_timestamp is not None]
+    answers = await asyncio.gather(*(_refuses(p.status.pod_ip) for p in dying))
+    clock = asyncio.get_running_loop().time()
+    out: dict[str, float | None] = {}
+    for p, refused in zip(dying, answers, strict=True):
+        uid = p.metadata.uid
+        if refused:
+            out[p.metadata.name] = clock - _refused_since.setdefault(uid, clock)
+        else:
+            _refused_since.pop(uid, None)
+            out[p.metadata.name] = None
+    live = {p.metadata.uid for p in dying}
+    for uid in [u for u in _refused_since if u not in live]:
+        del _refused_since[uid]
+    return out
+
+
 async def _release_exited_pods(
     body: kopf.Body, core: Any, ns: str, pods: list[Any], now: dt.datetime
 ) -> None:
-    """Delete (grace 0) a terminating member pod whose containers the kubelet
-    reports exited: see status.pods_to_release. Only the pod we looked at."""
+    """Delete (grace 0) a terminating member pod whose process is gone: see
+    status.pods_to_release. Only the pod we looked at (uid precondition)."""
+    refused = await _refused_for(pods)
     views = [
         {"name": p.metadata.name, "deleting": p.metadata.deletion_timestamp is not None,
-         "containers": _finished_ago(p, now)}
+         "containers": _finished_ago(p, now), "refused_for": refused.get(p.metadata.name)}
         for p in pods
     ]  # fmt: skip
     uids = {p.metadata.name: p.metadata.uid for p in pods}
@@ -486,8 +525,9 @@ async def _release_exited_pods(
             if e.status in (404, 409):
                 continue
             raise
-        msg = (f"{name}: every container exited; deleted the pod object rather than wait "
-               "for the kubelet's clean-up, so that its replacement starts")  # fmt: skip
+        msg = (f"{name}: its process is gone (containers exited, or its port refused "
+               "connections past the stop deadline); deleted the pod object rather than "
+               "wait for the kubelet's clean-up, so that its replacement starts")  # fmt: skip
         kopf.info(body, reason="ReleasedPod", message=msg)
 
 

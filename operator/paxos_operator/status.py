@@ -220,14 +220,26 @@ def pods_stuck_on_lost_claims(pods: list[Obj], claims: dict[str, bool]) -> list[
 #: Seconds after every container of a terminating member pod has exited
 #: before the operator deletes the pod object itself (see pods_to_release).
 RELEASE_AFTER = 3.0
+#: Seconds a terminating member must have refused connections on its HTTP
+#: port: a node closes its listener only when it stops, and exits within
+#: STOP_DEADLINE (6 s, paxosrsm.net.main) of that.
+RELEASE_REFUSED_AFTER = 7.0
 
 
-def pods_to_release(pods: list[Obj], *, after: float = RELEASE_AFTER) -> list[str]:
-    """Terminating member pods whose containers have all exited ``after``
-    seconds ago or more, as the kubelet itself reports them.
+def pods_to_release(
+    pods: list[Obj], *, after: float = RELEASE_AFTER, refused_after: float = RELEASE_REFUSED_AFTER
+) -> list[str]:
+    """Terminating member pods whose process is gone, by either proof:
+
+    - the kubelet reports every container exited ``after`` seconds ago or more;
+    - the member's HTTP port has refused connections for ``refused_after``
+      seconds or more (no listener: the node is stopping, and a node exits
+      within its 6 s stop deadline). The kubelet's reports can lag by tens of
+      seconds under churn (its API client is rate-limited), this cannot.
 
     ``pods``: [{"name", "deleting": bool, "containers": [seconds since that
-    container finished, or None while it has not terminated]}].
+    container finished, or None while it has not terminated], "refused_for":
+    seconds of continuous refusals, or None}].
 
     The kubelet of Kubernetes 1.20 deletes a pod object only once its
     containers, sandboxes, volumes and cgroup are all cleaned up
@@ -242,9 +254,11 @@ def pods_to_release(pods: list[Obj], *, after: float = RELEASE_AFTER) -> list[st
     """
     out = []
     for p in pods:
-        ages = p.get("containers") or []
-        if not p.get("deleting") or not ages or any(a is None for a in ages):
+        if not p.get("deleting"):
             continue
-        if min(ages) >= after:
+        ages = p.get("containers") or []
+        exited = bool(ages) and all(a is not None and a >= after for a in ages)
+        refused = p.get("refused_for")
+        if exited or (refused is not None and refused >= refused_after):
             out.append(p["name"])
     return sorted(out)
