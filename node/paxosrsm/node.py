@@ -32,7 +32,7 @@ from .messages import (
     RecoverPrepare,
     Status,
 )
-from .outbox import Outbox, Ready
+from .outbox import Outbox, Ready, SafetyViolation
 from .proposer import Proposer, PState
 from .records import DurableState, IncarnationRec, RecoveryRec
 from .recovery import Recovery
@@ -281,6 +281,41 @@ class Node:
     @property
     def applied(self) -> int:
         return self.replica.applied if self.replica is not None else -1
+
+    def check_invariants(self, *, full: bool = False) -> None:
+        """State invariants that must hold between any two inputs; raises
+        SafetyViolation. The simulator asserts them after every step (issue 11).
+
+        - acceptor (``full``, it costs a pass over the votes): every vote is at
+          or below its promise, and at or above its floor;
+        - replica: every slot up to ``applied`` is applied, so the next slot is
+          never sitting decided in the log;
+        - proposer: a leader has a ballot, and no slot in flight at or below
+          its learner's applied prefix (S1: it would advertise a commit over a
+          slot it never decided at its own ballot); its commit point is below
+          every slot in flight.
+        """
+        a = self.acceptor
+        if a is not None and full:
+            for slot, (b, _) in a.accepted.items():
+                if b > a.promised:
+                    raise SafetyViolation(f"node {self.id}: vote at {b} above promise {a.promised}")
+                if slot < a.floor:
+                    raise SafetyViolation(f"node {self.id}: vote for slot {slot} below floor")
+        r = self.replica
+        if r is not None and r.applied + 1 in r.log:
+            raise SafetyViolation(f"node {self.id}: slot {r.applied + 1} decided but not applied")
+        p = self.proposer
+        if p is not None and p.state == PState.LEADER:
+            if p.ballot is None:
+                raise SafetyViolation(f"node {self.id}: a leader without a ballot")
+            if p.proposals and r is not None and min(p.proposals) <= r.applied:
+                raise SafetyViolation(
+                    f"node {self.id}: leads at {p.ballot} with slot {min(p.proposals)} in flight "
+                    f"at or below its applied prefix {r.applied}"
+                )
+            if p.proposals and p.commit_point() >= min(p.proposals):
+                raise SafetyViolation(f"node {self.id}: commit point over a slot in flight")
 
     def debug_state(self) -> tuple[object, ...]:
         return (

@@ -274,6 +274,7 @@ class Simulator:
             return
         was_leader = sn.node.is_leader
         sn.node.tick()
+        sn.node.check_invariants(full=sn.node.ticks % 16 == 0)
         if sn.node.is_leader and not was_leader:
             self.elections += 1
             self.log(f"node {nid} leads")
@@ -288,6 +289,7 @@ class Simulator:
             return
         was_leader = sn.node.is_leader
         sn.node.step(env.src, env.msg, revalidate=False)
+        sn.node.check_invariants()
         if sn.node.is_leader and not was_leader:
             self.elections += 1
             self.log(f"node {sn.id} leads")
@@ -301,6 +303,7 @@ class Simulator:
             sn.buffered.append(lambda: self._deliver_client(nid, req))
             return
         sn.node.client_request(req)
+        sn.node.check_invariants()
         self._drain(sn)
 
     def _drain(self, sn: SimNode) -> None:
@@ -311,6 +314,7 @@ class Simulator:
         node = sn.node
         assert node is not None
         node.propose()  # (for configs with eager_propose=False)
+        node.check_invariants()
         self._process_ready(sn, node.ready())
 
     def _wake_flusher(self, sn: SimNode) -> None:
@@ -334,6 +338,7 @@ class Simulator:
         node = sn.node
         if node.propose():
             sn.dirty = True  # the next wave goes out in the next cycle
+        node.check_invariants()
         self._process_ready(sn, node.ready(), then=lambda: self._flusher_done(sn, epoch))
 
     def _flusher_done(self, sn: SimNode, epoch: int) -> None:
