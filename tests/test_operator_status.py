@@ -162,3 +162,22 @@ def test_a_pod_whose_port_refuses_past_the_stop_deadline_is_released() -> None:
         {"name": "a-3", "deleting": False, "containers": [None], "refused_for": 60.0},
     ]
     assert pods_to_release(pods) == ["a-0"]
+
+
+def test_the_kubelets_reports_of_an_exited_container() -> None:
+    import datetime as dt
+
+    from paxos_operator.status import GONE, exited_for
+
+    now = dt.datetime(2026, 12, 6, 17, 25, 40, tzinfo=dt.UTC)
+    fin = dt.datetime(2026, 12, 6, 17, 25, 30, tzinfo=dt.UTC)
+    assert exited_for({"terminated": {"finished_at": fin, "exit_code": 0}}, None, now) == 10.0
+    # Seen on 1.20 when the kubelet removed the container before reporting it:
+    unknown = {"terminated": {"exit_code": 137, "finished_at": None,
+                              "reason": "ContainerStatusUnknown", "message": "The container "
+                              "could not be located when the pod was deleted."}}  # fmt: skip
+    assert exited_for({"waiting": {"reason": "PodInitializing"}}, unknown, now) == GONE
+    # Running, or waiting to start for the first time: it may run.
+    assert exited_for({"running": {"started_at": fin}}, None, now) is None
+    assert exited_for({"waiting": {"reason": "PodInitializing"}}, {}, now) is None
+    assert exited_for(None, None, now) is None

@@ -26,6 +26,7 @@ from . import builders as b
 from .status import (
     SETTLE_SECONDS,
     RestartPlan,
+    exited_for,
     next_restart,
     pods_stuck_on_lost_claims,
     pods_to_release,
@@ -453,15 +454,12 @@ async def _rolling_restart(
 
 
 def _finished_ago(p: Any, now: dt.datetime) -> list[float | None]:
-    """Per container of pod p: seconds since it terminated (None: it has not)."""
-    out: list[float | None] = []
-    for c in p.status.container_statuses or []:
-        t = c.state.terminated if c.state else None
-        if t is None:
-            out.append(None)
-        else:
-            out.append((now - t.finished_at).total_seconds() if t.finished_at else 0.0)
-    return out
+    """Per container of pod p: seconds since it exited (None: it may still run)."""
+    return [
+        exited_for(c.state.to_dict() if c.state else None,
+                   c.last_state.to_dict() if c.last_state else None, now)
+        for c in p.status.container_statuses or []
+    ]  # fmt: skip
 
 
 #: Pod uid -> monotonic time since when its member's port refuses connections.

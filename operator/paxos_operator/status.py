@@ -226,6 +226,30 @@ RELEASE_AFTER = 3.0
 RELEASE_REFUSED_AFTER = 7.0
 
 
+#: The age given to a container the kubelet reports gone without a finish time.
+GONE = 1e9
+
+
+def exited_for(state: Obj | None, last_state: Obj | None, now: dt.datetime) -> float | None:
+    """Seconds since a container of a terminating pod exited, by the kubelet's
+    report (None: it may still run). ``state``/``last_state``: the container
+    status's fields as dicts (``V1ContainerState.to_dict()``).
+
+    Two shapes say "exited": ``state.terminated`` (with ``finished_at``); and,
+    when the kubelet removed the container before it wrote that, ``state.waiting``
+    with ``last_state.terminated`` ("The container could not be located when
+    the pod was deleted", reason ContainerStatusUnknown, seen on 1.20): a
+    container of a pod being deleted is never started again.
+    """
+    term = (state or {}).get("terminated")
+    if term:
+        fin = term.get("finished_at")
+        return max(0.0, (now - fin).total_seconds()) if fin else GONE
+    if (state or {}).get("waiting") and (last_state or {}).get("terminated"):
+        return GONE
+    return None
+
+
 def pods_to_release(
     pods: list[Obj], *, after: float = RELEASE_AFTER, refused_after: float = RELEASE_REFUSED_AFTER
 ) -> list[str]:
