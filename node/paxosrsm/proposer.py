@@ -288,12 +288,17 @@ class Proposer:
         for s in range(start, self.next_slot):
             known = self.replica.log.get(s)
             if known is not None:
-                value = known
-            elif s in merged:
-                value = merged[s][1]
-            else:
-                value = NOOP  # nobody filled this slot: section 3, "no-op" commands
-            self._propose(s, value)
+                # Decided already (our learner holds it beyond a gap): never in
+                # flight, or applying it later would leave a proposal at or
+                # below the applied prefix that nothing retires (found by
+                # Node.check_invariants, simulator seed 294). Its Accept only
+                # lets the followers learn it from their votes.
+                msg = Accept(self.ballot, s, known, self.commit_point(), self.incs)
+                for a in self.cfg.acceptor_ids:
+                    self.out.send(a, msg)
+                continue
+            # Nobody filled a slot without a vote: section 3, "no-op" commands.
+            self._propose(s, merged[s][1] if s in merged else NOOP)
         if self.next_slot == start:
             # Nothing to re-propose: commit a no-op at our ballot anyway. Reads
             # wait for one decision at this ballot (as Raft's leader no-op), so a
