@@ -94,13 +94,15 @@ def test_s1_defence_in_depth_alone_keeps_followers_safe(monkeypatch: pytest.Monk
 
 # ---------------------------------------------------------------- S2
 
+A, P, C = 0, 1, 2
 
-def test_s2_recovery_ignores_a_late_promise_to_the_lost_disks_prepare() -> None:
-    net = Net(3, nack=True)  # noqa: F405
-    A, P, C = 0, 1, 2
+
+def _chosen_by_a_and_p(net: Any) -> None:
+    """P leads; slot 0 is decided everywhere; slot 1 = v is chosen by {A, P}
+    while C misses it."""
     net.elect(P, {0, 1, 2})
     _decide_slot0(net, P)
-    net.client(P, 7, 1, K("k", "v"))  # noqa: F405  slot 1 = v, chosen by {A, P}
+    net.client(P, 7, 1, K("k", "v"))  # noqa: F405
     net.take(lambda e: e.dst == C)
     net.deliver(lambda e: e.dst in (A, P))
     for _ in range(2):
@@ -108,6 +110,11 @@ def test_s2_recovery_ignores_a_late_promise_to_the_lost_disks_prepare() -> None:
         net.flush(P)
         net.take(lambda e: e.dst == C)
         net.deliver(lambda e: True)
+
+
+def test_s2_recovery_ignores_a_late_promise_to_the_lost_disks_prepare() -> None:
+    net = Net(3, nack=True)  # noqa: F405
+    _chosen_by_a_and_p(net)
     nA, nP, nC = (net.nodes[i] for i in (A, P, C))
     assert nA.applied == 1 and nP.applied == 1 and nC.applied == 0
     # A prepares (2,0) from slot 2; P is paused with it in its buffer.
@@ -161,17 +168,7 @@ def test_s2_recovery_ignores_a_late_promise_to_the_lost_disks_prepare() -> None:
 
 def test_s3_a_stale_promise_at_a_reused_ballot_does_not_elect() -> None:
     net = Net(3, nack=True)  # noqa: F405
-    A, P, C = 0, 1, 2
-    net.elect(P, {0, 1, 2})
-    _decide_slot0(net, P)
-    net.client(P, 7, 1, K("k", "v"))  # noqa: F405  slot 1 = v, chosen by {A, P}
-    net.take(lambda e: e.dst == C)
-    net.deliver(lambda e: e.dst in (A, P))
-    for _ in range(2):
-        net.nodes[P].tick()
-        net.flush(P)
-        net.take(lambda e: e.dst == C)
-        net.deliver(lambda e: True)
+    _chosen_by_a_and_p(net)
     nA, nP = net.nodes[A], net.nodes[P]
     # Old A: a failed candidacy at (2,0), then (3,0) from slot 2, whose
     # Prepare to P is delayed in the network.
