@@ -291,8 +291,11 @@ def test_pod_pending_on_a_lost_claim_is_recreated(k8s: Any, namespace: str) -> N
                      and p.metadata.uid != old_uid and p.status.phase == "Pending", 120,
                      f"a new {victim}, unschedulable", every=0.5)  # fmt: skip
             stuck_uid = core.read_namespaced_pod(victim, namespace).metadata.uid
+            claim_uid = core.read_namespaced_persistent_volume_claim(claim, namespace).metadata.uid
             core.delete_namespaced_persistent_volume_claim(claim, namespace)
-            wait_for(lambda: claim not in {c.metadata.name for c in core
+            # The old claim (by uid) must go: the operator may heal so fast
+            # that a new claim of the same name exists before we look.
+            wait_for(lambda: claim_uid not in {c.metadata.uid for c in core
                      .list_namespaced_persistent_volume_claim(namespace).items}, 60,
                      f"{claim} gone under the Pending {victim}", every=0.5)  # fmt: skip
         finally:
