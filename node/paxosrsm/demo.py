@@ -44,8 +44,9 @@ def status(sim: Simulator) -> str:
         role = "LEADER  " if node.is_leader else "follower"
         if sn.paused:
             role = "paused  "
-        prom = node.acceptor.promised if node.acceptor else "-"
-        snap = node.replica.snapshot.slot if node.replica and node.replica.snapshot else "-"
+        st = node.status()
+        prom = st.promised if st.promised is not None else "-"
+        snap = st.snapshot_slot if st.snapshot_slot is not None else "-"
         lines.append(
             f"  node {nid}: {role} applied through slot {node.applied:>4}  "
             f"promised ballot {prom}  snapshot@{snap}  durable records {len(sn.disk.durable)}"

@@ -260,16 +260,24 @@ class Accepted:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    """Leader liveness, the decided prefix, and a read-index probe number."""
+    """Leader liveness, the decided prefix, and a read-index probe number.
+
+    ``durable``: the slot through which the leader's snapshot is on its disk
+    (-1: none). Acceptor-only nodes trim their votes on it, never on
+    ``commit``: a decided slot must stay somewhere durable (issue 11)."""
 
     ballot: Ballot
     commit: int
     probe: int
+    durable: int = -1
 
     def __post_init__(self) -> None:
         _check_ballot("ballot", self.ballot)
         _check_int("commit", self.commit, -1, MAX_SLOT)
         _check_int("probe", self.probe, 0)
+        _check_int("durable", self.durable, -1, MAX_SLOT)
+        if self.durable > self.commit:
+            raise ProtocolError("a durable snapshot past the decided prefix")
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import cast
+from dataclasses import dataclass
+from typing import assert_never, cast
 
 from .acceptor import Acceptor
 from .config import ClusterConfig, Role
@@ -34,11 +35,43 @@ from .messages import (
 )
 from .outbox import Outbox, Ready, SafetyViolation
 from .proposer import Proposer, PState
-from .records import DurableState, IncarnationRec, RecoveryRec
+from .records import DurableState, IncarnationRec, Record, RecoveryRec, SnapshotRec
 from .recovery import Recovery
 from .replica import Replica
 from .statemachine import KVStore, StateMachine
 from .types import Ballot, Command, Kind, ProtocolError, Value, check_value
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """A snapshot of what a node may tell the world about itself. Runtimes,
+    the simulator and status pages read this, never the roles' internals."""
+
+    id: int
+    roles: tuple[str, ...]
+    #: "leader", "candidate" or "follower"; None on a node with no proposer.
+    proposer_state: str | None
+    #: The proposer's ballot while it is a candidate or leads.
+    ballot: Ballot | None
+    leader_hint: int | None
+    #: The acceptor's promise (None on a node with no acceptor).
+    promised: Ballot | None
+    applied: int
+    #: Highest slot known decided (the learner's, or the leaders' advertised
+    #: commit on a node with no learner).
+    decided: int
+    snapshot_slot: int | None
+    recovering: bool
+    incarnation: int
+    #: Client commands waiting to be proposed.
+    queued: int
+    #: Slots proposed and not yet decided.
+    in_flight: int
+
+    @property
+    def is_leader(self) -> bool:
+        return self.proposer_state == "leader"
+
 
 _NEEDS_ACCEPTOR = (Prepare, Accept, RecoverPrepare)
 # Promise and Nack also reach a recovering acceptor (answers to RecoverPrepare).
@@ -103,6 +136,8 @@ class Node:
             self.recovery = Recovery(node_id, cfg, self.out, state.promised)
         #: Highest decided prefix any leader has told us about.
         self.commit_seen = -1
+        #: Highest slot a leader said its snapshot holds on its disk.
+        self.durable_seen = -1
         self.catchup_elapsed = 0
         self.ticks = 0
         #: The last node heard leading (Heartbeat or Accept), for nodes that
@@ -161,6 +196,8 @@ class Node:
                 a.on_heartbeat(msg)
             self._saw_ballot(msg.ballot, heard_leader=True)
             self._learn_commit(msg.ballot, msg.commit)
+            if msg.durable > self.durable_seen:
+                self.durable_seen = msg.durable
         elif isinstance(msg, Promise):
             if p is not None:
                 p.observe(msg.ballot)
@@ -191,6 +228,8 @@ class Node:
                 # (pipelined catch-up) rather than on the retransmit timer.
                 self.catchup_elapsed = 0
                 self.out.send(src, CatchupRequest(r.applied + 1))
+        else:
+            assert_never(msg)
         self._after()
 
     def client_request(self, req: ClientRequest, *, revalidate: bool = True) -> None:
@@ -266,6 +305,18 @@ class Node:
     def ready(self) -> Ready:
         return self.out.take()
 
+    def persisted(self, records: list[Record]) -> None:
+        """The runtime made ``records`` durable (their fsync returned). The
+        core learns which of its snapshots are on disk: a leader advertises
+        that, and acceptor-only nodes trim their votes on it, never on a
+        decision that may still sit only in some learner's memory."""
+        r = self.replica
+        if r is None:
+            return
+        for rec in records:
+            if isinstance(rec, SnapshotRec) and rec.snapshot.slot > r.durable_snapshot:
+                r.durable_snapshot = rec.snapshot.slot
+
     # ------------------------------------------------------------ queries
 
     @property
@@ -281,6 +332,70 @@ class Node:
     @property
     def applied(self) -> int:
         return self.replica.applied if self.replica is not None else -1
+
+    @property
+    def queued(self) -> int:
+        """Client commands waiting to be proposed (cheap: for load shedding)."""
+        return len(self.proposer.queue) if self.proposer is not None else 0
+
+    def status(self) -> NodeStatus:
+        p, a, r = self.proposer, self.acceptor, self.replica
+        roles = tuple(n for n, f in (("proposer", p), ("acceptor", a), ("learner", r)) if f)
+        pstate = None
+        if p is not None:
+            pstate = "follower" if self.recovery is not None else p.state.name.lower()
+        return NodeStatus(
+            id=self.id,
+            roles=roles,
+            proposer_state=pstate,
+            ballot=p.ballot if p is not None else None,
+            leader_hint=self.leader_hint,
+            promised=a.promised if a is not None else None,
+            applied=self.applied,
+            decided=r.known_commit if r is not None else self.commit_seen,
+            snapshot_slot=r.snapshot.slot if r is not None and r.snapshot else None,
+            recovering=self.recovering,
+            incarnation=self.inc,
+            queued=self.queued,
+            in_flight=len(p.proposals) if p is not None else 0,
+        )
+
+    def read_local(self, query: bytes) -> bytes | None:
+        """Answer a read from this replica's state machine as it stands (a
+        stale read: no round with the leader). None on a node with no learner."""
+        if self.replica is None:
+            return None
+        return self.replica.sm.query(query)
+
+    def state_digest(self) -> tuple[int, bytes] | None:
+        """(applied slot, state machine snapshot): for convergence checks."""
+        if self.replica is None:
+            return None
+        return self.replica.applied, self.replica.sm.snapshot()
+
+    # ------------------------------------------------------------ intents
+
+    def reinvite(self, has_session: Callable[[int, Ballot], bool]) -> int:
+        """A leader sends its Prepare again (same ballot) to every acceptor
+        that holds no promise session with it (``has_session(acceptor,
+        ballot)`` says which do) - one that restarted, or missed the first
+        Prepare - so that it promises, opens a session and votes again
+        without waiting for the next election. This is the leader's own phase
+        1a again, which an acceptor may always receive twice; the leader
+        ignores the Promise it brings back (Proposer.on_promise). Returns how
+        many Prepares went into the outbox."""
+        p = self.proposer
+        if p is None or self.recovery is not None or p.state != PState.LEADER:
+            return 0
+        b = p.ballot
+        assert b is not None
+        msg = Prepare(b, p.prepare_from)
+        n = 0
+        for a in self.cfg.acceptor_ids:
+            if a != self.id and not has_session(a, b):
+                self.out.send(a, msg)
+                n += 1
+        return n
 
     def check_invariants(self, *, full: bool = False) -> None:
         """State invariants that must hold between any two inputs; raises
@@ -487,6 +602,10 @@ class Node:
             if r is not None:
                 if r.snapshot is not None and r.snapshot.slot + 1 > a.floor:
                     a.trim(r.snapshot.slot + 1)
-            elif self.commit_seen - self.cfg.log_retain > a.floor + self.cfg.snapshot_interval:
-                # A lone acceptor trims on the leader's decided prefix instead.
-                a.trim(self.commit_seen - self.cfg.log_retain + 1)
+            elif self.durable_seen - self.cfg.log_retain > a.floor + self.cfg.snapshot_interval:
+                # A lone acceptor trims on the leader's durable snapshot, not
+                # on its decided prefix: the leader's decisions may not be on
+                # any disk yet (its learner records ride the next fsync), and a
+                # crash would then lose the only copy (issue 11, found by the
+                # simulator: seed 541).
+                a.trim(self.durable_seen - self.cfg.log_retain + 1)

@@ -466,7 +466,9 @@ class Proposer:
         assert self.ballot is not None
         self.hb_elapsed = 0
         self.probe += 1
-        msg = Heartbeat(self.ballot, self.commit_point(), self.probe)
+        commit = self.commit_point()
+        durable = min(self.replica.durable_snapshot, commit)
+        msg = Heartbeat(self.ballot, commit, self.probe, durable)
         for n in self.cfg.node_ids:
             if n != self.id or n in self.cfg.acceptor_ids:
                 self.out.send(n, msg)

@@ -45,6 +45,9 @@ class Replica:
         #: Highest slot applied; every slot <= applied is applied, in order.
         self.applied = -1
         self.snapshot: Snapshot | None = None
+        #: The highest snapshot slot known to be on this node's disk (the
+        #: runtime says so through Node.persisted; a loaded one is).
+        self.durable_snapshot = -1
         #: Decided values, including a retained tail below ``applied`` for peers.
         self.log: dict[int, Value] = {}
         #: Highest slot some leader told us is decided.
@@ -54,6 +57,7 @@ class Replica:
         self.on_installed: Callable[[int], None] | None = None
         if state.snapshot is not None:
             self._install(state.snapshot, persist=False)
+            self.durable_snapshot = state.snapshot.slot
         self.log.update(state.decided)
         # Replay the durable log after the snapshot (restart path).
         self._apply_ready(replay=True)

@@ -93,7 +93,7 @@ def encode_obj(msg: PeerMessage | ClientRequest | ClientReply) -> list[Any]:
         return [T_CLIENT_REP, msg.client_id, msg.seq, int(msg.status), msg.result, msg.leader_hint]
     if t is Heartbeat:
         assert isinstance(msg, Heartbeat)
-        return [T_HEARTBEAT, _b(msg.ballot), msg.commit, msg.probe]
+        return [T_HEARTBEAT, _b(msg.ballot), msg.commit, msg.probe, msg.durable]
     if t is HeartbeatAck:
         assert isinstance(msg, HeartbeatAck)
         return [T_HB_ACK, _b(msg.ballot), msg.probe, msg.acceptor, _b(msg.promised)]
@@ -217,8 +217,10 @@ def decode_obj(o: object) -> PeerMessage | ClientRequest | ClientReply:
             hint = None if a[5] is None else _int(a[5], "leader_hint")
             return ClientReply(_int(a[1], "client_id"), _int(a[2], "seq"), Status(st),
                                _bytes(a[4], "result"), hint)  # fmt: skip
-        if tag == T_HEARTBEAT and n == 4:
-            return Heartbeat(_ballot(a[1]), _int(a[2], "commit"), _int(a[3], "probe"))
+        if tag == T_HEARTBEAT and n == 5:
+            return Heartbeat(
+                _ballot(a[1]), _int(a[2], "commit"), _int(a[3], "probe"), _int(a[4], "durable")
+            )
         if tag == T_HB_ACK and n == 5:
             return HeartbeatAck(_ballot(a[1]), _int(a[2], "probe"), _int(a[3], "acceptor"),
                                 _ballot(a[4]))  # fmt: skip

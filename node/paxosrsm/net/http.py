@@ -202,9 +202,10 @@ class HttpApi:
             return _err(400, "stale must be true or false")
         if stale in ("true", "1"):
             node = self.s.node
-            if node is None or node.replica is None:
+            answer = node.read_local(encode_op("get", key)) if node is not None else None
+            if answer is None:
                 return _err(503, "this node holds no replica")
-            res = json.loads(node.replica.sm.query(encode_op("get", key)))
+            res = json.loads(answer)
             value = res.get("value")
         else:
             value = await self._call(self.client.get(key), write=False)

@@ -33,27 +33,33 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..config import Role
+from ..driver import (
+    SESSION_TO_ACCEPTOR,
+    SESSION_TO_PROPOSER,
+    TO_ACCEPTOR,
+    TO_PROPOSER,
+    UDP,
+    UDP_TYPES,
+    Driver,
+    channel,
+)
 from ..messages import (
     Accept,
-    Accepted,
     CatchupReply,
     CatchupRequest,
     ClientReply,
     ClientRequest,
     Envelope,
-    Fenced,
     Heartbeat,
     HeartbeatAck,
     Nack,
     PeerMessage,
     Prepare,
     Promise,
-    RecoverPrepare,
     Status,
 )
-from ..node import Node
+from ..node import Node, NodeStatus
 from ..outbox import SafetyViolation
-from ..records import DecideRec, SnapshotRec
 from ..statemachine import KVStore, StateMachine
 from ..storage import Identity, SQLiteStorage
 from ..types import Ballot, ProtocolError
@@ -63,12 +69,10 @@ from .options import NodeOptions
 
 log = logging.getLogger("paxosrsm.node")
 
-#: Records no outgoing message depends on (see _flusher).
-_LAZY_RECORDS = (DecideRec, SnapshotRec)
-_UDP_TYPES = (Prepare, RecoverPrepare, Nack, Heartbeat, HeartbeatAck)
+_UDP_TYPES = UDP_TYPES
 #: What may arrive on a promise session, per side.
-_SESSION_TO_PROPOSER = (Promise, Accepted, Fenced)
-_SESSION_TO_ACCEPTOR = (Accept,)
+_SESSION_TO_PROPOSER = SESSION_TO_PROPOSER
+_SESSION_TO_ACCEPTOR = SESSION_TO_ACCEPTOR
 MAX_CLIENT_ROUTES = 200_000
 
 
@@ -122,16 +126,13 @@ class NodeServer:
         self.fsync_seconds: list[float] = []
         self.storage: SQLiteStorage | None = None
         self.node: Node | None = None
+        self.driver: Driver | None = None
         self.udp: asyncio.DatagramTransport | None = None
         self.tcp_server: asyncio.AbstractServer | None = None
         self.disk = ThreadPoolExecutor(1, thread_name_prefix="paxos-disk")
         self.dirty = asyncio.Event()
         self.stopping = asyncio.Event()
         self.fatal: BaseException | None = None
-        self.deferred: list[Any] = []  # learner records waiting for the next fsync
-        self.defer_timer_armed = False
-        self.force_flush = False
-        self.was_leader = False
         self.tasks: list[asyncio.Task[None]] = []
         # addresses: node id -> resolved (ip, port)
         self.resolved: dict[int, tuple[str, int]] = {}
@@ -175,6 +176,7 @@ class NodeServer:
             sm_factory=self.sm_factory,
             initial_state=o.initial_cluster_state,
         )
+        self.driver = Driver(self.node)
         self.sealer = auth.Sealer(self.key, auth.ORIGIN_NODE, self.id, auth.next_epoch(o.data_dir))
         if o.tls_cert:
             self.ssl_server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -234,10 +236,11 @@ class NodeServer:
         for c in [*self.sessions_in.values(), *self.sessions_out.values(), *self.links.values()]:
             c.close()
         self.disk.shutdown(wait=True)
-        if self.storage is not None and self.deferred and self.fatal is None:
+        d = self.driver
+        if self.storage is not None and d is not None and d.deferred and self.fatal is None:
             with contextlib.suppress(Exception):
-                self.storage.append(self.deferred)  # a clean stop keeps learned decisions
-            self.deferred = []
+                self.storage.append(d.deferred)  # a clean stop keeps learned decisions
+            d.deferred = []
         if self.storage is not None:
             self.storage.close()
             self.storage = None
@@ -261,48 +264,29 @@ class NodeServer:
             # election timeout before it reads the heartbeats waiting for it.
             await asyncio.sleep(period)
             self.last_tick = time.monotonic()
-            node = self.node
-            assert node is not None
+            driver = self.driver
+            assert driver is not None
             ticks += 1
-            if ticks % self.cfg.retransmit_ticks == 0:
-                self._invite_acceptors()
             if ticks <= 200 and ticks % 20 == 1:
                 self._introduce()  # ten times in the first two seconds
             try:
-                node.tick()
+                # A leader re-invites (by UDP, in the next Ready) the acceptors
+                # that hold no promise session with it: Node.reinvite.
+                self.stats["invites"] += driver.tick(self._has_session)
             except Exception as e:
                 self._die(e)
                 return
             self.dirty.set()
 
-    def _invite_acceptors(self) -> None:
-        """A leader re-sends its Prepare (same ballot, by UDP) to every acceptor
-        that holds no promise session with it - one that restarted, or missed
-        the first Prepare - so that it promises, opens a session, and votes
-        again without waiting for the next election. This is the proposer's
-        own phase 1a again, which an acceptor may always receive twice; the
-        leader ignores the Promise it brings back (Proposer.on_promise)."""
-        node = self.node
-        assert node is not None
-        p = node.proposer
-        if p is None or not node.is_leader or p.ballot is None:
-            return
-        msg = Prepare(p.ballot, p.prepare_from)
-        missing = [
-            a for a in self.cfg.acceptor_ids
-            if a != self.id and (a, p.ballot) not in self.sessions_in
-        ]  # fmt: skip
-        for a in missing:
-            self._send_udp(a, [msg], {})
-        self.stats["invites"] += len(missing)
+    def _has_session(self, acceptor: int, ballot: Ballot) -> bool:
+        return (acceptor, ballot) in self.sessions_in
 
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(2.0)
             node = self.node
             assert node is not None
-            p = node.proposer
-            mine = p.ballot if p is not None else None
+            mine = node.status().ballot
             for (peer, b), c in list(self.sessions_in.items()):
                 if b != mine:
                     c.close()  # a session of a ballot we no longer use
@@ -401,74 +385,55 @@ class NodeServer:
     # ================================================================ the Ready loop
 
     async def _flusher(self) -> None:
+        """The Ready loop (paxosrsm.driver): one cycle at a time, fsync, send."""
         loop = asyncio.get_running_loop()
-        node = self.node
+        driver = self.driver
         storage = self.storage
-        assert node is not None and storage is not None
+        assert driver is not None and storage is not None
         while True:
             await self.dirty.wait()
             self.dirty.clear()
             try:
-                more = node.propose()  # commands queued since the last fsync, batched
+                fl = driver.cycle()
             except Exception as e:
                 self._die(e)
                 return
-            if more:
+            if fl.more:
                 self.dirty.set()  # the next wave goes out in the next cycle
-            rd = node.ready()
-            records = rd.records
-            force, self.force_flush = self.force_flush, False
-            if force and not records:
-                records, self.deferred = self.deferred, []
-            elif records and all(type(r) in _LAZY_RECORDS for r in records):
-                # Only learner records: what they say is already chosen and
-                # durable at a majority of acceptors, so nothing we send needs
-                # them on our disk first (docs/design.md section 8 and 13).
-                # They ride with the next batch's fsync (order kept), or go
-                # on their own when nothing else comes within a tick.
-                self.deferred.extend(records)
-                records = []
-                if not self.defer_timer_armed:
-                    self.defer_timer_armed = True
-                    loop.call_later(self.opts.tick_ms / 1000, self._flush_deferred)
-            elif records and self.deferred:  # never delay a Ready that needs no fsync
-                records = self.deferred + records
-                self.deferred = []
-            if records:
-                for rec in records:
+            if fl.arm_deferred:
+                loop.call_later(self.opts.tick_ms / 1000, self._flush_deferred)
+            if fl.records:
+                for rec in fl.records:
                     self.rec_out[type(rec).__name__] += 1
                 t0 = time.perf_counter()
                 try:
-                    await loop.run_in_executor(self.disk, storage.append, records)
+                    await loop.run_in_executor(self.disk, storage.append, fl.records)
                 except Exception as e:  # a failed fsync: the disk cannot be trusted
                     self._die(e)
                     return
+                driver.fsynced(fl.records)
                 dt = time.perf_counter() - t0
                 self.stats["fsyncs"] += 1
                 self.fsync_seconds.append(dt)
                 if len(self.fsync_seconds) > 4096:
                     del self.fsync_seconds[:2048]
-            self.applied_total += len(rd.committed)
-            if node.is_leader != self.was_leader:
-                self.was_leader = node.is_leader
-                p = node.proposer
-                if self.was_leader:
-                    log.info("node %d leads at ballot %s", self.id, p.ballot if p else None)
+            self.applied_total += len(fl.committed)
+            if fl.leadership is not None:
+                st = driver.node.status()
+                if fl.leadership:
+                    log.info("node %d leads at ballot %s", self.id, st.ballot)
                 else:
                     self.stats["leadership_lost"] += 1
-                    log.info("node %d no longer leads (leader hint %s)", self.id,
-                             p.leader_hint if p else None)  # fmt: skip
+                    log.info("node %d no longer leads (leader hint %s)", self.id, st.leader_hint)
             try:
-                self._send_all(rd.messages, rd.replies)
+                self._send_all(fl.messages, fl.replies)
             except Exception as e:
                 self._die(e)
                 return
             self._close_superseded_sessions()
 
     def _flush_deferred(self) -> None:
-        self.defer_timer_armed = False
-        if self.deferred:
-            self.force_flush = True
+        if self.driver is not None and self.driver.flush_deferred():
             self.dirty.set()
 
     # ================================================================ outgoing
@@ -481,11 +446,15 @@ class NodeServer:
             self.msg_out[type(msg).__name__] += 1
             if dst == self.id:
                 asyncio.get_running_loop().call_soon(self._deliver_local, msg)
-            elif isinstance(msg, _UDP_TYPES):
+                continue
+            ch = channel(msg)
+            if ch == UDP:
                 udp.setdefault(dst, []).append(msg)
-            elif isinstance(msg, Promise | Accepted | Fenced):
+            elif ch == TO_PROPOSER:
+                assert isinstance(msg, SESSION_TO_PROPOSER)
                 tcp.setdefault(("out", dst, msg.ballot), []).append(msg)
-            elif isinstance(msg, Accept):
+            elif ch == TO_ACCEPTOR:
+                assert isinstance(msg, SESSION_TO_ACCEPTOR)
                 tcp.setdefault(("in", dst, msg.ballot), []).append(msg)
             else:  # catch-up
                 tcp.setdefault(("link", dst, None), []).append(msg)
@@ -628,10 +597,11 @@ class NodeServer:
         """The seed: a higher prepare breaks the session of the lower ballot."""
         node = self.node
         assert node is not None
-        a = node.acceptor
-        if a is None or not self.sessions_out:
+        if not self.sessions_out:
             return
-        promised = a.promised
+        promised = node.status().promised
+        if promised is None:
+            return
         for key, c in list(self.sessions_out.items()):
             if key[1] < promised:
                 c.close()
@@ -692,8 +662,8 @@ class NodeServer:
         if origin == auth.ORIGIN_NODE and addr[1] == self._port_of(sender):
             self.learn_addr(sender, addr[0])
         if origin == auth.ORIGIN_CLIENT:
-            p = self.node.proposer if self.node is not None else None
-            if p is not None and len(p.queue) >= self.opts.max_pending:
+            node = self.node
+            if node is not None and node.queued >= self.opts.max_pending:
                 # Load shedding at the door, before any decoding: a leader
                 # with this much queued must keep its heartbeats and Accepts
                 # flowing, or followers take it for dead. The requests never
@@ -715,8 +685,8 @@ class NodeServer:
             self._step(sender, m)
 
     def _client_msgs(self, sender: int, msgs: list[Any], route: tuple[str, Any]) -> None:
-        node = self.node
-        assert node is not None
+        driver = self.driver
+        assert driver is not None
         for m in msgs:
             if not isinstance(m, ClientRequest):
                 self._bad("malformed", f"client {sender} sent {type(m).__name__}")
@@ -729,7 +699,7 @@ class NodeServer:
                 self.client_routes.popitem(last=False)
             self.msg_in["ClientRequest"] += 1
             try:
-                node.client_request(m, revalidate=False)  # built by the codec
+                driver.client(m, revalidate=False)  # built by the codec
             except ProtocolError as e:
                 self._bad("refused", f"client {sender}: {e}")
             except Exception as e:
@@ -739,17 +709,17 @@ class NodeServer:
 
     def submit_local(self, req: ClientRequest) -> None:
         """A request from this process (the HTTP API); its reply goes to on_reply."""
-        node = self.node
-        assert node is not None
-        node.client_request(req)
+        driver = self.driver
+        assert driver is not None
+        driver.client(req)
         self.dirty.set()
 
     def _step(self, src: int, m: PeerMessage) -> None:
-        node = self.node
-        assert node is not None
+        driver = self.driver
+        assert driver is not None
         self.msg_in[type(m).__name__] += 1
         try:
-            node.step(src, m, revalidate=False)  # the codec built m through its constructor
+            driver.step(src, m, revalidate=False)  # the codec built m through its constructor
         except ProtocolError as e:
             self._bad("refused", f"{type(m).__name__} from node {src}: {e}")
             return
@@ -793,9 +763,7 @@ class NodeServer:
         if kind == "session" and type(b) is list and len(b) == 2:
             node = self.node
             assert node is not None
-            if sender >= self.cfg.n_acceptors or (
-                Role.PROPOSER not in node.role and not (node.acceptor is not None)
-            ):
+            if sender >= self.cfg.n_acceptors or not (node.role & (Role.PROPOSER | Role.ACCEPTOR)):
                 return False
             try:
                 ballot = Ballot(b[0], b[1])
@@ -878,8 +846,12 @@ class NodeServer:
         node = self.node
         if node is None or node.recovering:
             return False
-        r = node.replica
-        if r is not None and r.known_commit - r.applied > max(128, 2 * self.cfg.window):
+        return self._ready(node.status())
+
+    def _ready(self, st: NodeStatus) -> bool:
+        if st.recovering:
+            return False
+        if "learner" in st.roles and st.decided - st.applied > max(128, 2 * self.cfg.window):
             return False
         return self.leader() is not None
 
@@ -898,32 +870,31 @@ class NodeServer:
     def status(self) -> dict[str, Any]:
         node = self.node
         assert node is not None
-        a, r, p = node.acceptor, node.replica, node.proposer
-        roles = [n for n, f in (("proposer", p), ("acceptor", a), ("learner", r)) if f is not None]
+        st = node.status()
+        learner = "learner" in st.roles
         ballot = None
-        if node.is_leader and p is not None and p.ballot is not None:
-            ballot = str(p.ballot)
+        if st.is_leader and st.ballot is not None:
+            ballot = str(st.ballot)
         elif self.leader_seen is not None:
             ballot = str(self.leader_seen[1])
-        decided = r.known_commit if r is not None else node.commit_seen
-        applied = r.applied if r is not None else -1
+        decided, applied = st.decided, st.applied
         fs = sorted(self.fsync_seconds[-512:])
         return {
             "node_id": self.id,
             "cluster_id": self.opts.cluster_id,
             "address": "{}:{}".format(*self.opts.addr_of(self.id)),
-            "roles": roles,
+            "roles": list(st.roles),
             "leader": self.leader(),
-            "is_leader": node.is_leader,
+            "is_leader": st.is_leader,
             "ballot": ballot,
-            "promised": str(a.promised) if a is not None else None,
+            "promised": str(st.promised) if st.promised is not None else None,
             "decided": decided,
             "applied": applied,
-            "lag": max(0, decided - applied) if r is not None else None,
-            "snapshot_slot": r.snapshot.slot if r is not None and r.snapshot else None,
-            "recovering": node.recovering,
-            "incarnation": node.inc,
-            "ready": self.is_ready(),
+            "lag": max(0, decided - applied) if learner else None,
+            "snapshot_slot": st.snapshot_slot,
+            "recovering": st.recovering,
+            "incarnation": st.incarnation,
+            "ready": self._ready(st),
             "uptime_s": round(time.monotonic() - self.started, 1),
             "fsync_p50_ms": round(fs[len(fs) // 2] * 1000, 3) if fs else None,
             "fsync_p99_ms": round(fs[int(len(fs) * 0.99)] * 1000, 3) if fs else None,

@@ -12,26 +12,59 @@ What it models:
     completes (FIFO, with latency); a crash loses everything not yet durable,
     and the messages that were waiting on it;
   * faults: crash + restart, pause + resume, and wipe (empty disk, same id).
+
+Issue 11 made it drive the node the way the runtime does and widened its
+faults (docs/design.md, section 10):
+  * one driver (paxosrsm.driver) for both: steps and ticks between flusher
+    cycles, learner records sent before their fsync, the promise sessions of
+    the seed's transport with the leader's re-invites;
+  * long holds: a message may arrive seconds late, after its sender or its
+    receiver crashed, restarted or lost its disk (and a paused process keeps
+    the datagrams it was sent);
+  * sizes: values up to 1 MiB, every message measured by the wire codec
+    against the runtime's frame and datagram limits;
+  * storage: a torn final batch (the journal drops it), a lost fsync, a
+    corrupt record (detected by its checksum: the node refuses to start and
+    rejoins with an empty disk), ENOSPC (the node stops, as the runtime does);
+  * per-node clock skew; acceptor-only, proposer-only and learner-only nodes;
+  * BUGGIFY: late flusher cycles, a wipe racing an election, stale messages
+    of a crashed or wiped node held back;
+  * Node.check_invariants() after every input.
 """
 
 from __future__ import annotations
 
 import heapq
 import json
+import pickle
 import random
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..check.linearizability import CheckResult, Op, check_history
 from ..client import Client, Completion, Outcome
-from ..config import ClusterConfig
-from ..messages import ClientReply, ClientRequest, Envelope
+from ..config import ClusterConfig, Role
+from ..driver import TO_ACCEPTOR, TO_PROPOSER, UDP, Driver, Flush, channel
+from ..messages import (
+    Accept,
+    Accepted,
+    ClientReply,
+    ClientRequest,
+    Envelope,
+    Fenced,
+    PeerMessage,
+    Promise,
+)
+from ..net import codec as wire
 from ..node import Node
-from ..outbox import Ready, SafetyViolation
+from ..outbox import SafetyViolation
 from ..records import AcceptRec, DurableState, Record
 from ..statemachine import encode_op
 from ..types import Ballot, Kind, Value
+
+SESSION_MSGS = (Promise, Accepted, Fenced, Accept)
 
 US = 1
 MS = 1000 * US
@@ -86,12 +119,62 @@ class SimParams:
     #: next propose() (the window of issue 11's S1).
     flusher_lag: float = 0.0
     flusher_lag_ticks: int = 3
+    #: Model the seed's promise sessions (driver.channel): Accepts and votes
+    #: travel only on a session that a Promise opened; a higher promise or a
+    #: crash closes it and the proposer hears "session lost"; the leader
+    #: re-invites acceptors without one (Driver.tick).
+    sessions: bool = False
+    #: The chance that a peer message is held for long_hold_us (a stalled
+    #: link, a full switch buffer): it may arrive after its sender or receiver
+    #: crashed, restarted or lost its disk.
+    long_hold: float = 0.0
+    long_hold_us: tuple[int, int] = (300 * MS, 5 * SEC)
+    #: BUGGIFY: when a node crashes or loses its disk, the chance that the
+    #: messages it still has in flight are held back another 0.5-4 s.
+    stale_on_crash: float = 0.0
+    #: BUGGIFY "a recovery racing an election": the chance that a node that
+    #: has just started an election loses its disk within a few milliseconds.
+    wipe_on_election: float = 0.0
+    #: Per-node tick period multipliers are drawn from [1/skew, skew].
+    tick_skew: float = 1.0
+    #: Storage faults: the chance that a batch write fails with ENOSPC (the
+    #: node stops, as the runtime does, and is restarted later), and whether a
+    #: crash during an fsync leaves a torn final batch in the journal.
+    enospc: float = 0.0
+    torn_writes: bool = False
+    #: Client values: the chance that a put carries a large value, and its
+    #: size range in bytes (the wire codec measures every message then).
+    large_values: float = 0.0
+    large_value_bytes: tuple[int, int] = (16 << 10, 256 << 10)
+    #: Encode every peer message with the wire codec and apply the runtime's
+    #: size limits (datagram -> link fallback, frame limit).
+    wire_sizes: bool = False
+    max_datagram: int = 60_000
+    max_frame: int = 64 << 20
+    #: Client churn: the chance that a client gives up on a request and moves
+    #: on under a new client id (its old request may still be chosen).
+    churn: float = 0.0
+    stale_reads: float = 0.0
 
     @staticmethod
     def random(rng: random.Random, *, wipe: bool = False) -> SimParams:
         n = rng.choice((1, 3, 3, 3, 5, 5, 7))
+        roles: dict[int, Role] = {}
+        shape = rng.random()
+        if shape < 0.15 and n > 1:
+            # Acceptor-only nodes, with proposers/learners elsewhere.
+            for i in rng.sample(range(n), rng.randint(1, n - 1)):
+                roles[i] = Role.ACCEPTOR
+            roles[n] = Role.PROPOSER | Role.LEARNER
+        elif shape < 0.3:
+            roles[n] = Role.PROPOSER | Role.LEARNER  # a proposer-only node
+            roles[n + 1] = Role.LEARNER  # a learner-only node
+        elif shape < 0.4 and n > 1:
+            roles[rng.randrange(n)] = Role.ACCEPTOR | Role.LEARNER
+            roles[n] = Role.LEARNER
         cfg = ClusterConfig(
             n_acceptors=n,
+            roles=roles,
             nack=rng.random() < 0.5,
             window=rng.choice((1, 4, 32)),
             max_batch=rng.choice((1, 8, 64)),
@@ -114,10 +197,24 @@ class SimParams:
         )
         if wipe and n > 1:
             kinds += ("wipe", "wipe")
-        runtime_order = rng.random() < 0.5
+        if wipe and n > 1:
+            kinds += ("corrupt",)
+        runtime_order = rng.random() < 0.75
         return SimParams(
             runtime_order=runtime_order,
             flusher_lag=rng.choice((0.0, 0.05, 0.3)) if runtime_order else 0.0,
+            sessions=runtime_order and rng.random() < 0.7,
+            long_hold=rng.choice((0.0, 0.0, 0.002, 0.01, 0.05)),
+            stale_on_crash=rng.choice((0.0, 0.5, 1.0)),
+            wipe_on_election=rng.choice((0.0, 0.0, 0.1, 0.5)) if wipe and n > 1 else 0.0,
+            tick_skew=rng.choice((1.0, 1.1, 1.5)),
+            enospc=rng.choice((0.0, 0.0, 0.001, 0.01)),
+            torn_writes=rng.random() < 0.5,
+            large_values=rng.choice((0.0, 0.0, 0.02, 0.2)),
+            wire_sizes=rng.random() < 0.3,
+            churn=rng.choice((0.0, 0.0, 0.05)),
+            stale_reads=rng.choice((0.0, 0.1)),
+            keys=tuple("abcdefghijklmnopqrst"[: rng.choice((1, 3, 3, 8, 20))]),
             cfg=cfg,
             clients=rng.choice((1, 2, 3, 4)),
             loss=rng.choice((0.0, 0.01, 0.05)),
@@ -128,10 +225,53 @@ class SimParams:
         )
 
 
+class DiskCorrupt(Exception):
+    """A committed batch failed its checksum: the node must not start on it."""
+
+
 @dataclass
 class SimDisk:
-    durable: list[Record] = field(default_factory=list)
+    """The storage contract, modelled: a journal of batches, each committed
+    whole by one fsync and carrying a CRC32 (as every stored row and snapshot
+    does in storage/sqlite.py). A crash during an fsync may leave a torn tail,
+    which loading drops (it was never acknowledged); a committed batch that
+    fails its checksum is corruption, and loading refuses it."""
+
+    #: Committed batches: (crc32, pickled records).
+    frames: list[tuple[int, bytes]] = field(default_factory=list)
+    #: Bytes of a batch whose fsync a crash interrupted.
+    torn: bytes | None = None
     busy_until: int = 0
+    torn_dropped: int = 0
+    #: The batch whose fsync is under way: (node epoch, records).
+    writing: tuple[int, list[Record]] | None = None
+
+    def commit(self, records: list[Record]) -> None:
+        if not records:
+            return
+        body = pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
+        self.frames.append((zlib.crc32(body), body))
+
+    def load(self) -> list[Record]:
+        if self.torn is not None:
+            self.torn = None  # the journal's tail: an incomplete batch is dropped whole
+            self.torn_dropped += 1
+        out: list[Record] = []
+        for i, (crc, body) in enumerate(self.frames):
+            if zlib.crc32(body) != crc:
+                raise DiskCorrupt(f"batch {i} of {len(self.frames)} fails its checksum")
+            out.extend(pickle.loads(body))
+        return out
+
+    @property
+    def durable(self) -> list[Record]:
+        return [r for _, body in self.frames for r in pickle.loads(body)]
+
+    @durable.setter
+    def durable(self, records: list[Record]) -> None:
+        self.frames = []
+        self.torn = None
+        self.commit(list(records))
 
 
 @dataclass
@@ -139,6 +279,16 @@ class SimNode:
     id: int
     node: Node | None
     disk: SimDisk
+    driver: Driver | None = None
+    #: This node's tick period (clock skew).
+    tick_us: int = 10 * MS
+    #: Promise sessions (SimParams.sessions): as an acceptor, to (proposer,
+    #: ballot); as a proposer, from (acceptor, ballot).
+    sessions_out: set[tuple[int, Ballot]] = field(default_factory=set)
+    sessions_in: set[tuple[int, Ballot]] = field(default_factory=set)
+    #: Its messages in flight: cell id -> cell (see Simulator._send).
+    in_flight: dict[int, list[Any]] = field(default_factory=dict)
+    was_candidate: bool = False
     epoch: int = 0
     paused: bool = False
     buffered: list[Callable[[], None]] = field(default_factory=list)
@@ -177,6 +327,7 @@ class SimResult:
     faults: int
     linearizability: CheckResult | None
     end_us: int
+    stats: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         c = self.params.cfg
@@ -184,6 +335,7 @@ class SimResult:
             f"seed={self.seed} n={c.n_acceptors} nack={c.nack} ops={self.ops} "
             f"ok={self.ok_ops} unknown={self.unknown_ops} slots={self.max_slot + 1} "
             f"faults={self.faults} sim_time={self.end_us / SEC:.1f}s"
+            + "".join(f" {k}={v}" for k, v in sorted(self.stats.items()))
         )
 
 
@@ -196,10 +348,15 @@ class Simulator:
         self.verbose = verbose
         self.now = 0
         self._seq = 0
+        self._cell = 0
         self._heap: list[tuple[int, int, Callable[[], None]]] = []
         self.nodes: dict[int, SimNode] = {}
+        #: Counters of what the faults and limits did (for tests and the summary).
+        self.stats: dict[str, int] = {}
         for nid in self.cfg.node_ids:
             sn = SimNode(nid, None, SimDisk())
+            sk = self.p.tick_skew
+            sn.tick_us = max(1, int(self.p.tick_us * (sk ** self.rng.uniform(-1, 1))))
             self.nodes[nid] = sn
             self._boot(sn)
         self.blocked: set[tuple[int, int]] = set()
@@ -212,6 +369,7 @@ class Simulator:
         self.client_ops: dict[int, OpRecord | None] = {}
         self.history: list[OpRecord] = []
         self.stop_clients_at: int | None = None
+        self.next_client_id = 100 + self.p.clients
         # oracle
         self.votes: dict[tuple[int, Ballot], tuple[Value, set[int]]] = {}
         self.chosen: dict[int, Value] = {}
@@ -221,18 +379,23 @@ class Simulator:
         self.elections = 0
         self.healed_at: int | None = None
         for i in range(self.p.clients):
-            cid = 100 + i
-            self.clients[cid] = Client(
-                cid,
-                tuple(self.cfg.proposer_ids),
-                random.Random(self.rng.getrandbits(64)),
-                retry_ticks=self.p.client_retry_ticks,
-                give_up_ticks=self.p.client_give_up_ticks,
-            )
-            self.client_ops[cid] = None
-            self._at(self.rng.randrange(self.p.tick_us), self._client_tick, cid)
+            self._new_client(100 + i)
         for sn in self.nodes.values():
-            self._at(self.rng.randrange(self.p.tick_us), self._node_tick, sn.id, sn.epoch)
+            self._at(self.rng.randrange(sn.tick_us), self._node_tick, sn.id, sn.epoch)
+
+    def _new_client(self, cid: int) -> None:
+        self.clients[cid] = Client(
+            cid,
+            tuple(self.cfg.proposer_ids),
+            random.Random(self.rng.getrandbits(64)),
+            retry_ticks=self.p.client_retry_ticks,
+            give_up_ticks=self.p.client_give_up_ticks,
+        )
+        self.client_ops[cid] = None
+        self._at(self.rng.randrange(self.p.tick_us), self._client_tick, cid)
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.stats[what] = self.stats.get(what, 0) + n
 
     # ------------------------------------------------------------ event loop
 
@@ -259,26 +422,70 @@ class Simulator:
 
     # ------------------------------------------------------------ nodes
 
-    def _boot(self, sn: SimNode) -> None:
-        state = DurableState.fold(sn.disk.durable)
+    def _boot(self, sn: SimNode) -> bool:
+        """Start the node from its disk; False if the disk is corrupt (the
+        node refuses to start, as SQLiteStorage.load raises StorageCorrupt)."""
+        try:
+            records = sn.disk.load()
+        except DiskCorrupt as e:
+            self.log(f"node {sn.id} refuses to start: {e}")
+            self.count("corrupt_detected")
+            return False
+        state = DurableState.fold(records)
         sn.incarnation += 1
         initial = "existing" if sn.wiped and self.p.recovery else "new"
         sn.node = Node(self.cfg, sn.id, state, seed=self.rng.getrandbits(64), initial_state=initial)
+        sn.driver = Driver(sn.node)
+        sn.was_candidate = False
+        return True
+
+    def _has_session(self, sn: SimNode) -> Callable[[int, Ballot], bool] | None:
+        if not self.p.sessions:
+            return None
+        return lambda a, b: (a, b) in sn.sessions_in
 
     def _node_tick(self, nid: int, epoch: int) -> None:
         sn = self.nodes[nid]
         if sn.epoch != epoch:
             return  # this timer belongs to an earlier incarnation
-        self._at(self.p.tick_us, self._node_tick, nid, epoch)
-        if sn.node is None or sn.paused:
+        self._at(sn.tick_us, self._node_tick, nid, epoch)
+        node, drv = sn.node, sn.driver
+        if node is None or drv is None or sn.paused:
             return
-        was_leader = sn.node.is_leader
-        sn.node.tick()
-        sn.node.check_invariants(full=sn.node.ticks % 16 == 0)
-        if sn.node.is_leader and not was_leader:
+        was_leader = node.is_leader
+        self.count("invites", drv.tick(self._has_session(sn)))
+        node.check_invariants(full=node.ticks % 16 == 0)
+        if node.is_leader and not was_leader:
             self.elections += 1
             self.log(f"node {nid} leads")
         self._drain(sn)
+        self._maybe_wipe_on_election(sn)
+
+    def _maybe_wipe_on_election(self, sn: SimNode) -> None:
+        """BUGGIFY: a node that has just become a candidate loses its disk
+        before its Prepares are answered (a recovery racing an election)."""
+        node = sn.node
+        if node is None:
+            return
+        candidate = node.status().proposer_state == "candidate"
+        started = candidate and not sn.was_candidate
+        sn.was_candidate = candidate
+        p = self.p.wipe_on_election
+        if not started or not p or self.now >= self.p.fault_until_us:
+            return
+        if sn.id >= self.cfg.n_acceptors or self.rng.random() >= p or not self._may_wipe(sn.id):
+            return
+        self._at(self.rng.randint(0, 3 * MS), self._buggify_wipe, sn.id, sn.epoch)
+
+    def _buggify_wipe(self, nid: int, epoch: int) -> None:
+        sn = self.nodes[nid]
+        if sn.epoch != epoch or sn.node is None or not self._may_wipe(nid):
+            return
+        self.faults_injected += 1
+        self.count("wipe_on_election")
+        self.wipe(nid)
+        self.log(f"BUGGIFY: wipe disk of node {nid} during its election")
+        self._at(self.rng.randint(100 * MS, 3 * SEC), self._restart, nid)
 
     def _deliver(self, env: Envelope, epoch: int) -> None:
         sn = self.nodes[env.dst]
@@ -287,22 +494,55 @@ class Simulator:
         if sn.paused:
             sn.buffered.append(lambda: self._deliver(env, epoch))
             return
-        was_leader = sn.node.is_leader
-        sn.node.step(env.src, env.msg, revalidate=False)
-        sn.node.check_invariants()
-        if sn.node.is_leader and not was_leader:
+        if self.p.sessions and env.src != env.dst:
+            ch = channel(env.msg)
+            if ch == TO_PROPOSER:
+                msg = env.msg
+                assert isinstance(msg, SESSION_MSGS)
+                sn.sessions_in.add((env.src, msg.ballot))
+        drv = sn.driver
+        assert drv is not None
+        node = sn.node
+        was_leader = node.is_leader
+        drv.step(env.src, env.msg, revalidate=False)
+        node.check_invariants()
+        if node.is_leader and not was_leader:
             self.elections += 1
             self.log(f"node {sn.id} leads")
         self._drain(sn)
 
+    def _session_lost(self, nid: int, epoch: int, acceptor: int, b: Ballot) -> None:
+        sn = self.nodes[nid]
+        if sn.epoch != epoch or sn.node is None or sn.driver is None:
+            return
+        if sn.paused:
+            sn.buffered.append(lambda: self._session_lost(nid, epoch, acceptor, b))
+            return
+        sn.sessions_in.discard((acceptor, b))
+        sn.driver.session_lost(acceptor, b)
+        sn.node.check_invariants()
+        self._drain(sn)
+
+    def _close_session(self, acceptor: SimNode, key: tuple[int, Ballot]) -> None:
+        """The acceptor's end of a promise session closed: the proposer hears
+        of it (a TCP close) after a network delay, if it still runs."""
+        acceptor.sessions_out.discard(key)
+        proposer, b = key
+        pn = self.nodes[proposer]
+        if pn.node is None:
+            return
+        self.count("sessions_broken")
+        d = self.rng.randint(self.p.min_delay_us, self.p.max_delay_us)
+        self._at(d, self._session_lost, proposer, pn.epoch, acceptor.id, b)
+
     def _deliver_client(self, nid: int, req: ClientRequest) -> None:
         sn = self.nodes[nid]
-        if sn.node is None:
+        if sn.node is None or sn.driver is None:
             return
         if sn.paused:
             sn.buffered.append(lambda: self._deliver_client(nid, req))
             return
-        sn.node.client_request(req)
+        sn.driver.client(req)
         sn.node.check_invariants()
         self._drain(sn)
 
@@ -311,11 +551,12 @@ class Simulator:
             sn.dirty = True
             self._wake_flusher(sn)
             return
-        node = sn.node
-        assert node is not None
-        node.propose()  # (for configs with eager_propose=False)
-        node.check_invariants()
-        self._process_ready(sn, node.ready())
+        drv = sn.driver
+        assert drv is not None
+        fl = drv.cycle()
+        assert sn.node is not None
+        sn.node.check_invariants()
+        self._process(sn, fl)
 
     def _wake_flusher(self, sn: SimNode) -> None:
         if sn.flushing or not sn.dirty:
@@ -323,23 +564,23 @@ class Simulator:
         sn.flushing = True
         delay = 0
         if self.p.flusher_lag and self.rng.random() < self.p.flusher_lag:
-            delay = self.rng.randint(1, self.p.flusher_lag_ticks * self.p.tick_us)
+            delay = self.rng.randint(1, self.p.flusher_lag_ticks * sn.tick_us)
         self._at(delay, self._flusher_cycle, sn.id, sn.epoch)
 
     def _flusher_cycle(self, nid: int, epoch: int) -> None:
         """One cycle of the runtime's flusher: propose, ready, fsync, send."""
         sn = self.nodes[nid]
-        if sn.epoch != epoch or sn.node is None:
+        if sn.epoch != epoch or sn.node is None or sn.driver is None:
             return  # crashed: the new incarnation has its own flusher
         if sn.paused:
             sn.flushing = False  # a paused process does nothing; an input wakes it
             return
         sn.dirty = False
-        node = sn.node
-        if node.propose():
+        fl = sn.driver.cycle()
+        if fl.more:
             sn.dirty = True  # the next wave goes out in the next cycle
-        node.check_invariants()
-        self._process_ready(sn, node.ready(), then=lambda: self._flusher_done(sn, epoch))
+        sn.node.check_invariants()
+        self._process(sn, fl, then=lambda: self._flusher_done(sn, epoch))
 
     def _flusher_done(self, sn: SimNode, epoch: int) -> None:
         if sn.epoch != epoch:
@@ -347,33 +588,61 @@ class Simulator:
         sn.flushing = False
         self._wake_flusher(sn)
 
-    def _process_ready(
-        self, sn: SimNode, rd: Ready, then: Callable[[], None] | None = None
-    ) -> None:
-        if rd.empty():
+    def _flush_deferred(self, nid: int, epoch: int) -> None:
+        sn = self.nodes[nid]
+        if sn.epoch != epoch or sn.driver is None:
+            return
+        if sn.paused:
+            self._at(sn.tick_us, self._flush_deferred, nid, epoch)
+            return
+        if sn.driver.flush_deferred():
+            if self.p.runtime_order:
+                sn.dirty = True
+                self._wake_flusher(sn)
+            else:
+                self._drain(sn)
+
+    def _process(self, sn: SimNode, fl: Flush, then: Callable[[], None] | None = None) -> None:
+        epoch = sn.epoch
+        if fl.arm_deferred:
+            self._at(sn.tick_us, self._flush_deferred, sn.id, epoch)
+        for e in fl.committed:
+            self._check_learned(sn.id, e.slot, e.value)
+        if fl.empty():
             if then is not None:
                 then()
             return
-        for e in rd.committed:
-            self._check_learned(sn.id, e.slot, e.value)
-        epoch = sn.epoch
         disk = sn.disk
+        records = fl.records
         start = max(self.now, disk.busy_until)
-        done = start + (self.p.fsync_us if rd.records else 0)
+        done = start + (self.p.fsync_us if records else 0)
         disk.busy_until = done
-        records = rd.records
+        if records and self.p.enospc and self.rng.random() < self.p.enospc:
+            # The write fails: the runtime stops the node (a disk it cannot
+            # write is not trusted); nothing of this batch is durable, and
+            # nothing that depends on it leaves. Restarted later (space freed).
+            self.count("enospc")
+            self.log(f"node {sn.id}: ENOSPC on a batch write; it stops")
+            self._crash(sn)
+            if sn.id < self.cfg.n_acceptors:
+                self._break_sessions(sn.id)
+            self._at(self.rng.randint(100 * MS, 2 * SEC), self._restart, sn.id)
+            return
+        if records:
+            disk.writing = (epoch, records)
 
         def fsynced() -> None:
             if sn.epoch != epoch:
                 return  # crashed before the fsync finished: records and replies are lost
-            disk.durable.extend(records)
-            for r in records:
-                if isinstance(r, AcceptRec):
-                    self._count_vote(sn.id, r)
-            for env in rd.messages:
-                self._send(env)
-            for rep in rd.replies:
-                self._send_reply(sn.id, rep)
+            if records:
+                disk.commit(records)
+                disk.writing = None
+                if sn.driver is not None:
+                    sn.driver.fsynced(records)
+                for r in records:
+                    if isinstance(r, AcceptRec):
+                        self._count_vote(sn.id, r)
+            self._send_all(sn, fl)
             if then is not None:
                 then()
 
@@ -381,6 +650,46 @@ class Simulator:
             fsynced()
         else:
             self._at(done - self.now, fsynced)
+
+    def _send_all(self, sn: SimNode, fl: Flush) -> None:
+        if not self.p.sessions:
+            for env in fl.messages:
+                self._send(env)
+        else:
+            opened: set[tuple[int, Ballot]] = set()
+            for env in fl.messages:
+                if env.dst != sn.id and not self._session_ok(sn, env, opened):
+                    self.count("no_session")
+                    continue
+                self._send(env)
+            node = sn.node
+            promised = node.status().promised if node is not None else None
+            if promised is not None:
+                # The seed: a higher promise breaks the sessions of lower ballots.
+                for key in [k for k in sn.sessions_out if k[1] < promised]:
+                    self._close_session(sn, key)
+        for rep in fl.replies:
+            self._send_reply(sn.id, rep)
+
+    def _session_ok(self, sn: SimNode, env: Envelope, opened: set[tuple[int, Ballot]]) -> bool:
+        ch = channel(env.msg)
+        if ch == TO_PROPOSER:
+            msg = env.msg
+            assert isinstance(msg, SESSION_MSGS)
+            key = (env.dst, msg.ballot)
+            if key in sn.sessions_out:
+                return True
+            if not isinstance(msg, Promise):
+                return False  # only a Promise opens a session
+            for old in [k for k in sn.sessions_out if k[0] == env.dst and k[1] < msg.ballot]:
+                self._close_session(sn, old)
+            sn.sessions_out.add(key)
+            return True
+        if ch == TO_ACCEPTOR:
+            msg = env.msg
+            assert isinstance(msg, SESSION_MSGS)
+            return (env.dst, msg.ballot) in sn.sessions_in
+        return True
 
     # ------------------------------------------------------------ network
 
@@ -402,6 +711,9 @@ class Simulator:
         self._holds = [(p, h) for p, h in self._holds if h is not held]
         held.clear()
 
+    def _wire_size(self, msg: PeerMessage) -> int:
+        return len(wire.encode(msg))
+
     def _send(self, env: Envelope) -> None:
         name = type(env.msg).__name__
         self.sent[name] = self.sent.get(name, 0) + 1
@@ -412,14 +724,50 @@ class Simulator:
         if env.src == env.dst:
             self._at(10 * US, self._deliver, env, self.nodes[env.dst].epoch)
             return
+        if self.p.wire_sizes:
+            size = self._wire_size(env.msg)
+            self.stats["max_message_bytes"] = max(self.stats.get("max_message_bytes", 0), size)
+            if channel(env.msg) == UDP and size > self.p.max_datagram:
+                self.count("udp_to_link")  # the runtime sends it on the peer link instead
+            if size > self.p.max_frame:
+                # The receiver refuses the frame and drops the connection.
+                self.count("oversized_frames")
+                self.log(f"{name} {env.src}->{env.dst}: {size} bytes exceeds the frame limit")
+                return
         if (env.src, env.dst) in self.blocked:
             return
         if self.rng.random() < self.loss:
             return
         copies = 2 if self.rng.random() < self.dup else 1
+        src = self.nodes[env.src]
         for _ in range(copies):
             d = self.rng.randint(self.p.min_delay_us, self.p.max_delay_us)
-            self._at(d, self._deliver, env, -1)
+            if self.p.long_hold and self.rng.random() < self.p.long_hold:
+                d = self.rng.randint(*self.p.long_hold_us)
+                self.count("long_holds")
+            self._cell += 1
+            cell: list[Any] = [self._cell, env, False]
+            src.in_flight[self._cell] = cell
+            self._at(d, self._deliver_cell, src, cell)
+
+    def _deliver_cell(self, src: SimNode, cell: list[Any]) -> None:
+        if cell[2]:
+            return  # re-held (stale_on_crash): a later event delivers it
+        src.in_flight.pop(cell[0], None)
+        self._deliver(cell[1], -1)
+
+    def _hold_in_flight(self, sn: SimNode) -> None:
+        """BUGGIFY: what a crashed or wiped node still had in flight arrives
+        0.5-4 s late - after it restarted, possibly with an empty disk."""
+        cells = list(sn.in_flight.values())
+        sn.in_flight.clear()
+        if not cells or not self.p.stale_on_crash or self.rng.random() >= self.p.stale_on_crash:
+            return
+        for cell in cells:
+            cell[2] = True
+            self.count("stale_held")
+            fresh: list[Any] = [cell[0], cell[1], False]
+            self._at(self.rng.randint(500 * MS, 4 * SEC), self._deliver_cell, sn, fresh)
 
     def _send_reply(self, nid: int, rep: ClientReply) -> None:
         if self.rng.random() < self.loss:
@@ -430,8 +778,28 @@ class Simulator:
     # ------------------------------------------------------------ clients
 
     def _client_tick(self, cid: int) -> None:
+        c = self.clients.get(cid)
+        if c is None:
+            return  # churned away
         self._at(self.p.tick_us, self._client_tick, cid)
-        c = self.clients[cid]
+        rec = self.client_ops[cid]
+        if (
+            rec is not None
+            and self.p.churn
+            and self.now < self.p.fault_until_us
+            and self.now - rec.invoke > 200 * MS
+            and self.rng.random() < self.p.churn
+        ):
+            # The session gives up and a new one takes over: the request may
+            # still be chosen later (so a write stays "unknown" in the history).
+            rec.outcome = Outcome.UNKNOWN
+            self.log(f"client {cid} gives up on seq={rec.seq} and goes away")
+            del self.clients[cid]
+            del self.client_ops[cid]
+            self.count("client_churn")
+            self._new_client(self.next_client_id)
+            self.next_client_id += 1
+            return
         c.tick()
         self._client_flush(cid)
         if (
@@ -447,9 +815,15 @@ class Simulator:
         key = self.rng.choice(self.p.keys)
         r = self.rng.random()
         value = f"{cid}.{c.seq + 1}"
+        if self.p.large_values and self.rng.random() < self.p.large_values:
+            value += "." + "v" * self.rng.randint(*self.p.large_value_bytes)
         arg: tuple[str | None, ...]
         if r < 0.35:
             op, arg = "get", ()
+            if self.p.stale_reads and self.rng.random() < self.p.stale_reads:
+                target = self.rng.choice(self.cfg.node_ids)
+                self.submit(cid, op, key, target=target, stale=True)
+                return
         elif r < 0.65:
             op, arg = "put", (value,)
         elif r < 0.75:
@@ -520,10 +894,13 @@ class Simulator:
         return vals[-3:]
 
     def _client_reply(self, cid: int, rep: ClientReply, src: int) -> None:
+        c = self.clients.get(cid)
+        if c is None:
+            return  # a client that went away
         self.log(
             f"client {cid} seq={rep.seq} <- node {src} {rep.status.name} hint={rep.leader_hint}"
         )
-        self.clients[cid].on_reply(rep, src)
+        c.on_reply(rep, src)
         self._client_flush(cid)
 
     def _client_flush(self, cid: int) -> None:
@@ -533,6 +910,8 @@ class Simulator:
             if self.rng.random() < self.loss:
                 continue
             d = self.rng.randint(self.p.min_delay_us, self.p.max_delay_us)
+            if self.p.long_hold and self.rng.random() < self.p.long_hold:
+                d = self.rng.randint(*self.p.long_hold_us)
             self._at(d, self._deliver_client, nid, req)
         for comp in done:
             self._complete(cid, comp)
@@ -616,15 +995,26 @@ class Simulator:
                     self._break_sessions(sn.id)
                 self._at(self.rng.randint(100 * MS, 3 * SEC), self._restart, sn.id)
         elif kind == "wipe":
-            acc = [i for i in ids if i < self.cfg.n_acceptors]
-            sn = self.nodes[self.rng.choice(acc)]
-            # At most f acceptors may have lost their disks and not recovered:
-            # with more, the data is gone (no quorum of copies) - no protocol
-            # can survive that, so the nemesis does not ask it to.
-            amnesiac = sum(1 for i in acc if self.amnesiac(i))
-            if sn.node is not None and not self.amnesiac(sn.id) and amnesiac < self.cfg.quorum - 1:
-                self.wipe(sn.id)
-                self.log(f"wipe disk of node {sn.id}")
+            wt = self._wipe_target()
+            if wt.node is not None and self._may_wipe(wt.id):
+                self.wipe(wt.id)
+                self.log(f"wipe disk of node {wt.id}")
+                self._at(self.rng.randint(100 * MS, 3 * SEC), self._restart, wt.id)
+        elif kind == "corrupt":
+            sn = self.nodes[self.rng.choice(ids)]
+            if sn.disk.frames and self._may_wipe(sn.id):
+                if sn.node is not None:
+                    self._crash(sn)
+                    if sn.id < self.cfg.n_acceptors:
+                        self._break_sessions(sn.id)
+                i = self.rng.randrange(len(sn.disk.frames))
+                crc, body = sn.disk.frames[i]
+                pos = self.rng.randrange(len(body))
+                flipped = body[:pos] + bytes([body[pos] ^ (1 << self.rng.randrange(8))])
+                sn.disk.frames[i] = (crc, flipped + body[pos + 1 :])
+                self.count("corruptions")
+                sn.wiped = True  # it will refuse this disk and rejoin with an empty one
+                self.log(f"corrupt byte {pos} of batch {i} on node {sn.id}'s disk")
                 self._at(self.rng.randint(100 * MS, 3 * SEC), self._restart, sn.id)
         elif kind == "pause":
             sn = self.nodes[self.rng.choice(ids)]
@@ -642,19 +1032,54 @@ class Simulator:
             self.dup = self.rng.choice((0.0, 0.05, 0.2))
             self.log(f"loss={self.loss} dup={self.dup}")
 
+    def _wipe_target(self) -> SimNode:
+        acc = list(self.cfg.acceptor_ids)
+        # Biased toward a node in the middle of an election (a recovery racing
+        # an election, the setting of issue 11's S2 and S3).
+        cands = [
+            i for i in acc
+            if (n := self.nodes[i].node) is not None and n.status().proposer_state == "candidate"
+        ]  # fmt: skip
+        if cands and self.rng.random() < 0.5:
+            return self.nodes[self.rng.choice(cands)]
+        return self.nodes[self.rng.choice(acc)]
+
+    def _may_wipe(self, nid: int) -> bool:
+        """At most f acceptors may have lost their disks and not recovered:
+        with more, the data is gone (no quorum of copies) - no protocol can
+        survive that, so the nemesis does not ask it to."""
+        if nid >= self.cfg.n_acceptors:
+            # A node with no acceptor may lose its disk, except where acceptor-
+            # only nodes trim their votes on the leader's word: there the
+            # proposers' and learners' disks may hold the only copy of decided
+            # slots (a documented limitation, docs/design.md section 10).
+            return not any(Role.LEARNER not in self.cfg.role_of(a) for a in self.cfg.acceptor_ids)
+        if self.cfg.n_acceptors == 1 or self.amnesiac(nid):
+            return False
+        amnesiac = sum(1 for i in self.cfg.acceptor_ids if self.amnesiac(i))
+        return amnesiac < self.cfg.quorum - 1
+
     def _break_sessions(self, acceptor: int, only_leader: int | None = None) -> None:
         """The TCP promise sessions of ``acceptor`` broke (the runtime's
         session_lost input): each proposer that had one goes back to preparing."""
+        if self.p.sessions and only_leader is None:
+            return  # the session model closed them (see _crash)
+        if self.p.sessions:
+            asn = self.nodes[acceptor]
+            for key in [k for k in asn.sessions_out if k[0] == only_leader]:
+                self.log(f"session {acceptor}->{only_leader} at {key[1]} broke")
+                self._close_session(asn, key)
+            return
         for sn in self.nodes.values():
             node = sn.node
-            if node is None or sn.paused or node.proposer is None:
+            if node is None or sn.paused:
                 continue
             if only_leader is not None and sn.id != only_leader:
                 continue
-            b = node.proposer.ballot
-            if b is not None and acceptor != sn.id:
+            b = node.status().ballot
+            if b is not None and acceptor != sn.id and sn.driver is not None:
                 self.log(f"session {acceptor}->{sn.id} at {b} broke")
-                node.session_lost(acceptor, b)
+                sn.driver.session_lost(acceptor, b)
                 self._drain(sn)
 
     def _heal_net(self) -> None:
@@ -663,12 +1088,27 @@ class Simulator:
 
     def _crash(self, sn: SimNode) -> None:
         self.log(f"crash node {sn.id}")
+        disk = sn.disk
+        if disk.writing is not None and disk.writing[0] == sn.epoch and self.p.torn_writes:
+            body = pickle.dumps(disk.writing[1])
+            disk.torn = body[: self.rng.randrange(len(body))]  # a torn final batch
+            self.count("torn_writes")
+        disk.writing = None
         sn.node = None
+        sn.driver = None
         sn.epoch += 1
         sn.paused = False
         sn.dirty = sn.flushing = False
         sn.buffered.clear()
-        sn.disk.busy_until = self.now
+        disk.busy_until = self.now
+        self._hold_in_flight(sn)
+        if self.p.sessions:
+            for key in list(sn.sessions_out):
+                self._close_session(sn, key)  # the process died: its TCP sessions reset
+            sn.sessions_in.clear()
+            for other in self.nodes.values():
+                for key in [k for k in other.sessions_out if k[0] == sn.id]:
+                    other.sessions_out.discard(key)
 
     def crash(self, nid: int) -> None:
         self._crash(self.nodes[nid])
@@ -678,7 +1118,8 @@ class Simulator:
         sn = self.nodes[nid]
         if sn.node is not None:
             self._crash(sn)
-        sn.disk.durable = []
+        sn.disk.frames = []
+        sn.disk.torn = None
         sn.wiped = True
 
     def amnesiac(self, nid: int) -> bool:
@@ -697,8 +1138,16 @@ class Simulator:
         if sn.node is not None:
             return
         self.log(f"restart node {nid}")
-        self._boot(sn)
-        self._at(self.rng.randrange(self.p.tick_us), self._node_tick, nid, sn.epoch)
+        if not self._boot(sn):
+            # The operator's remedy for a corrupt disk (docs/operations.md):
+            # move the data aside and rejoin with an empty one, which recovers.
+            sn.disk.frames = []
+            sn.disk.torn = None
+            sn.wiped = True
+            self.log(f"node {nid}: disk replaced after corruption; it rejoins and recovers")
+            booted = self._boot(sn)
+            assert booted
+        self._at(self.rng.randrange(sn.tick_us), self._node_tick, nid, sn.epoch)
 
     def restart(self, nid: int) -> None:
         self._restart(nid)
@@ -744,9 +1193,9 @@ class Simulator:
         best: tuple[Ballot, int] | None = None
         for n, sn in self.nodes.items():
             node = sn.node
-            if node is None or node.proposer is None or not node.is_leader:
+            if node is None or not node.is_leader:
                 continue
-            b = node.proposer.ballot
+            b = node.status().ballot
             if b is not None and (best is None or b > best[0]):
                 best = (b, n)
         return best[1] if best else None
@@ -789,8 +1238,9 @@ class Simulator:
         # applied the same prefix and holds the same state.
         states: dict[int, tuple[int, bytes]] = {}
         for nid, sn in self.nodes.items():
-            if sn.node is not None and sn.node.replica is not None:
-                states[nid] = (sn.node.replica.applied, sn.node.replica.sm.snapshot())
+            digest = sn.node.state_digest() if sn.node is not None else None
+            if digest is not None:
+                states[nid] = digest
         tops = {a for a, _ in states.values()}
         if len(tops) > 1:
             self.fail(f"replicas did not converge on one applied slot: {states_summary(states)}")
@@ -826,6 +1276,7 @@ class Simulator:
             faults=self.faults_injected,
             linearizability=getattr(self, "_lin_result", None),
             end_us=self.now,
+            stats=dict(self.stats),
         )
 
 
