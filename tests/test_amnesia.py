@@ -289,7 +289,7 @@ def test_a_recovered_acceptor_inherits_every_known_fence() -> None:
     from paxosrsm.node import Node
     from paxosrsm.types import Ballot
 
-    cfg = ClusterConfig(n_acceptors=5)
+    cfg = ClusterConfig(n_acceptors=5, prevote=False)  # scripted RecoverPrepare rounds
     peer = Node(cfg, 1)
     peer.step(0, RecoverPrepare(Ballot(6, 0), 0, 7))  # acceptor 0 recovered: incarnation 7
     peer.ready()

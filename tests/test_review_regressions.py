@@ -131,7 +131,7 @@ def test_reads_wait_for_a_decision_at_the_leaders_ballot() -> None:
 
 
 def test_a_second_recovery_cannot_reuse_the_first_incarnation() -> None:
-    net = Net(5, nack=True)
+    net = Net(5, nack=True, prevote=False)
     b0 = net.elect(0, {0, 1, 2, 3, 4})
     net.take(lambda e: True)
 

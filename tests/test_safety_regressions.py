@@ -113,7 +113,7 @@ def _chosen_by_a_and_p(net: Any) -> None:
 
 
 def test_s2_recovery_ignores_a_late_promise_to_the_lost_disks_prepare() -> None:
-    net = Net(3, nack=True)  # noqa: F405
+    net = Net(3, nack=True, prevote=False)  # noqa: F405
     _chosen_by_a_and_p(net)
     nA, nP, nC = (net.nodes[i] for i in (A, P, C))
     assert nA.applied == 1 and nP.applied == 1 and nC.applied == 0
@@ -167,7 +167,7 @@ def test_s2_recovery_ignores_a_late_promise_to_the_lost_disks_prepare() -> None:
 
 
 def test_s3_a_stale_promise_at_a_reused_ballot_does_not_elect() -> None:
-    net = Net(3, nack=True)  # noqa: F405
+    net = Net(3, nack=True, prevote=False)  # noqa: F405
     _chosen_by_a_and_p(net)
     nA, nP = net.nodes[A], net.nodes[P]
     # Old A: a failed candidacy at (2,0), then (3,0) from slot 2, whose

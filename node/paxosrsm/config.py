@@ -62,6 +62,10 @@ class ClusterConfig:
     #: work on different batches at the same time (a pipeline) instead of
     #: passing one huge batch from stage to stage.
     propose_slots_per_call: int = 0
+    #: Ask a pre-vote before every election and recovery round (PreVote): a
+    #: node that cannot win raises nobody's promise. Off only to show what
+    #: it prevents.
+    prevote: bool = True
     #: Most decided entries in one catch-up reply.
     catchup_batch: int = 512
     #: A new leader this far behind the highest reported vote catches up first.

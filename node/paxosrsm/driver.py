@@ -40,6 +40,8 @@ from .messages import (
     Nack,
     PeerMessage,
     Prepare,
+    PreVote,
+    PreVoteReply,
     Promise,
     RecoverPrepare,
 )
@@ -60,7 +62,7 @@ UDP = "udp"
 TO_PROPOSER = "session-to-proposer"
 TO_ACCEPTOR = "session-to-acceptor"
 LINK = "link"
-UDP_TYPES = (Prepare, RecoverPrepare, Nack, Heartbeat, HeartbeatAck)
+UDP_TYPES = (Prepare, RecoverPrepare, Nack, Heartbeat, HeartbeatAck, PreVote, PreVoteReply)
 SESSION_TO_PROPOSER = (Promise, Accepted, Fenced)
 SESSION_TO_ACCEPTOR = (Accept,)
 

@@ -231,6 +231,42 @@ class RecoverPrepare:
 
 
 @dataclass(frozen=True, slots=True)
+class PreVote:
+    """Would you promise ``ballot``? Asked before a real phase 1 (Raft's
+    pre-vote, Ongaro's thesis section 9.6); it changes nobody's state. An
+    acceptor grants it only if it has not heard a live leader for an election
+    timeout, so a node that cannot win - cut off, or on the far side of a
+    bridge or ring partition - disturbs nobody. ``recovery``: asked by an
+    acceptor that lost its disk, to learn whether a quorum of its peers is
+    reachable (and their promises) before its RecoverPrepare raises them."""
+
+    ballot: Ballot
+    recovery: bool = False
+
+    def __post_init__(self) -> None:
+        _check_ballot("ballot", self.ballot)
+        if not isinstance(self.recovery, bool):
+            raise ProtocolError("recovery must be a bool")
+
+
+@dataclass(frozen=True, slots=True)
+class PreVoteReply:
+    """The answer to ``PreVote(ballot)``: ``granted``, and the acceptor's promise."""
+
+    ballot: Ballot
+    acceptor: int
+    granted: bool
+    promised: Ballot
+
+    def __post_init__(self) -> None:
+        _check_ballot("ballot", self.ballot)
+        _check_acceptor(self.acceptor)
+        _check_ballot("promised", self.promised)
+        if not isinstance(self.granted, bool):
+            raise ProtocolError("granted must be a bool")
+
+
+@dataclass(frozen=True, slots=True)
 class Fenced:
     """An Accept refused because its phase-1 quorum used a stale incarnation."""
 
@@ -385,6 +421,8 @@ PeerMessage = (
     | HeartbeatAck
     | CatchupRequest
     | CatchupReply
+    | PreVote
+    | PreVoteReply
 )
 PEER_MESSAGE_TYPES: tuple[type, ...] = (
     Prepare,
@@ -398,6 +436,8 @@ PEER_MESSAGE_TYPES: tuple[type, ...] = (
     HeartbeatAck,
     CatchupRequest,
     CatchupReply,
+    PreVote,
+    PreVoteReply,
 )
 
 

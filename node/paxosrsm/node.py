@@ -29,6 +29,8 @@ from .messages import (
     Nack,
     PeerMessage,
     Prepare,
+    PreVote,
+    PreVoteReply,
     Promise,
     RecoverPrepare,
     Status,
@@ -73,7 +75,7 @@ class NodeStatus:
         return self.proposer_state == "leader"
 
 
-_NEEDS_ACCEPTOR = (Prepare, Accept, RecoverPrepare)
+_NEEDS_ACCEPTOR = (Prepare, Accept, RecoverPrepare, PreVote)
 # Promise and Nack also reach a recovering acceptor (answers to RecoverPrepare).
 _NEEDS_PROPOSER = (Accepted, HeartbeatAck, Fenced)
 _NEEDS_LEARNER = (CatchupRequest, CatchupReply)
@@ -138,6 +140,11 @@ class Node:
         self.commit_seen = -1
         #: Highest slot a leader said its snapshot holds on its disk.
         self.durable_seen = -1
+        #: When (in ticks) our acceptor last heard the leader it promised
+        #: (an Accept or a Heartbeat at exactly its promise): pre-votes are
+        #: refused for an election timeout after that.
+        self.leader_tick: int | None = None
+        self.leader_ballot: Ballot | None = None
         self.catchup_elapsed = 0
         self.ticks = 0
         #: The last node heard leading (Heartbeat or Accept), for nodes that
@@ -161,8 +168,14 @@ class Node:
         self._validate(src, msg, revalidate)
         p, a, r = self.proposer, self.acceptor, self.replica
         rec = self.recovery
-        if rec is not None and isinstance(msg, Promise | Nack) and msg.ballot.node == self.id:
-            if isinstance(msg, Nack):
+        if (
+            rec is not None
+            and isinstance(msg, Promise | Nack | PreVoteReply)
+            and msg.ballot.node == self.id
+        ):
+            if isinstance(msg, PreVoteReply):
+                rec.on_prevote_reply(msg)
+            elif isinstance(msg, Nack):
                 rec.on_nack(msg)
             elif msg.ballot == rec.ballot:
                 quorum = rec.on_promise(msg)
@@ -178,8 +191,19 @@ class Node:
         elif isinstance(msg, RecoverPrepare):
             assert a is not None
             if p is not None:
-                p.observe(msg.ballot)
+                p.deposed_by_recovery(msg.ballot)
             a.on_recover_prepare(msg)
+        elif isinstance(msg, PreVote):
+            assert a is not None
+            if not a.recovering:
+                # A recovery's probe is always answered (it asks who is
+                # reachable, and their promises); an election's is granted
+                # only above our promise and with no live leader heard.
+                granted = msg.recovery or (msg.ballot > a.promised and not self._leader_alive())
+                self.out.send(src, PreVoteReply(msg.ballot, self.id, granted, a.promised))
+        elif isinstance(msg, PreVoteReply):
+            if p is not None:
+                p.on_prevote_reply(msg)
         elif isinstance(msg, Accept):
             assert a is not None
             if msg.slot < a.floor and r is not None and msg.ballot.node != self.id:
@@ -189,11 +213,13 @@ class Node:
                 if reply is not None:
                     self.out.send(src, reply)
             a.on_accept(msg)
+            self._heard_leader(msg.ballot)
             self._saw_ballot(msg.ballot, heard_leader=True)
             self._learn_commit(msg.ballot, msg.commit)
         elif isinstance(msg, Heartbeat):
             if a is not None:
                 a.on_heartbeat(msg)
+            self._heard_leader(msg.ballot)
             self._saw_ballot(msg.ballot, heard_leader=True)
             self._learn_commit(msg.ballot, msg.commit)
             if msg.durable > self.durable_seen:
@@ -465,12 +491,19 @@ class Node:
                     raise ProtocolError(f"node {src} cannot recover acceptor {msg.acceptor}")
             elif Role.PROPOSER not in self.cfg.role_of(src):
                 raise ProtocolError(f"node {src} is not a proposer")
-        if isinstance(msg, Promise | Nack):
+        if isinstance(msg, PreVote):
+            if msg.ballot.node != src:
+                raise ProtocolError(f"ballot {msg.ballot} is not node {src}'s")
+            if msg.recovery and src >= self.cfg.n_acceptors:
+                raise ProtocolError(f"node {src} is not an acceptor: it cannot recover")
+            if not msg.recovery and Role.PROPOSER not in self.cfg.role_of(src):
+                raise ProtocolError(f"node {src} is not a proposer")
+        if isinstance(msg, Promise | Nack | PreVoteReply):
             if msg.ballot.node != self.id:
                 raise ProtocolError(f"{type(msg).__name__} for ballot {msg.ballot}, not ours")
             if Role.PROPOSER not in role and Role.ACCEPTOR not in role:
                 raise ProtocolError(f"{type(msg).__name__} sent to node {self.id}, not a proposer")
-        if isinstance(msg, Promise | Nack | Accepted | HeartbeatAck | Fenced):
+        if isinstance(msg, Promise | Nack | Accepted | HeartbeatAck | Fenced | PreVoteReply):
             if msg.acceptor >= self.cfg.n_acceptors:
                 raise ProtocolError(
                     f"acceptor id {msg.acceptor} out of range 0..{self.cfg.n_acceptors - 1}"
@@ -509,6 +542,21 @@ class Node:
             # Slots below the peers' floor are decided: fetch them (or a snapshot).
             r.known_commit = self.acceptor.floor - 1
 
+    def _heard_leader(self, b: Ballot) -> None:
+        a = self.acceptor
+        if a is not None and b == a.promised:
+            self.leader_tick = self.ticks
+            self.leader_ballot = b
+
+    def _leader_alive(self) -> bool:
+        a = self.acceptor
+        return (
+            a is not None
+            and self.leader_tick is not None
+            and self.leader_ballot == a.promised
+            and self.ticks - self.leader_tick < self.cfg.election_ticks
+        )
+
     def _saw_ballot(self, b: Ballot, heard_leader: bool) -> None:
         if heard_leader:
             self.leader_heard = b.node
@@ -524,6 +572,7 @@ class Node:
             if heard_leader:
                 p.leader_hint = b.node
                 p.backoff = 1
+                p.cancel_prevote()
 
     def _learn_commit(self, b: Ballot, commit: int) -> None:
         """Piggybacked decisions: slots <= commit are decided by the leader of ``b``.

@@ -21,6 +21,8 @@ from .messages import (
     HeartbeatAck,
     Nack,
     Prepare,
+    PreVote,
+    PreVoteReply,
     Promise,
     Status,
 )
@@ -87,6 +89,9 @@ class Proposer:
         #: A promise session of our ballot broke while we led (see on_session_lost).
         self.session_broken = False
         self.last_reprepare = -(1 << 62)
+        #: The ballot a pre-vote asks about, and the acceptors that granted it.
+        self.prevote: Ballot | None = None
+        self.grants: set[int] = set()
 
     # ------------------------------------------------------------ timers
 
@@ -111,6 +116,7 @@ class Proposer:
         self.ballot = None
         self.leader_hint = hint
         self.session_broken = False
+        self.cancel_prevote()
         self.promises.clear()
         self.proposals.clear()
         self.votes.clear()
@@ -156,18 +162,86 @@ class Proposer:
                 self.step_down(None)
             return
         self.elapsed += 1
-        if self.state == PState.CANDIDATE:
+        if self.state == PState.CANDIDATE or self.prevote is not None:
             self.since_send += 1
             if self.since_send >= self.cfg.retransmit_ticks:
-                self._send_prepare(only_missing=True)
+                if self.prevote is not None:
+                    self._send_prevote()
+                else:
+                    self._send_prepare(only_missing=True)
         if self.elapsed >= self.timeout:
-            self.start_election()
+            if self.cfg.prevote:
+                self.start_prevote()
+            else:
+                self.start_election()
+
+    # ------------------------------------------------------------ pre-vote
+
+    def start_prevote(self) -> None:
+        """Ask the acceptors whether they would promise our next ballot before
+        raising anyone's promise (PreVote): an acceptor that hears a live
+        leader says no, so a node that cannot win leaves a working leader
+        alone - after a heal, or across a bridge or ring partition."""
+        if self.state == PState.CANDIDATE:
+            # A failed candidacy: back off as before, and ask again first.
+            self.backoff = min(self.backoff * 2, self.cfg.max_backoff)
+            self.state = PState.FOLLOWER
+            self.ballot = None
+            self.promises.clear()
+        elif self.prevote is not None:
+            self.backoff = min(self.backoff * 2, self.cfg.max_backoff)
+        self.prevote = Ballot(self.max_seen.round + 1, self.id)
+        self.grants = set()
+        self._reset_timer()
+        self._send_prevote()
+
+    def _send_prevote(self) -> None:
+        assert self.prevote is not None
+        self.since_send = 0
+        msg = PreVote(self.prevote)
+        for a in self.cfg.acceptor_ids:
+            if a not in self.grants:
+                self.out.send(a, msg)
+
+    def on_prevote_reply(self, m: PreVoteReply) -> None:
+        self.observe(m.promised)
+        if self.prevote is None or m.ballot != self.prevote or self.state != PState.FOLLOWER:
+            return
+        if m.granted:
+            self.grants.add(m.acceptor)
+            if len(self.grants) >= self.cfg.quorum:
+                self.cancel_prevote()
+                self.start_election()
+
+    def cancel_prevote(self) -> None:
+        self.prevote = None
+        self.grants = set()
+
+    def deposed_by_recovery(self, b: Ballot) -> None:
+        """A RecoverPrepare at ``b``: an acceptor that lost its disk raises
+        its peers' promises. It cannot lead (its own acceptor cannot vote),
+        so a leader it deposes names no successor, and prepares again soon -
+        after the recovery's round trip, not after an election timeout - so
+        that clients are not left waiting (issue 11: the 3-5 s wipe stall)."""
+        if b > self.max_seen:
+            self.max_seen = b
+        if self.ballot is None or b <= self.ballot or self.state == PState.FOLLOWER:
+            return
+        was_leader = self.state == PState.LEADER
+        self.step_down(None)
+        if was_leader:
+            self.backoff = 1
+            self.elapsed = 0
+            self.timeout = 2 * self.cfg.retransmit_ticks + self.rng.randrange(
+                self.cfg.retransmit_ticks
+            )
 
     # ------------------------------------------------------------ phase 1
 
     def start_election(self) -> None:
         if self.state == PState.CANDIDATE:
             self.backoff = min(self.backoff * 2, self.cfg.max_backoff)
+        self.cancel_prevote()
         self.state = PState.CANDIDATE
         self.ballot = Ballot(self.max_seen.round + 1, self.id)
         self.max_seen = self.ballot

@@ -10,7 +10,7 @@ phase 1 learned (Acceptor.adopt). The proof sketch is in docs/design.md.
 from __future__ import annotations
 
 from .config import ClusterConfig
-from .messages import Nack, Promise, RecoverPrepare
+from .messages import Nack, PreVote, PreVoteReply, Promise, RecoverPrepare
 from .outbox import Outbox
 from .types import Ballot
 
@@ -25,6 +25,12 @@ class Recovery:
         self.promises: dict[int, Promise] = {}
         self.elapsed = 0
         self.rounds = 0
+        #: Pre-vote (cfg.prevote): the ballot a reachability probe asks about,
+        #: and the peers that answered it. The RecoverPrepare goes out only
+        #: once a quorum of peers answered, so a recovery that cannot finish
+        #: (a cut link) raises nobody's promise and deposes no leader.
+        self.probe: Ballot | None = None
+        self.reachable: set[int] = set()
 
     @property
     def others(self) -> list[int]:
@@ -32,10 +38,34 @@ class Recovery:
 
     def tick(self) -> None:
         self.elapsed += 1
-        if self.ballot is None or self.elapsed >= 2 * self.cfg.retransmit_ticks:
+        idle = self.ballot is None and self.probe is None
+        if idle or self.elapsed >= 2 * self.cfg.retransmit_ticks:
             self.start()
 
     def start(self) -> None:
+        if not self.cfg.prevote:
+            self._prepare()
+            return
+        self.ballot = None
+        self.promises = {}
+        self.elapsed = 0
+        self.probe = Ballot(self.max_seen.round + 1, self.id)
+        self.reachable = set()
+        msg = PreVote(self.probe, recovery=True)
+        for a in self.others:
+            self.out.send(a, msg)
+
+    def on_prevote_reply(self, m: PreVoteReply) -> None:
+        if m.promised > self.max_seen:
+            self.max_seen = m.promised
+        if self.probe is None or m.ballot != self.probe or m.acceptor == self.id:
+            return
+        self.reachable.add(m.acceptor)
+        if len(self.reachable) >= self.cfg.quorum:
+            self.probe = None
+            self._prepare()
+
+    def _prepare(self) -> None:
         # A fresh ballot above everything heard of; peers that promised more
         # answer with a Nack, and the next round goes above that.
         self.ballot = Ballot(self.max_seen.round + 1, self.id)

@@ -27,6 +27,8 @@ from ..messages import (
     Nack,
     PeerMessage,
     Prepare,
+    PreVote,
+    PreVoteReply,
     Promise,
     RecoverPrepare,
     Session,
@@ -52,6 +54,8 @@ T_HEARTBEAT = 8
 T_HB_ACK = 9
 T_CATCHUP_REQ = 10
 T_CATCHUP_REP = 11
+T_PREVOTE = 12
+T_PREVOTE_REP = 13
 T_CLIENT_REQ = 20
 T_CLIENT_REP = 21
 
@@ -117,6 +121,12 @@ def encode_obj(msg: PeerMessage | ClientRequest | ClientReply) -> list[Any]:
     if t is CatchupRequest:
         assert isinstance(msg, CatchupRequest)
         return [T_CATCHUP_REQ, msg.from_slot]
+    if t is PreVote:
+        assert isinstance(msg, PreVote)
+        return [T_PREVOTE, _b(msg.ballot), msg.recovery]
+    if t is PreVoteReply:
+        assert isinstance(msg, PreVoteReply)
+        return [T_PREVOTE_REP, _b(msg.ballot), msg.acceptor, msg.granted, _b(msg.promised)]
     if t is CatchupReply:
         assert isinstance(msg, CatchupReply)
         snap = msg.snapshot
@@ -155,6 +165,12 @@ def _list(x: object, n: int | None = None, what: str = "field") -> list[Any]:
     if type(x) is not list or (n is not None and len(x) != n):
         want = f"an array of {n}" if n is not None else "an array"
         raise CodecError(f"{what} must be {want}")
+    return x
+
+
+def _flag(x: Any, what: str) -> bool:
+    if type(x) is not bool:
+        raise CodecError(f"{what} must be a bool")
     return x
 
 
@@ -242,6 +258,11 @@ def decode_obj(o: object) -> PeerMessage | ClientRequest | ClientReply:
             return Fenced(_ballot(a[1]), _int(a[2], "acceptor"), _int(a[3], "stale"))
         if tag == T_CATCHUP_REQ and n == 2:
             return CatchupRequest(_int(a[1], "from_slot"))
+        if tag == T_PREVOTE and n == 3:
+            return PreVote(_ballot(a[1]), _flag(a[2], "recovery"))
+        if tag == T_PREVOTE_REP and n == 5:
+            return PreVoteReply(_ballot(a[1]), _int(a[2], "acceptor"), _flag(a[3], "granted"),
+                                _ballot(a[4]))  # fmt: skip
         if tag == T_CATCHUP_REP and n == 4:
             snap = None
             if a[1] is not None:

@@ -55,7 +55,9 @@ from ..messages import (
     Envelope,
     Fenced,
     PeerMessage,
+    Prepare,
     Promise,
+    RecoverPrepare,
 )
 from ..net import codec as wire
 from ..node import Node
@@ -72,6 +74,9 @@ SEC = 1000 * MS
 
 
 class SimulationFailure(AssertionError):
+    #: Simulated microseconds when it failed.
+    sim_us = 0
+
     def __init__(self, seed: int, what: str) -> None:
         super().__init__(
             f"simulation seed={seed} failed: {what}\n"
@@ -183,6 +188,7 @@ class SimParams:
             retransmit_ticks=rng.choice((3, 4, 6)),
             eager_propose=rng.random() < 0.5,
             propose_slots_per_call=rng.choice((0, 0, 1, 2)),
+            prevote=rng.random() < 0.7,
         )
         kinds: tuple[str, ...] = (
             "partition",
@@ -288,7 +294,9 @@ class SimNode:
     sessions_in: set[tuple[int, Ballot]] = field(default_factory=set)
     #: Its messages in flight: cell id -> cell (see Simulator._send).
     in_flight: dict[int, list[Any]] = field(default_factory=dict)
-    was_candidate: bool = False
+    #: Stale requests of its earlier incarnations, held back (BUGGIFY).
+    stale: list[list[Any]] = field(default_factory=list)
+    last_prepare: Ballot | None = None
     epoch: int = 0
     paused: bool = False
     buffered: list[Callable[[], None]] = field(default_factory=list)
@@ -349,6 +357,7 @@ class Simulator:
         self.now = 0
         self._seq = 0
         self._cell = 0
+        self._force_stale = False
         self._heap: list[tuple[int, int, Callable[[], None]]] = []
         self.nodes: dict[int, SimNode] = {}
         #: Counters of what the faults and limits did (for tests and the summary).
@@ -414,11 +423,15 @@ class Simulator:
             try:
                 fn()
             except SafetyViolation as e:
-                raise SimulationFailure(self.seed, f"runtime invariant: {e}") from e
+                f = SimulationFailure(self.seed, f"runtime invariant: {e}")
+                f.sim_us = self.now
+                raise f from e
         self.now = max(self.now, t)
 
     def fail(self, what: str) -> None:
-        raise SimulationFailure(self.seed, what)
+        e = SimulationFailure(self.seed, what)
+        e.sim_us = self.now
+        raise e
 
     # ------------------------------------------------------------ nodes
 
@@ -436,7 +449,6 @@ class Simulator:
         initial = "existing" if sn.wiped and self.p.recovery else "new"
         sn.node = Node(self.cfg, sn.id, state, seed=self.rng.getrandbits(64), initial_state=initial)
         sn.driver = Driver(sn.node)
-        sn.was_candidate = False
         return True
 
     def _has_session(self, sn: SimNode) -> Callable[[int, Ballot], bool] | None:
@@ -459,23 +471,19 @@ class Simulator:
             self.elections += 1
             self.log(f"node {nid} leads")
         self._drain(sn)
-        self._maybe_wipe_on_election(sn)
 
-    def _maybe_wipe_on_election(self, sn: SimNode) -> None:
-        """BUGGIFY: a node that has just become a candidate loses its disk
-        before its Prepares are answered (a recovery racing an election)."""
-        node = sn.node
-        if node is None:
+    def _maybe_wipe_on_election(self, sn: SimNode, msg: Prepare) -> None:
+        """BUGGIFY: a node whose Prepares for a new ballot just left loses its
+        disk before they are answered (a recovery racing an election)."""
+        if msg.ballot == sn.last_prepare:
             return
-        candidate = node.status().proposer_state == "candidate"
-        started = candidate and not sn.was_candidate
-        sn.was_candidate = candidate
+        sn.last_prepare = msg.ballot
         p = self.p.wipe_on_election
-        if not started or not p or self.now >= self.p.fault_until_us:
+        if not p or self.now >= self.p.fault_until_us:
             return
         if sn.id >= self.cfg.n_acceptors or self.rng.random() >= p or not self._may_wipe(sn.id):
             return
-        self._at(self.rng.randint(0, 3 * MS), self._buggify_wipe, sn.id, sn.epoch)
+        self._at(self.rng.randint(0, self.p.min_delay_us), self._buggify_wipe, sn.id, sn.epoch)
 
     def _buggify_wipe(self, nid: int, epoch: int) -> None:
         sn = self.nodes[nid]
@@ -483,9 +491,13 @@ class Simulator:
             return
         self.faults_injected += 1
         self.count("wipe_on_election")
+        self._force_stale = True  # its Prepares in flight go stale, held for its return
         self.wipe(nid)
+        self._force_stale = False
         self.log(f"BUGGIFY: wipe disk of node {nid} during its election")
-        self._at(self.rng.randint(100 * MS, 3 * SEC), self._restart, nid)
+        # Back soon (a pod rescheduled at once), so that its recovery and its
+        # next election overlap what its lost disk left in flight.
+        self._at(self.rng.randint(20 * MS, 400 * MS), self._restart, nid)
 
     def _deliver(self, env: Envelope, epoch: int) -> None:
         sn = self.nodes[env.dst]
@@ -617,7 +629,12 @@ class Simulator:
         start = max(self.now, disk.busy_until)
         done = start + (self.p.fsync_us if records else 0)
         disk.busy_until = done
-        if records and self.p.enospc and self.rng.random() < self.p.enospc:
+        if (
+            records
+            and self.p.enospc
+            and self.now < self.p.fault_until_us
+            and self.rng.random() < self.p.enospc
+        ):
             # The write fails: the runtime stops the node (a disk it cannot
             # write is not trusted); nothing of this batch is durable, and
             # nothing that depends on it leaves. Restarted later (space freed).
@@ -724,6 +741,10 @@ class Simulator:
         if env.src == env.dst:
             self._at(10 * US, self._deliver, env, self.nodes[env.dst].epoch)
             return
+        src_node = self.nodes[env.src]
+        self._release_stale(src_node, env)
+        if isinstance(env.msg, Prepare):
+            self._maybe_wipe_on_election(src_node, env.msg)
         if self.p.wire_sizes:
             size = self._wire_size(env.msg)
             self.stats["max_message_bytes"] = max(self.stats.get("max_message_bytes", 0), size)
@@ -758,16 +779,45 @@ class Simulator:
 
     def _hold_in_flight(self, sn: SimNode) -> None:
         """BUGGIFY: what a crashed or wiped node still had in flight arrives
-        0.5-4 s late - after it restarted, possibly with an empty disk."""
+        late - 30-500 ms or 0.5-4 s - after it restarted, possibly with an
+        empty disk, and possibly while it recovers or runs a new election."""
         cells = list(sn.in_flight.values())
         sn.in_flight.clear()
-        if not cells or not self.p.stale_on_crash or self.rng.random() >= self.p.stale_on_crash:
+        if not cells:
             return
+        forced = self._force_stale
+        if not forced and (not self.p.stale_on_crash or self.rng.random() >= self.p.stale_on_crash):
+            return
+        lo, hi = self.rng.choice(((30 * MS, 500 * MS), (500 * MS, 4 * SEC)))
+        targeted = forced or self.rng.random() < 0.5
         for cell in cells:
             cell[2] = True
             self.count("stale_held")
             fresh: list[Any] = [cell[0], cell[1], False]
-            self._at(self.rng.randint(500 * MS, 4 * SEC), self._deliver_cell, sn, fresh)
+            if targeted and isinstance(cell[1].msg, Prepare | RecoverPrepare):
+                # BUGGIFY, targeted: the stale request arrives when the new
+                # incarnation asks with the same ballot - the moment when a
+                # late answer could pass for a fresh one (issue 11, S2, S3).
+                sn.stale.append(fresh)
+            self._at(self.rng.randint(lo, hi), self._deliver_cell, sn, fresh)
+
+    def _release_stale(self, sn: SimNode, env: Envelope) -> None:
+        """A node sends a Prepare or RecoverPrepare: deliver any stale request
+        of its earlier incarnations at the same ballot, to the same peer, just
+        before or just after this one."""
+        msg = env.msg
+        if not sn.stale or not isinstance(msg, Prepare | RecoverPrepare):
+            return
+        for cell in list(sn.stale):
+            old = cell[1]
+            if cell[2] or old.dst != env.dst or old.msg.ballot != msg.ballot:
+                continue
+            sn.stale.remove(cell)
+            cell[2] = True  # its timer no longer delivers it
+            self.count("stale_targeted")
+            self.log(f"BUGGIFY: stale {old.msg} of node {sn.id} released to {old.dst}")
+            fresh: list[Any] = [cell[0], old, False]
+            self._at(self.rng.randint(0, 2 * self.p.max_delay_us), self._deliver_cell, sn, fresh)
 
     def _send_reply(self, nid: int, rep: ClientReply) -> None:
         if self.rng.random() < self.loss:
@@ -1048,12 +1098,16 @@ class Simulator:
         """At most f acceptors may have lost their disks and not recovered:
         with more, the data is gone (no quorum of copies) - no protocol can
         survive that, so the nemesis does not ask it to."""
+        if Role.LEARNER in self.cfg.role_of(nid) and any(
+            Role.LEARNER not in self.cfg.role_of(a) for a in self.cfg.acceptor_ids
+        ):
+            # Where acceptor-only nodes trim their votes on the leader's
+            # durable snapshot, a learner's disk may hold the only copy of
+            # decided slots: losing it loses them (a documented limitation,
+            # docs/design.md section 10). Only acceptor-only disks are lost.
+            return False
         if nid >= self.cfg.n_acceptors:
-            # A node with no acceptor may lose its disk, except where acceptor-
-            # only nodes trim their votes on the leader's word: there the
-            # proposers' and learners' disks may hold the only copy of decided
-            # slots (a documented limitation, docs/design.md section 10).
-            return not any(Role.LEARNER not in self.cfg.role_of(a) for a in self.cfg.acceptor_ids)
+            return True
         if self.cfg.n_acceptors == 1 or self.amnesiac(nid):
             return False
         amnesiac = sum(1 for i in self.cfg.acceptor_ids if self.amnesiac(i))
