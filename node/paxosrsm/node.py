@@ -106,6 +106,7 @@ class Node:
         self.rng = random.Random(seed)
         self.out = Outbox(node_id)
         state = durable if durable is not None else DurableState()
+        fresh_existing = state.inc == 0 and initial_state == "existing"
         if state.inc == 0:
             # An empty disk: mark it before anything else is written. A new
             # disk is incarnation 1; recovery gives it a higher one.
@@ -132,6 +133,11 @@ class Node:
             assert self.replica is not None
             max_seen = max(state.promised, state.proposer_ballot)
             self.proposer = Proposer(node_id, cfg, self.replica, self.out, self.rng, max_seen)
+            # An empty disk in a running cluster forgot which ballots it used:
+            # its first ballot must come from a pre-vote, whose answers carry
+            # a quorum's promises (so it goes above any ballot the lost disk
+            # led with), even where pre-vote is off (docs/design.md 8a).
+            self.proposer.must_prevote = fresh_existing
             self.replica.on_installed = self.proposer.on_snapshot_installed
         self.recovery: Recovery | None = None
         if self.acceptor is not None and self.acceptor.recovering:

@@ -91,6 +91,9 @@ class Proposer:
         self.last_reprepare = -(1 << 62)
         #: The ballot a pre-vote asks about, and the acceptors that granted it.
         self.prevote: Ballot | None = None
+        #: Pre-vote before the first election even if cfg.prevote is off
+        #: (set for a node that restarted with an empty disk).
+        self.must_prevote = False
         self.grants: set[int] = set()
 
     # ------------------------------------------------------------ timers
@@ -170,7 +173,7 @@ class Proposer:
                 else:
                     self._send_prepare(only_missing=True)
         if self.elapsed >= self.timeout:
-            if self.cfg.prevote:
+            if self.cfg.prevote or self.must_prevote:
                 self.start_prevote()
             else:
                 self.start_election()
@@ -242,6 +245,7 @@ class Proposer:
         if self.state == PState.CANDIDATE:
             self.backoff = min(self.backoff * 2, self.cfg.max_backoff)
         self.cancel_prevote()
+        self.must_prevote = False
         self.state = PState.CANDIDATE
         self.ballot = Ballot(self.max_seen.round + 1, self.id)
         self.max_seen = self.ballot

@@ -481,7 +481,7 @@ class Simulator:
         p = self.p.wipe_on_election
         if not p or self.now >= self.p.fault_until_us:
             return
-        if sn.id >= self.cfg.n_acceptors or self.rng.random() >= p or not self._may_wipe(sn.id):
+        if self.rng.random() >= p or not self._may_wipe(sn.id):
             return
         self._at(self.rng.randint(0, self.p.min_delay_us), self._buggify_wipe, sn.id, sn.epoch)
 
@@ -1083,7 +1083,9 @@ class Simulator:
             self.log(f"loss={self.loss} dup={self.dup}")
 
     def _wipe_target(self) -> SimNode:
-        acc = list(self.cfg.acceptor_ids)
+        acc = [
+            i for i in self.cfg.node_ids if i in self.cfg.acceptor_ids or i in self.cfg.proposer_ids
+        ]
         # Biased toward a node in the middle of an election (a recovery racing
         # an election, the setting of issue 11's S2 and S3).
         cands = [
