@@ -623,12 +623,17 @@ class Node:
             self.out.send(target, CatchupRequest(self.replica.applied + 1))
 
     def _catchup_peer(self) -> int | None:
-        """A random peer to fetch decisions from, proposers first: every
-        proposer is the distinguished learner of its own ballots, so it holds
-        the decisions; a learner-only peer may be behind, or not running."""
-        peers = [n for n in self.cfg.proposer_ids if n != self.id]
-        if not peers:
-            peers = [n for n in self.cfg.learner_ids if n != self.id]
+        """A random peer to fetch decisions from: half the time a proposer
+        (the distinguished learner of its own ballots, so it usually holds the
+        decisions), otherwise any learner (a learner-only peer may be behind
+        or not running, but it may also be the only one that has them)."""
+        proposers = [n for n in self.cfg.proposer_ids if n != self.id]
+        learners = [n for n in self.cfg.learner_ids if n != self.id]
+        # Every other try goes to any learner: the proposers may all lack
+        # what we miss (found by the simulator, seed 1148: a leader that
+        # lost its disk asked only the other proposer, which was as far
+        # behind, while two learners held the slots).
+        peers = proposers if proposers and self.rng.random() < 0.5 else learners
         return self.rng.choice(peers) if peers else None
 
     def _pull(self) -> None:

@@ -1,0 +1,1 @@
+"""Shared test harnesses (the Jepsen-style test on real processes)."""
