@@ -197,3 +197,29 @@ def test_acceptor_only_nodes_trim_on_the_leaders_durable_snapshot() -> None:
     assert snap is not None
     floors = [net.nodes[a].acceptor.floor for a in (0, 1, 2)]  # type: ignore[union-attr]
     assert all(0 < f <= snap + 1 for f in floors), (floors, snap)
+
+
+def test_a_catchup_reply_stays_within_its_byte_bound() -> None:
+    """Issue 11, sizes: a lagging learner is served in replies of at most
+    catchup_bytes of commands (at least one entry), not in one frame that
+    the runtime's receiver would refuse."""
+    net = Net(3, catchup_bytes=3 << 20, snapshot_interval=1000)
+    net.elect(0, {0, 1, 2})
+    net.deliver(lambda e: True)
+    big = "x" * ((1 << 20) - 200)
+    for seq in range(1, 9):
+        net.client(0, 7, seq, K("k", f"{seq}{big}"))
+        net.deliver(lambda e: True)
+    r = net.nodes[0]
+    assert r.applied >= 8
+    reply = r.replica.serve_catchup(1)  # type: ignore[union-attr]
+    assert reply is not None
+    size = sum(len(c.payload) for e in reply.entries for c in e.value)
+    assert 1 <= len(reply.entries) <= 3 and size <= 3 << 20, (len(reply.entries), size)
+    one = Net(3, catchup_bytes=1)
+    one.elect(0, {0, 1, 2})
+    one.deliver(lambda e: True)
+    one.client(0, 7, 1, K("k", big))
+    one.deliver(lambda e: True)
+    rep = one.nodes[0].replica.serve_catchup(0)  # type: ignore[union-attr]
+    assert rep is not None and len(rep.entries) == 1  # at least one entry, however big

@@ -68,6 +68,9 @@ class ClusterConfig:
     prevote: bool = True
     #: Most decided entries in one catch-up reply.
     catchup_batch: int = 512
+    #: Most command bytes in one catch-up reply (at least one entry goes):
+    #: keeps a reply well inside the runtime's frame limit (64 MiB).
+    catchup_bytes: int = 16 << 20
     #: A new leader this far behind the highest reported vote catches up first.
     max_reproposals: int = 1 << 16
     # Derived once in __post_init__ (read on every message).
@@ -103,6 +106,7 @@ class ClusterConfig:
             "max_backoff",
             "retransmit_ticks",
             "catchup_batch",
+            "catchup_bytes",
             "max_reproposals",
         ):
             v = getattr(self, name)

@@ -537,6 +537,25 @@ class Node:
         return self.recovery is not None
 
     def _finish_recovery(self, rec: Recovery, quorum: list[Promise]) -> None:
+        """A quorum of the others promised the recovery ballot. The acceptor
+        adopts their floor: the slots below it were decided and some peer
+        trimmed them after its snapshot. If our learner does not hold them
+        yet, the acceptor waits, still not voting, until it does (the adopted
+        records then ride the same fsync as the learner's, behind them).
+        Otherwise a second disk loss - the peer whose snapshot held them -
+        would leave those slots on no disk while two acceptors claim them
+        trimmed (simulator seed 347: slot 144 lost after two wipes)."""
+        r = self.replica
+        floor = max(p.floor for p in quorum)
+        if r is not None and floor - 1 > r.applied:
+            rec.waiting = (floor - 1, quorum)
+            if floor - 1 > r.known_commit:
+                r.known_commit = floor - 1
+            self.catchup_elapsed = self.cfg.retransmit_ticks  # ask at the next tick
+            return
+        self._adopt(rec, quorum)
+
+    def _adopt(self, rec: Recovery, quorum: list[Promise]) -> None:
         assert self.acceptor is not None and rec.ballot is not None
         self.acceptor.adopt(rec.ballot, quorum)
         self.inc = self.acceptor.inc
@@ -656,6 +675,11 @@ class Node:
 
     def _after(self) -> None:
         p, a, r = self.proposer, self.acceptor, self.replica
+        rec = self.recovery
+        if rec is not None and rec.waiting is not None and r is not None:
+            upto, quorum = rec.waiting
+            if r.applied >= upto:
+                self._adopt(rec, quorum)
         if p is not None and self.cfg.eager_propose:
             p.flush()
         if a is not None:

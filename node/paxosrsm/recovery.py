@@ -31,12 +31,17 @@ class Recovery:
         #: (a cut link) raises nobody's promise and deposes no leader.
         self.probe: Ballot | None = None
         self.reachable: set[int] = set()
+        #: A quorum promised; the learner still fetches the slots below the
+        #: adopted floor (Node._finish_recovery): (last such slot, quorum).
+        self.waiting: tuple[int, list[Promise]] | None = None
 
     @property
     def others(self) -> list[int]:
         return [a for a in self.cfg.acceptor_ids if a != self.id]
 
     def tick(self) -> None:
+        if self.waiting is not None:
+            return  # done asking; the node adopts once its learner caught up
         self.elapsed += 1
         idle = self.ballot is None and self.probe is None
         if idle or self.elapsed >= 2 * self.cfg.retransmit_ticks:
@@ -86,6 +91,8 @@ class Recovery:
 
     def on_promise(self, m: Promise) -> list[Promise] | None:
         """Returns the quorum of promises once complete."""
+        if self.waiting is not None:
+            return None
         if m.ballot != self.ballot or m.acceptor == self.id:
             return None
         if m.recover_inc != self.ballot.round + 1:

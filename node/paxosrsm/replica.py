@@ -157,8 +157,14 @@ class Replica:
             start = snap.slot + 1
         entries: list[DecidedEntry] = []
         s = start
+        size = len(snap.state) if snap is not None else 0
         while s in self.log and len(entries) < self.cfg.catchup_batch:
-            entries.append(DecidedEntry(s, self.log[s]))
+            v = self.log[s]
+            n = sum(len(c.payload) for c in v)
+            if entries and size + n > self.cfg.catchup_bytes:
+                break  # the rest in the next reply (the learner asks at once)
+            entries.append(DecidedEntry(s, v))
+            size += n
             s += 1
         if snap is None and not entries:
             return None

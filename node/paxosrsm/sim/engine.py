@@ -50,6 +50,7 @@ from ..driver import TO_ACCEPTOR, TO_PROPOSER, UDP, Driver, Flush, channel
 from ..messages import (
     Accept,
     Accepted,
+    CatchupRequest,
     ClientReply,
     ClientRequest,
     Envelope,
@@ -64,7 +65,7 @@ from ..node import Node
 from ..outbox import SafetyViolation
 from ..records import AcceptRec, DurableState, Record
 from ..statemachine import encode_op
-from ..types import Ballot, Kind, Value
+from ..types import MAX_PAYLOAD_BYTES, Ballot, Kind, Value
 
 SESSION_MSGS = (Promise, Accepted, Fenced, Accept)
 
@@ -140,6 +141,10 @@ class SimParams:
     #: BUGGIFY "a recovery racing an election": the chance that a node that
     #: has just started an election loses its disk within a few milliseconds.
     wipe_on_election: float = 0.0
+    #: BUGGIFY "a snapshot install mid-window": the chance that a catch-up
+    #: request is held 50 ms-2 s, so that its answer (which carries no
+    #: ballot) reaches a leader that has been deposed meanwhile (issue 11, S1).
+    stale_catchup: float = 0.0
     #: Per-node tick period multipliers are drawn from [1/skew, skew].
     tick_skew: float = 1.0
     #: Storage faults: the chance that a batch write fails with ENOSPC (the
@@ -200,6 +205,7 @@ class SimParams:
             "pause",
             "lossy",
             "session_break",
+            "mute_leader",
         )
         if wipe and n > 1:
             kinds += ("wipe", "wipe")
@@ -213,6 +219,7 @@ class SimParams:
             long_hold=rng.choice((0.0, 0.0, 0.002, 0.01, 0.05)),
             stale_on_crash=rng.choice((0.0, 0.5, 1.0)),
             wipe_on_election=rng.choice((0.0, 0.0, 0.1, 0.5)) if wipe and n > 1 else 0.0,
+            stale_catchup=rng.choice((0.0, 0.0, 0.1, 0.5)),
             tick_skew=rng.choice((1.0, 1.1, 1.5)),
             enospc=rng.choice((0.0, 0.0, 0.001, 0.01)),
             torn_writes=rng.random() < 0.5,
@@ -766,6 +773,13 @@ class Simulator:
             if self.p.long_hold and self.rng.random() < self.p.long_hold:
                 d = self.rng.randint(*self.p.long_hold_us)
                 self.count("long_holds")
+            elif (
+                self.p.stale_catchup
+                and isinstance(env.msg, CatchupRequest)
+                and self.rng.random() < self.p.stale_catchup
+            ):
+                d = self.rng.randint(50 * MS, 2 * SEC)
+                self.count("stale_catchup")
             self._cell += 1
             cell: list[Any] = [self._cell, env, False]
             src.in_flight[self._cell] = cell
@@ -866,7 +880,13 @@ class Simulator:
         r = self.rng.random()
         value = f"{cid}.{c.seq + 1}"
         if self.p.large_values and self.rng.random() < self.p.large_values:
-            value += "." + "v" * self.rng.randint(*self.p.large_value_bytes)
+            if self.rng.random() < 0.05:
+                # The largest value a CAS can still swap for another of its
+                # size: half the maximum payload.
+                size = MAX_PAYLOAD_BYTES // 2 - 256
+            else:
+                size = self.rng.randint(*self.p.large_value_bytes)
+            value += "." + "v" * size
         arg: tuple[str | None, ...]
         if r < 0.35:
             op, arg = "get", ()
@@ -1030,6 +1050,18 @@ class Simulator:
             x, y = self.rng.sample(ids, 2)
             self.blocked.add((x, y))
             self.log(f"one-way block {x} -> {y}")
+            self._at(self.rng.randint(300 * MS, 3 * SEC), self._heal_net)
+        elif kind == "mute_leader" and len(ids) > 1:
+            # An asymmetric partition: the leader's outbound links fail, and
+            # some of its inbound ones; it may still hear some peers (and
+            # their catch-up answers, which carry no ballot) while the rest
+            # elect a new leader (the setting of issue 11's S1).
+            lead = self.leader()
+            x = lead if lead is not None else self.rng.choice(ids)
+            others = [y for y in ids if y != x]
+            deaf = [y for y in others if self.rng.random() < 0.5]
+            self.blocked |= {(x, y) for y in others} | {(y, x) for y in deaf}
+            self.log(f"mute {x} (it still hears {sorted(set(others) - set(deaf))})")
             self._at(self.rng.randint(300 * MS, 3 * SEC), self._heal_net)
         elif kind in ("isolate", "isolate_leader") and len(ids) > 1:
             lead = self.leader()
@@ -1195,7 +1227,7 @@ class Simulator:
             return
         self.log(f"restart node {nid}")
         if not self._boot(sn):
-            # The operator's remedy for a corrupt disk (docs/operations.md):
+            # The operator's remedy for a corrupt disk (README: storage quarantine):
             # move the data aside and rejoin with an empty one, which recovers.
             sn.disk.frames = []
             sn.disk.torn = None
