@@ -205,3 +205,39 @@ def test_s3_a_stale_promise_at_a_reused_ballot_does_not_elect() -> None:
         net.take(lambda e: e.dst == P)
         net.deliver(lambda e: e.dst in (A, C))
     assert nA.replica.log.get(1) in (None, nP.replica.log.get(1))
+
+
+# ---------------------------------------------------------------- adopted floors
+
+
+def test_a_recovered_acceptor_votes_only_once_its_learner_holds_the_adopted_floor() -> None:
+    """Simulator seed 347: an acceptor that recovered adopted its peers'
+    floor (slots below it decided and trimmed) before its learner had those
+    slots; the peer whose snapshot held them then lost its disk too, and the
+    slot was on no disk while two acceptors claimed it trimmed. Now the
+    recovered acceptor waits, not voting, until its learner has them."""
+    net = Net(3, nack=True, prevote=False, snapshot_interval=2, log_retain=0)  # noqa: F405
+    net.elect(0, {0, 1, 2})
+    net.deliver(lambda e: True)
+    for seq in range(1, 8):
+        net.client(0, 7, seq, K("k", str(seq)))  # noqa: F405
+        net.deliver(lambda e: True)
+    floors = [net.nodes[i].acceptor.floor for i in (0, 1)]
+    assert min(floors) > 2, floors
+    net.wipe(2)
+    n2 = net.nodes[2]
+    for _ in range(40):  # recovery rounds; its catch-up requests are lost
+        n2.tick()
+        net.flush(2)
+        net.take(lambda e: isinstance(e.msg, (CatchupRequest, CatchupReply)))  # noqa: F405
+        net.deliver(lambda e: isinstance(e.msg, (RecoverPrepare, Promise, Nack)))  # noqa: F405
+    assert n2.recovering, "voted with an adopted floor its learner does not back"
+    assert n2.applied < min(floors) - 1
+    for _ in range(40):  # now catch-up works
+        n2.tick()
+        net.flush(2)
+        net.deliver(lambda e: True)
+        if not n2.recovering:
+            break
+    assert not n2.recovering
+    assert n2.applied >= n2.acceptor.floor - 1
