@@ -133,3 +133,21 @@ def test_a_wipe_does_not_stall_the_cluster() -> None:
     node = sim.nodes[victim].node
     assert node is not None and not node.recovering
     assert worst < 500 * MS, f"a put took {worst / MS:.0f} ms around the recovery"
+
+
+def test_catch_up_asks_learners_when_the_proposers_cannot_help() -> None:
+    """Simulator seed 1148: a leader back from a lost disk asked only the
+    other proposer - as far behind as itself - while learners held the
+    missing slots. Catch-up now asks any learner half the time."""
+    from paxosrsm.config import Role
+    from paxosrsm.messages import CatchupRequest
+    from paxosrsm.node import Node
+
+    cfg = ClusterConfig(n_acceptors=3, roles={2: Role.ACCEPTOR | Role.LEARNER, 3: Role.LEARNER})
+    node = Node(cfg, 0, seed=1)
+    node.ready()
+    targets = set()
+    for _ in range(60):
+        node._request_catchup()
+        targets |= {e.dst for e in node.ready().messages if isinstance(e.msg, CatchupRequest)}
+    assert targets & {2, 3}, f"catch-up only ever asked {targets}"
