@@ -151,3 +151,33 @@ def test_catch_up_asks_learners_when_the_proposers_cannot_help() -> None:
         node._request_catchup()
         targets |= {e.dst for e in node.ready().messages if isinstance(e.msg, CatchupRequest)}
     assert targets & {2, 3}, f"catch-up only ever asked {targets}"
+
+
+def test_a_node_back_with_an_empty_disk_asks_before_its_first_ballot() -> None:
+    """A proposer-only node that lost its disk forgot which ballots it led
+    with; with NACKs and pre-vote off it would climb blindly and could reuse
+    one whose Accepts are still in flight. Its first election now starts with
+    a pre-vote, whose answers carry the quorum's promises."""
+    from paxosrsm.config import Role
+    from paxosrsm.messages import Prepare, PreVote, PreVoteReply
+    from paxosrsm.node import Node
+    from paxosrsm.types import Ballot
+
+    cfg = ClusterConfig(
+        n_acceptors=3, roles={3: Role.PROPOSER | Role.LEARNER}, nack=False, prevote=False
+    )
+    node = Node(cfg, 3, seed=2, initial_state="existing")
+    node.ready()
+    first = None
+    for _ in range(200):
+        node.tick()
+        msgs = [e.msg for e in node.ready().messages]
+        if any(isinstance(m, PreVote | Prepare) for m in msgs):
+            first = next(m for m in msgs if isinstance(m, PreVote | Prepare))
+            break
+    assert isinstance(first, PreVote), f"first ballot sent blind: {first}"
+    led = Ballot(5, 3)  # what the lost disk led with
+    for a in (0, 1):
+        node.step(a, PreVoteReply(first.ballot, a, True, led))
+    prepares = [e.msg for e in node.ready().messages if isinstance(e.msg, Prepare)]
+    assert prepares and all(p.ballot > led for p in prepares), prepares
