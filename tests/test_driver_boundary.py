@@ -22,7 +22,7 @@ from review_harness import K, Net
 import paxosrsm
 from paxosrsm.config import Role
 from paxosrsm.driver import Driver
-from paxosrsm.messages import Accept, Heartbeat, Prepare
+from paxosrsm.messages import Accept, CatchupReply, Heartbeat, Prepare
 from paxosrsm.net import codec
 from paxosrsm.records import DecideRec, SnapshotRec
 from paxosrsm.types import Ballot
@@ -223,3 +223,37 @@ def test_a_catchup_reply_stays_within_its_byte_bound() -> None:
     one.deliver(lambda e: True)
     rep = one.nodes[0].replica.serve_catchup(0)  # type: ignore[union-attr]
     assert rep is not None and len(rep.entries) == 1  # at least one entry, however big
+
+
+def test_a_backlog_of_trimmed_accepts_draws_one_small_answer_each() -> None:
+    """Jepsen, ring partition (CI of 2026-12-06): after the heal, a follower
+    that had caught up and trimmed got the leader's backlog of retransmitted
+    Accepts for those slots; each drew a full catch-up batch, and the one
+    frame of all of them (70-130 MB) tied up both nodes for good. Each
+    Accept below the floor now draws the decision of its own slot only, and
+    a snapshot at most once per peer per retransmit period."""
+    net = Net(3, snapshot_interval=5, log_retain=3)
+    b = net.elect(0, {0, 1, 2})
+    net.deliver(lambda e: True)
+    for seq in range(1, 31):
+        net.client(0, 7, seq, K("k", str(seq)))
+        net.deliver(lambda e: True)
+    f = net.nodes[1]
+    floor = f.acceptor.floor  # type: ignore[union-attr]
+    log = f.replica.log  # type: ignore[union-attr]
+    assert floor > 10 and min(log) > 1, (floor, min(log))
+    value = net.nodes[0].replica.log.get(1) or ()  # type: ignore[union-attr]
+    net.pool.clear()
+    for _ in range(5):
+        for s in range(1, floor):
+            f.step(0, Accept(b, s, log.get(s, value), -1, ()))
+    net.flush(1)
+    replies = [e.msg for e in net.pool if isinstance(e.msg, CatchupReply)]
+    assert replies and all(len(m.entries) <= 1 for m in replies), [len(m.entries) for m in replies]
+    with_snapshot = [m for m in replies if m.snapshot is not None]
+    assert len(with_snapshot) == 1, len(with_snapshot)
+    for _ in range(f.cfg.retransmit_ticks):
+        f.tick()
+    f.step(0, Accept(b, 1, value, -1, ()))
+    net.flush(1)
+    assert sum(1 for e in net.pool if isinstance(e.msg, CatchupReply) and e.msg.snapshot) == 2

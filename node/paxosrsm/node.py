@@ -23,6 +23,7 @@ from .messages import (
     CatchupRequest,
     ClientReply,
     ClientRequest,
+    DecidedEntry,
     Fenced,
     Heartbeat,
     HeartbeatAck,
@@ -153,6 +154,8 @@ class Node:
         self.leader_ballot: Ballot | None = None
         self.catchup_elapsed = 0
         self.ticks = 0
+        #: Peer -> tick of the last snapshot sent for an Accept below our floor.
+        self.snapshot_answered: dict[int, int] = {}
         #: The last node heard leading (Heartbeat or Accept), for nodes that
         #: have no proposer of their own to keep the hint.
         self.leader_heard: int | None = None
@@ -215,9 +218,12 @@ class Node:
             if msg.slot < a.floor and r is not None and msg.ballot.node != self.id:
                 # The slot is decided and our vote trimmed: tell the proposer
                 # what was decided instead of leaving it to retransmit forever.
-                reply = r.serve_catchup(msg.slot)
-                if reply is not None:
-                    self.out.send(src, reply)
+                # Only that slot: a leader's backlog of Accepts (a partition
+                # heals, a stalled connection drains) must not draw one full
+                # catch-up batch each - that made 70-130 MB frames that tied
+                # up both ends (Jepsen, ring partition). A snapshot goes at
+                # most once per peer per retransmit period.
+                self._answer_trimmed_accept(src, msg.slot)
             a.on_accept(msg)
             self._heard_leader(msg.ballot)
             self._saw_ballot(msg.ballot, heard_leader=True)
@@ -631,6 +637,21 @@ class Node:
                     break
                 r.decide(s, vote[1])
             s += 1
+
+    def _answer_trimmed_accept(self, src: int, slot: int) -> None:
+        r = self.replica
+        assert r is not None
+        value = r.log.get(slot)
+        if value is not None:
+            self.out.send(src, CatchupReply(None, (DecidedEntry(slot, value),), r.applied))
+            return
+        last = self.snapshot_answered.get(src)
+        if last is not None and self.ticks - last < self.cfg.retransmit_ticks:
+            return
+        reply = r.serve_catchup(slot, max_entries=1)
+        if reply is not None:
+            self.snapshot_answered[src] = self.ticks
+            self.out.send(src, reply)
 
     def _request_catchup(self) -> None:
         assert self.replica is not None

@@ -147,7 +147,7 @@ class Replica:
 
     # ------------------------------------------------------------ catch-up
 
-    def serve_catchup(self, from_slot: int) -> CatchupReply | None:
+    def serve_catchup(self, from_slot: int, max_entries: int | None = None) -> CatchupReply | None:
         snap: Snapshot | None = None
         start = from_slot
         if start not in self.log and start <= self.applied:
@@ -158,7 +158,10 @@ class Replica:
         entries: list[DecidedEntry] = []
         s = start
         size = len(snap.state) if snap is not None else 0
-        while s in self.log and len(entries) < self.cfg.catchup_batch:
+        cap = self.cfg.catchup_batch
+        if max_entries is not None:
+            cap = min(cap, max_entries)
+        while s in self.log and len(entries) < cap:
             v = self.log[s]
             n = sum(len(c.payload) for c in v)
             if entries and size + n > self.cfg.catchup_bytes:

@@ -22,6 +22,13 @@ from . import auth
 
 HANDSHAKE_TIMEOUT = 5.0
 MAX_HELLO = 4096
+#: Bytes a connection may hold unsent (in the transport, or queued behind the
+#: handshake) before a new frame is refused and the connection broken: a peer
+#: that stopped reading (partitioned, paused) must not grow our memory, and
+#: what piled up for it is stale by the time it reads again (a leader's
+#: retransmitted Accepts). A broken promise session is "back to preparing";
+#: the leader re-invites the acceptor when it is reachable again.
+MAX_UNSENT = 32 << 20
 
 
 class FramedConn(asyncio.Protocol):
@@ -37,8 +44,11 @@ class FramedConn(asyncio.Protocol):
         on_frame: Callable[[FramedConn, bytes], None],
         on_lost: Callable[[FramedConn], None] | None = None,
         on_bad: Callable[[str, str], None],
+        max_unsent: int = MAX_UNSENT,
     ) -> None:
         self.key = key
+        self.max_unsent = max_unsent
+        self.pending_bytes = 0
         self.max_frame = max_frame
         self.hello = hello
         self.on_hello = on_hello
@@ -122,10 +132,16 @@ class FramedConn(asyncio.Protocol):
         if self.closed:
             return False
         if self.mac is None or self.transport is None:  # still connecting
-            if len(self.pending) >= 10_000:
+            if len(self.pending) >= 10_000 or self.pending_bytes > self.max_unsent:
+                self.bad("stalled", f"{self.pending_bytes} bytes queued behind the handshake")
                 return False
             self.pending.append(body)
+            self.pending_bytes += len(body)
             return True
+        unsent = self.transport.get_write_buffer_size()
+        if unsent > self.max_unsent:
+            self.bad("stalled", f"{unsent} bytes unsent: the peer does not read")
+            return False
         self.transport.write(self.mac.seal(body))
         return True
 
@@ -195,6 +211,7 @@ class FramedConn(asyncio.Protocol):
         if not self.ready.done():
             self.ready.set_result(None)
         pending, self.pending = self.pending, []
+        self.pending_bytes = 0
         assert self.transport is not None
         for b in pending:
             self.transport.write(self.mac.seal(b))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import os
 import signal
@@ -58,6 +59,11 @@ async def run(opts: NodeOptions) -> int:
         http = HttpApi(server)
         await http.start()
     loop = asyncio.get_running_loop()
+    # SIGUSR1 prints every thread's stack to stderr (the node's log): how a
+    # hung node is diagnosed without stopping it (the Jepsen harness does it
+    # when a node stops answering).
+    with contextlib.suppress(AttributeError, ValueError, RuntimeError):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, server.stopping.set)

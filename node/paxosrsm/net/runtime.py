@@ -470,24 +470,37 @@ class NodeServer:
                 if c is None or c.closed:
                     self.stats["no_session"] += len(msgs)  # retransmitted after a promise
                     continue
-                c.send(self._encode_batch(msgs, cache))
+                self._send_frames(c, msgs, cache)
             elif kind == "out":
                 assert b is not None
                 self._send_session(dst, b, msgs, cache)
             else:
-                self._send_link(dst, msgs)
+                self._send_link(dst, msgs, cache)
         if replies:
             self._send_replies(replies)
 
-    @staticmethod
-    def _encode_batch(msgs: list[PeerMessage], cache: dict[int, bytes]) -> bytes:
-        out = []
+    def _send_frames(self, c: FramedConn, msgs: list[PeerMessage], cache: dict[int, bytes]) -> None:
+        """Send ``msgs`` on ``c`` in as many frames as the frame limit needs
+        (each message is encoded once, however many peers it goes to). A
+        single message over the limit is dropped and counted: the receiver
+        would refuse the frame and break the connection."""
+        limit = self.opts.max_frame - 16
+        batch: list[bytes] = []
+        size = 0
         for m in msgs:
             e = cache.get(id(m))
             if e is None:
                 e = cache[id(m)] = codec.encode(m)
-            out.append(e)
-        return codec.pack_encoded(out)
+            if len(e) > limit:
+                self._bad("oversized_outgoing", f"{type(m).__name__} of {len(e)} bytes not sent")
+                continue
+            if batch and size + len(e) > limit:
+                c.send(codec.pack_encoded(batch))
+                batch, size = [], 0
+            batch.append(e)
+            size += len(e)
+        if batch:
+            c.send(codec.pack_encoded(batch))
 
     def _send_udp(self, dst: int, msgs: list[PeerMessage], cache: dict[int, bytes]) -> None:
         addr = self.resolved.get(dst)
@@ -502,7 +515,7 @@ class NodeServer:
             if enc is None:
                 enc = cache[id(m)] = codec.encode(m)
             if len(enc) > limit:
-                self._send_link(dst, [m])  # too big for a datagram
+                self._send_link(dst, [m], cache)  # too big for a datagram
                 continue
             if size + len(enc) + 8 > limit and batch:
                 self._udp_out(batch, addr)
@@ -576,9 +589,11 @@ class NodeServer:
                 return
             c.meta.update(kind="session-out", ballot=b)
             self.sessions_out[key] = c
-        c.send(self._encode_batch(msgs, cache))
+        self._send_frames(c, msgs, cache)
 
-    def _send_link(self, dst: int, msgs: list[PeerMessage]) -> None:
+    def _send_link(
+        self, dst: int, msgs: list[PeerMessage], cache: dict[int, bytes] | None = None
+    ) -> None:
         c = self.links.get(dst)
         if c is None or c.closed:
 
@@ -591,7 +606,7 @@ class NodeServer:
                 return
             c.meta.update(kind="link-out")
             self.links[dst] = c
-        c.send(codec.encode_many(list(msgs)))
+        self._send_frames(c, msgs, {} if cache is None else cache)
 
     def _close_superseded_sessions(self) -> None:
         """The seed: a higher prepare breaks the session of the lower ballot."""

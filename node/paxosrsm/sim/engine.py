@@ -63,7 +63,7 @@ from ..messages import (
 from ..net import codec as wire
 from ..node import Node
 from ..outbox import SafetyViolation
-from ..records import AcceptRec, DurableState, Record
+from ..records import AcceptRec, DurableState, Record, RecoveryRec
 from ..statemachine import encode_op
 from ..types import MAX_PAYLOAD_BYTES, Ballot, Kind, Value
 
@@ -258,10 +258,16 @@ class SimDisk:
     torn_dropped: int = 0
     #: The batch whose fsync is under way: (node epoch, records).
     writing: tuple[int, list[Record]] | None = None
+    #: The last committed RecoveryRec says the acceptor recovered (the
+    #: nemesis' fault budget counts a recovery only once it is durable).
+    recovered: bool = False
 
     def commit(self, records: list[Record]) -> None:
         if not records:
             return
+        for r in records:
+            if isinstance(r, RecoveryRec):
+                self.recovered = not r.active
         body = pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
         self.frames.append((zlib.crc32(body), body))
 
@@ -304,6 +310,12 @@ class SimNode:
     #: Stale requests of its earlier incarnations, held back (BUGGIFY).
     stale: list[list[Any]] = field(default_factory=list)
     last_prepare: Ballot | None = None
+    #: BUGGIFY (after a wipe during its election): its learner's catch-up
+    #: requests are lost until its next Prepare or this time, so that its
+    #: next election starts from a slot below the lost disk's one.
+    no_catchup_until: int = 0
+    #: BUGGIFY (same moment): its clock jumps forward once it is back.
+    jump_on_restart: bool = False
     epoch: int = 0
     paused: bool = False
     buffered: list[Callable[[], None]] = field(default_factory=list)
@@ -365,6 +377,8 @@ class Simulator:
         self._seq = 0
         self._cell = 0
         self._force_stale = False
+        #: BUGGIFY: (node, until): every other node's clock runs slow until then.
+        self.slow_clocks: tuple[int, int] = (-1, 0)
         self._heap: list[tuple[int, int, Callable[[], None]]] = []
         self.nodes: dict[int, SimNode] = {}
         #: Counters of what the faults and limits did (for tests and the summary).
@@ -471,6 +485,9 @@ class Simulator:
         node, drv = sn.node, sn.driver
         if node is None or drv is None or sn.paused:
             return
+        fast, until = self.slow_clocks
+        if nid != fast and self.now < until and self.rng.random() < 0.8:
+            return  # BUGGIFY: a slow clock (see _buggify_wipe)
         was_leader = node.is_leader
         self.count("invites", drv.tick(self._has_session(sn)))
         node.check_invariants(full=node.ticks % 16 == 0)
@@ -504,7 +521,22 @@ class Simulator:
         self.log(f"BUGGIFY: wipe disk of node {nid} during its election")
         # Back soon (a pod rescheduled at once), so that its recovery and its
         # next election overlap what its lost disk left in flight.
-        self._at(self.rng.randint(20 * MS, 400 * MS), self._restart, nid)
+        back = self.rng.randint(20 * MS, 400 * MS)
+        if self.rng.random() < 0.5:
+            # ... and it elects itself again before its learner catches up:
+            # its new Prepare asks from a slot below the one its lost disk
+            # asked from, at the same ballot if nobody else moved on - the
+            # moment a stale answer could pass for a fresh one (issue 11, S3).
+            sn.no_catchup_until = self.now + self.rng.randint(1 * SEC, 4 * SEC)
+            if self.rng.random() < 0.5:
+                # Back at once, and its clock jumps forward (a VM resumed, an
+                # NTP step): its election timer fires before anyone else's
+                # moves the ballots on.
+                sn.jump_on_restart = True
+                back = self.rng.randint(2 * MS, 30 * MS)
+                # Everyone else's clock runs slow meanwhile (skew).
+                self.slow_clocks = (nid, self.now + self.rng.randint(300 * MS, 1 * SEC))
+        self._at(back, self._restart, nid)
 
     def _deliver(self, env: Envelope, epoch: int) -> None:
         sn = self.nodes[env.dst]
@@ -751,7 +783,11 @@ class Simulator:
         src_node = self.nodes[env.src]
         self._release_stale(src_node, env)
         if isinstance(env.msg, Prepare):
+            src_node.no_catchup_until = 0
             self._maybe_wipe_on_election(src_node, env.msg)
+        elif isinstance(env.msg, CatchupRequest) and self.now < src_node.no_catchup_until:
+            self.count("catchup_withheld")
+            return
         if self.p.wire_sizes:
             size = self._wire_size(env.msg)
             self.stats["max_message_bytes"] = max(self.stats.get("max_message_bytes", 0), size)
@@ -813,6 +849,11 @@ class Simulator:
                 # incarnation asks with the same ballot - the moment when a
                 # late answer could pass for a fresh one (issue 11, S2, S3).
                 sn.stale.append(fresh)
+                if forced:
+                    # Held past its new incarnation's election, unless that
+                    # election asks first (then _release_stale delivers it).
+                    self._at(self.rng.randint(1 * SEC, 5 * SEC), self._deliver_cell, sn, fresh)
+                    continue
             self._at(self.rng.randint(lo, hi), self._deliver_cell, sn, fresh)
 
     def _release_stale(self, sn: SimNode, env: Envelope) -> None:
@@ -831,7 +872,11 @@ class Simulator:
             self.count("stale_targeted")
             self.log(f"BUGGIFY: stale {old.msg} of node {sn.id} released to {old.dst}")
             fresh: list[Any] = [cell[0], old, False]
-            self._at(self.rng.randint(0, 2 * self.p.max_delay_us), self._deliver_cell, sn, fresh)
+            if self.rng.random() < 0.5:
+                d = self.rng.randint(0, max(0, self.p.min_delay_us - 1))  # strictly first
+            else:
+                d = self.rng.randint(0, 2 * self.p.max_delay_us)
+            self._at(d, self._deliver_cell, sn, fresh)
 
     def _send_reply(self, nid: int, rep: ClientReply) -> None:
         if self.rng.random() < self.loss:
@@ -1207,6 +1252,7 @@ class Simulator:
         if sn.node is not None:
             self._crash(sn)
         sn.disk.frames = []
+        sn.disk.recovered = False
         sn.disk.torn = None
         sn.wiped = True
 
@@ -1215,7 +1261,9 @@ class Simulator:
         sn = self.nodes[nid]
         if not sn.wiped:
             return False
-        if sn.node is not None and not sn.node.recovering:
+        # Recovered in memory is not enough: a crash before the fsync brings
+        # it back amnesiac (simulator seed 519 lost a quorum that way).
+        if sn.node is not None and not sn.node.recovering and sn.disk.recovered:
             if self.p.recovery:
                 sn.wiped = False  # recovered: it votes again
             return not self.p.recovery
@@ -1230,12 +1278,32 @@ class Simulator:
             # The operator's remedy for a corrupt disk (README: storage quarantine):
             # move the data aside and rejoin with an empty one, which recovers.
             sn.disk.frames = []
+            sn.disk.recovered = False
             sn.disk.torn = None
             sn.wiped = True
             self.log(f"node {nid}: disk replaced after corruption; it rejoins and recovers")
             booted = self._boot(sn)
             assert booted
         self._at(self.rng.randrange(sn.tick_us), self._node_tick, nid, sn.epoch)
+        if sn.jump_on_restart:
+            sn.jump_on_restart = False
+            self._at(self.rng.randint(1 * MS, 5 * MS), self._clock_jump, nid, sn.epoch)
+
+    def _clock_jump(self, nid: int, epoch: int) -> None:
+        """BUGGIFY, clock: the node's clock jumps forward by two election
+        timeouts - that many ticks at once."""
+        sn = self.nodes[nid]
+        node, drv = sn.node, sn.driver
+        if sn.epoch != epoch or node is None or drv is None or sn.paused:
+            return
+        self.count("clock_jumps")
+        for _ in range(2 * self.p.cfg.election_ticks):
+            was_leader = node.is_leader
+            self.count("invites", drv.tick(self._has_session(sn)))
+            node.check_invariants()
+            if node.is_leader and not was_leader:
+                self.elections += 1
+        self._drain(sn)
 
     def restart(self, nid: int) -> None:
         self._restart(nid)

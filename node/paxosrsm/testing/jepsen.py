@@ -196,6 +196,10 @@ class Cluster:
                 return i
         return None
 
+    def _rc(self, i: int) -> int | None:
+        p = self.procs.get(i)
+        return None if p is None else p.poll()
+
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -203,9 +207,17 @@ class Cluster:
             if all(s is not None and s.get("ready") for s in sts):
                 return
             time.sleep(0.1)
+        hung = [i for i in range(self.n) if self.status(i) is None]
+        for i in hung:
+            self.signal(i, signal.SIGUSR1)  # the node prints its stacks to its log
+        time.sleep(1.0)
         logs = "\n".join(
-            f"--- node {i}: {self.status(i)}\n"
-            + "\n".join((self.root / f"node-{i}.log").read_text(errors="replace").splitlines()[-8:])
+            f"--- node {i} (exit code {self._rc(i)}): {self.status(i)}\n"
+            + "\n".join(
+                (self.root / f"node-{i}.log")
+                .read_text(errors="replace")
+                .splitlines()[-(80 if i in hung else 8) :]
+            )
             for i in range(self.n)
             if (self.root / f"node-{i}.log").exists()
         )
