@@ -31,6 +31,22 @@ MAX_HELLO = 4096
 MAX_UNSENT = 32 << 20
 
 
+def fd_budget(reserve: int = 256) -> int:
+    """File descriptors this process may give to connections: its soft
+    RLIMIT_NOFILE less ``reserve`` for storage, snapshots, peer links and
+    the UDP socket (issue 12: idle connections exhausted the descriptors and
+    the leader failed at its next snapshot)."""
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return 1024
+    if soft == resource.RLIM_INFINITY:
+        return 65536
+    return max(32, soft - reserve)
+
+
 class FramedConn(asyncio.Protocol):
     """One end of a connection. ``hello`` is set on the connecting side."""
 
@@ -45,9 +61,13 @@ class FramedConn(asyncio.Protocol):
         on_lost: Callable[[FramedConn], None] | None = None,
         on_bad: Callable[[str, str], None],
         max_unsent: int = MAX_UNSENT,
+        refuse: str | None = None,
     ) -> None:
         self.key = key
         self.max_unsent = max_unsent
+        #: Set by the owner's accept path: break the connection at once,
+        #: for this reason (a connection limit).
+        self.refuse = refuse
         self.pending_bytes = 0
         self.max_frame = max_frame
         self.hello = hello
@@ -75,6 +95,11 @@ class FramedConn(asyncio.Protocol):
         # (uvloop's transports are not asyncio.Transport subclasses)
         t: asyncio.Transport = transport  # type: ignore[assignment]
         self.transport = t
+        if self.refuse is not None:
+            pn = t.get_extra_info("peername")
+            self.peer = f"{pn[0]}:{pn[1]}" if pn else "?"
+            self.bad(self.refuse, "connection refused")
+            return
         if self.closed and not self.close_after_handshake:
             t.close()  # closed by its owner while still connecting
             return
@@ -104,6 +129,11 @@ class FramedConn(asyncio.Protocol):
     def _handshake_timeout(self) -> None:
         if self.mac is None:
             self.bad("handshake_timeout", "no handshake within 5 s")
+        elif self.hello is None and self.mac.n_in == 0:
+            # A hello can be replayed (it carries no fresh proof), and the
+            # welcome alone proves nothing: the other side must follow with
+            # an authenticated frame, as every real one does at once.
+            self.bad("no_frame_after_hello", "no authenticated frame within 5 s of the hello")
 
     def bad(self, reason: str, detail: str) -> None:
         self.on_bad(reason, f"{self.peer}: {detail}")
@@ -170,6 +200,9 @@ class FramedConn(asyncio.Protocol):
                 except auth.AuthError as e:
                     self.bad("bad_mac", str(e))
                     return
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
                 if not self.closed:
                     self.on_frame(self, body)
 
@@ -206,8 +239,8 @@ class FramedConn(asyncio.Protocol):
         except (auth.AuthError, ValueError, TypeError, msgpack.ExtraData) as e:
             self.bad("bad_handshake", str(e))
             return
-        if self._timer is not None:
-            self._timer.cancel()
+        if self._timer is not None and self.hello is not None:
+            self._timer.cancel()  # (the server side waits for a first frame too)
         if not self.ready.done():
             self.ready.set_result(None)
         pending, self.pending = self.pending, []

@@ -30,10 +30,19 @@ from prometheus_client.registry import Collector
 
 from ..aclient import AsyncClient, KVError, Unavailable, UnknownOutcome
 from ..statemachine import encode_op
+from .conn import fd_budget
+from .httpguard import GuardedSite, HttpGuard
 from .runtime import NodeServer
 
 MAX_KEY = 1024
 MAX_VALUE = 512 * 1024
+#: Connection bounds of the HTTP port (issue 12): open connections at most
+#: (less if the descriptor budget is smaller), seconds to deliver a request's
+#: headers, seconds a keep-alive connection may idle, seconds to send a body.
+HTTP_MAX_CONNS = 256
+HTTP_HEADER_TIMEOUT = 10.0
+HTTP_IDLE_TIMEOUT = 15.0
+HTTP_BODY_TIMEOUT = 30.0
 STATIC = Path(__file__).parent / "static"
 
 
@@ -127,7 +136,13 @@ class HttpApi:
         self.registry.register(_Collector(server))
         self.runner: web.AppRunner | None = None
         self.session: ClientSession | None = None
-        app = web.Application(client_max_size=MAX_VALUE + 4096)
+        self.guard = HttpGuard(
+            self._protocol_factory,
+            max_conns=max(16, min(HTTP_MAX_CONNS, fd_budget() // 4)),
+            header_timeout=HTTP_HEADER_TIMEOUT,
+            on_refuse=server._bad,
+        )
+        app = web.Application(client_max_size=MAX_VALUE + 4096, middlewares=[self.guard.middleware])
         app.add_routes(
             [
                 web.get("/", self.index),
@@ -149,23 +164,43 @@ class HttpApi:
         logging.getLogger("aiohttp.server").addFilter(_RateLimit())
         await self.client.connect()
         self.session = ClientSession(timeout=ClientTimeout(total=1.5))
-        # At a stop, requests in flight get 2 s (aiohttp's default is 60 s).
-        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
+        # At a stop, requests in flight get 2 s (aiohttp's default is 60 s);
+        # an idle keep-alive connection is closed after HTTP_IDLE_TIMEOUT
+        # (aiohttp's default is an hour).
+        self.runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            shutdown_timeout=2.0,
+            keepalive_timeout=HTTP_IDLE_TIMEOUT,
+        )
         await self.runner.setup()
         o = self.s.opts
-        site = web.TCPSite(self.runner, o.http_listen, o.http_port)
+        site = GuardedSite(self.runner, self.guard, o.http_listen, o.http_port)
         await site.start()
+        self.guard.start()
+
+    def _protocol_factory(self) -> Any:
+        assert self.runner is not None and self.runner.server is not None
+        return self.runner.server()
 
     async def stop(self) -> None:
         # The client first: the requests waiting on it answer at once (503,
         # a write's outcome unknown), so the runner has nothing to wait for.
         await self.client.close()
+        await self.guard.stop()
         if self.runner is not None:
             await self.runner.cleanup()
         if self.session is not None:
             await self.session.close()
 
     # ------------------------------------------------------------ KV
+
+    async def _body(self, req: web.Request) -> bytes:
+        try:
+            return await asyncio.wait_for(req.read(), HTTP_BODY_TIMEOUT)
+        except TimeoutError:
+            self.s._bad("http_body_timeout", f"HTTP {req.remote}: body not sent in time")
+            raise web.HTTPRequestTimeout(text="request body not received in time\n") from None
 
     @staticmethod
     def _key(req: web.Request) -> str:
@@ -215,7 +250,7 @@ class HttpApi:
 
     async def kv_put(self, req: web.Request) -> web.Response:
         key = self._key(req)
-        raw = await req.read()
+        raw = await self._body(req)
         if len(raw) > MAX_VALUE:
             return _err(400, f"value larger than {MAX_VALUE} bytes")
         try:
@@ -232,7 +267,7 @@ class HttpApi:
 
     async def kv_cas(self, req: web.Request) -> web.Response:
         key = self._key(req)
-        raw = await req.read()
+        raw = await self._body(req)
         if len(raw) > MAX_VALUE * 2:
             return _err(400, "body too large")
         try:

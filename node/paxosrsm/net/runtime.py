@@ -64,7 +64,7 @@ from ..statemachine import KVStore, StateMachine
 from ..storage import Identity, SQLiteStorage
 from ..types import Ballot, ProtocolError
 from . import auth, codec
-from .conn import FramedConn
+from .conn import FramedConn, fd_budget
 from .options import NodeOptions
 
 log = logging.getLogger("paxosrsm.node")
@@ -74,6 +74,10 @@ _UDP_TYPES = UDP_TYPES
 _SESSION_TO_PROPOSER = SESSION_TO_PROPOSER
 _SESSION_TO_ACCEPTOR = SESSION_TO_ACCEPTOR
 MAX_CLIENT_ROUTES = 200_000
+#: Connections the peer port keeps open at once (less, if the descriptor
+#: budget is smaller), and of those, how many may still be in their handshake.
+MAX_INBOUND = 512
+MAX_UNAUTHENTICATED = 64
 
 
 class RateLimitedLog:
@@ -146,6 +150,9 @@ class NodeServer:
         # proposer side (an acceptor promised to us), keyed (peer, ballot)
         self.sessions_out: dict[tuple[int, Ballot], FramedConn] = {}
         self.sessions_in: dict[tuple[int, Ballot], FramedConn] = {}
+        #: Connections accepted on the peer port, open now.
+        self.inbound: set[FramedConn] = set()
+        self.max_inbound = max(16, min(MAX_INBOUND, fd_budget() // 2))
         self.links: dict[int, FramedConn] = {}  # outgoing peer links (catch-up)
         self.conn_tasks: set[asyncio.Task[None]] = set()
         self.client_routes: OrderedDict[int, tuple[str, Any]] = OrderedDict()
@@ -752,6 +759,16 @@ class NodeServer:
             self._step(self.id, m)
 
     def _accept_conn(self) -> FramedConn:
+        """A connection to the peer port. At most ``max_inbound`` at once (a
+        share of the descriptor budget), of which at most
+        MAX_UNAUTHENTICATED still in their handshake: a stranger's
+        connections are refused before they cost more than a descriptor,
+        and the node keeps what storage and snapshots need."""
+        refuse: str | None = None
+        if len(self.inbound) >= self.max_inbound:
+            refuse = "conn_limit"
+        elif sum(1 for c in self.inbound if c.mac is None) >= MAX_UNAUTHENTICATED:
+            refuse = "handshake_limit"
         conn = FramedConn(
             self.key,
             self.opts.max_frame,
@@ -759,7 +776,10 @@ class NodeServer:
             on_frame=self._on_frame,
             on_lost=self._on_conn_lost,
             on_bad=self._bad,
+            refuse=refuse,
         )
+        if refuse is None:
+            self.inbound.add(conn)
         return conn
 
     def _on_hello(self, conn: FramedConn, h: list[Any]) -> bool:
@@ -835,6 +855,7 @@ class NodeServer:
             self._step(peer, m)
 
     def _on_conn_lost(self, conn: FramedConn) -> None:
+        self.inbound.discard(conn)
         meta = conn.meta
         if meta.get("kind") == "session-in" and meta.get("registered"):
             peer, b = meta["peer"], meta["ballot"]
