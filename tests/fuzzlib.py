@@ -472,8 +472,8 @@ class DatagramOracle:
     datagram would be *accepted* into the core (the fuzzer never sends those).
     """
 
-    def __init__(self, key: bytes, n_nodes: int) -> None:
-        self.opener = auth.Opener(key)
+    def __init__(self, key: bytes, n_nodes: int, node_id: int) -> None:
+        self.opener = auth.Opener(key, auth.ORIGIN_NODE, node_id)
         self.n_nodes = n_nodes
 
     def expect(self, data: bytes, body_refused: bool = False) -> str:

@@ -210,7 +210,7 @@ class UdpFuzz:
         self.findings = findings
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        self.oracles = [fz.DatagramOracle(self.key, N) for _ in range(N)]
+        self.oracles = [fz.DatagramOracle(self.key, N, nid) for nid in range(N)]
         self.expected = [Counter[str]() for _ in range(N)]
         self.sent = Counter[str]()
         self.sent_to = [0] * N
@@ -255,7 +255,7 @@ class UdpFuzz:
             body = codec.encode_many(
                 [fz.rand_message(self.rng) for _ in range(self.rng.randrange(1, 4))]
             )
-            d = s.seal(body)
+            d = s.seal(body, auth.ORIGIN_NODE, nid)
             if len(pool) < 64:
                 pool.append(d)
             else:
@@ -286,21 +286,21 @@ class UdpFuzz:
                 rng.choice((1, 1 << 62, (1 << 64) - 1)),
             )
             s.counter = rng.choice((0, rng.randrange(1 << 63)))
-            data = s.seal(codec.encode_many([fz.rand_message(rng)]))
+            data = s.seal(codec.encode_many([fz.rand_message(rng)]), auth.ORIGIN_NODE, nid)
         elif kind == "malformed":
             limit = fz.MAX_DATAGRAM - auth.HDR_LEN - auth.MAC_LEN
             _, body = fz.malformed_body(rng, limit, self.findings)
             stale = 0.1 if self.client_confirmed[nid] else 0.0
             name = rng.choices(("client", "node", "stale"), (0.45, 0.45, stale))[0]
-            data = sealers[name].seal(body)
+            data = sealers[name].seal(body, auth.ORIGIN_NODE, nid)
         elif kind == "valid_refused":
             if rng.random() < 0.5:
                 data = sealers["client"].seal(
-                    codec.encode_many([fz.rand_message(rng, (ClientReply,))])
+                    codec.encode_many([fz.rand_message(rng, (ClientReply,))]), auth.ORIGIN_NODE, nid
                 )
             else:
                 msg = fz.rand_message(rng, _WRONG_CHANNEL_UDP)
-                data = sealers["node"].seal(codec.encode_many([msg]))
+                data = sealers["node"].seal(codec.encode_many([msg]), auth.ORIGIN_NODE, nid)
         else:
             data = self.valid[nid][rng.randrange(confirmed)]
         want = self.oracles[nid].expect(data, body_refused=kind == "malformed")
@@ -385,6 +385,19 @@ class TcpFuzz:
             asyncio.create_task(self.silent(i % N, i)) for i in range(min(SILENT_CONNS, total))
         ]
         idle = [await self.handshake(nid, random.Random(rng.getrandbits(64))) for nid in range(N)]
+        for _reader, writer, fm in idle:
+            writer.write(fm.seal(b"\x90"))  # an authenticated (empty) batch: a real client
+        # A hello and nothing after it (a replayed hello looks so): dropped
+        # within the handshake timeout (issue 12).
+        hello_only = [
+            await self.handshake(nid, random.Random(rng.getrandbits(64))) for nid in range(N)
+        ]
+        for nid in range(N):
+            self.expected[nid]["dropped_no_frame_after_hello"] += 1
+        hello_checks = [
+            asyncio.create_task(self.until_closed(nid, r, w, "hello only", timeout=15.0))
+            for nid, (r, w, _fm) in enumerate(hello_only)
+        ]
         sem = asyncio.Semaphore(TCP_CONCURRENCY)
 
         async def one(i: int, seed: int) -> None:
@@ -393,8 +406,9 @@ class TcpFuzz:
 
         n = total - len(silent)
         await asyncio.gather(*(one(i, rng.getrandbits(64)) for i in range(n)))
-        await asyncio.gather(*silent)
-        # A connection past its handshake is not timed out however long it idles.
+        await asyncio.gather(*silent, *hello_checks)
+        # A connection past its handshake and its first frame is not timed
+        # out however long it idles.
         for nid, (reader, writer, _fm) in enumerate(idle):
             try:
                 await asyncio.wait_for(reader.read(1), 0.05)

@@ -107,7 +107,7 @@ class AsyncClient:
         self.max_datagram = max_datagram
         self.conn_id = random.getrandbits(62)
         self.sealer = auth.Sealer(key, auth.ORIGIN_CLIENT, self.conn_id, time.time_ns())
-        self.opener = auth.Opener(key, max_senders=1024)
+        self.opener = auth.Opener(key, auth.ORIGIN_CLIENT, self.conn_id, max_senders=1024)
         self.leader: int | None = None
         self.ops: dict[tuple[int, int], _Op] = {}
         self.free: list[list[int]] = []  # [client_id, last_seq]
@@ -253,12 +253,16 @@ class AsyncClient:
             size = 0
             for e in encs:
                 if size + len(e) > limit and batch:
-                    self.transport.sendto(self.sealer.seal(codec.pack_encoded(batch)), addr)
+                    self.transport.sendto(
+                        self.sealer.seal(codec.pack_encoded(batch), auth.ORIGIN_NODE, target), addr
+                    )
                     batch, size = [], 0
                 batch.append(e)
                 size += len(e)
             if batch:
-                self.transport.sendto(self.sealer.seal(codec.pack_encoded(batch)), addr)
+                self.transport.sendto(
+                    self.sealer.seal(codec.pack_encoded(batch), auth.ORIGIN_NODE, target), addr
+                )
         self.outq.clear()
 
     def _send_tcp(self, target: int, enc: bytes) -> None:

@@ -44,8 +44,9 @@ class LoadGen:
         self.addrs = addrs
         self.key = key
         self.value = "x" * value_size
-        self.sealer = auth.Sealer(key, auth.ORIGIN_CLIENT, random.getrandbits(62), time.time_ns())
-        self.opener = auth.Opener(key, max_senders=64)
+        me = random.getrandbits(62)
+        self.sealer = auth.Sealer(key, auth.ORIGIN_CLIENT, me, time.time_ns())
+        self.opener = auth.Opener(key, auth.ORIGIN_CLIENT, me, max_senders=64)
         self.target = 0
         self.sessions: dict[int, list[Any]] = {}  # cid -> [seq, payload, sent_at, active]
         self.out: list[bytes] = []
@@ -113,12 +114,16 @@ class LoadGen:
         size = 0
         for e in self.out:
             if size + len(e) > 50_000 and batch:
-                self.transport.sendto(self.sealer.seal(codec.pack_encoded(batch)), addr)
+                self.transport.sendto(
+                    self.sealer.seal(codec.pack_encoded(batch), auth.ORIGIN_NODE, self.target), addr
+                )
                 batch, size = [], 0
             batch.append(e)
             size += len(e)
         if batch:
-            self.transport.sendto(self.sealer.seal(codec.pack_encoded(batch)), addr)
+            self.transport.sendto(
+                self.sealer.seal(codec.pack_encoded(batch), auth.ORIGIN_NODE, self.target), addr
+            )
         self.out = []
 
     def on_datagram(self, data: bytes) -> None:

@@ -4,8 +4,11 @@ Datagrams (UDP)::
 
     b"PX" | version:u8 | origin:u8 | sender:u64 | epoch:u64 | counter:u64 | body | mac[32]
 
-``mac = HMAC(key, everything before it)``. ``origin`` says whether ``sender``
-is a node id or a client id. ``(epoch, counter)`` is unique per sender and
+``mac = HMAC(key, everything before it | dst_origin:u8 | dst:u64)``: the MAC
+also covers the receiver's identity (a node id, or a client's sender id),
+which the datagram does not carry, so a datagram meant for node 1 fails at
+node 2 (issue 12). ``origin`` says whether ``sender`` is a node id or a
+client id. ``(epoch, counter)`` is unique per sender and
 grows: the receiver keeps, per sender, the newest epoch and a sliding window of
 counters seen (as IPsec's anti-replay window, RFC 4303 section 3.4.3), so a
 replayed datagram is refused even though UDP may reorder. A node's epoch is
@@ -40,6 +43,7 @@ VERSION = 1
 ORIGIN_NODE = 0
 ORIGIN_CLIENT = 1
 _HDR = struct.Struct(">2sBBQQQ")
+_DST = struct.Struct(">BQ")
 HDR_LEN = _HDR.size  # 28
 MAC_LEN = 32
 #: How far behind the newest counter a reordered datagram may still arrive.
@@ -100,11 +104,12 @@ class Sealer:
         self.epoch = epoch
         self.counter = 0
 
-    def seal(self, body: bytes) -> bytes:
+    def seal(self, body: bytes, dst_origin: int, dst: int) -> bytes:
+        """A datagram for receiver ``(dst_origin, dst)`` only."""
         self.counter += 1
         head = _HDR.pack(MAGIC, VERSION, self.origin, self.sender, self.epoch, self.counter)
         msg = head + body
-        return msg + _mac(self.key, msg)
+        return msg + _mac(self.key, msg + _DST.pack(dst_origin, dst))
 
 
 class _Window:
@@ -123,7 +128,12 @@ class _Window:
             return False  # from an earlier run of the sender
         if counter > self.top:
             shift = counter - self.top
-            self.bits = ((self.bits << shift) | 1) & ((1 << REPLAY_WINDOW) - 1)
+            if shift >= REPLAY_WINDOW:
+                # A jump past the window forgets it; shifting by the jump
+                # would build an integer of that many bits (2^27: 36 MB).
+                self.bits = 1
+            else:
+                self.bits = ((self.bits << shift) | 1) & ((1 << REPLAY_WINDOW) - 1)
             self.top = counter
             return True
         off = self.top - counter
@@ -136,8 +146,10 @@ class _Window:
 class Opener:
     """Verifies incoming datagrams: MAC, then the replay window of the sender."""
 
-    def __init__(self, key: bytes, max_senders: int = 100_000) -> None:
+    def __init__(self, key: bytes, origin: int, me: int, max_senders: int = 100_000) -> None:
         self.key = key
+        #: This receiver's identity, which every datagram's MAC must cover.
+        self.me = _DST.pack(origin, me)
         self.windows: OrderedDict[tuple[int, int], _Window] = OrderedDict()
         self.max_senders = max_senders
 
@@ -151,8 +163,8 @@ class Opener:
         if origin not in (ORIGIN_NODE, ORIGIN_CLIENT):
             raise AuthError(f"bad origin {origin}")
         msg, mac = data[:-MAC_LEN], data[-MAC_LEN:]
-        if not hmac.compare_digest(_mac(self.key, msg), mac):
-            raise AuthError("bad MAC (forged, damaged, or another cluster's key)")
+        if not hmac.compare_digest(_mac(self.key, msg + self.me), mac):
+            raise AuthError("bad MAC (forged, damaged, meant for another receiver, or another key)")
         k = (origin, sender)
         w = self.windows.get(k)
         if w is None:

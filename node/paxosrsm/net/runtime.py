@@ -157,7 +157,7 @@ class NodeServer:
         self.conn_tasks: set[asyncio.Task[None]] = set()
         self.client_routes: OrderedDict[int, tuple[str, Any]] = OrderedDict()
         self.sealer: auth.Sealer | None = None
-        self.opener = auth.Opener(self.key)
+        self.opener = auth.Opener(self.key, auth.ORIGIN_NODE, self.id)
         self.ssl_server: ssl.SSLContext | None = None
         self.ssl_client: ssl.SSLContext | None = None
         self.leader_seen: tuple[int, Ballot, float] | None = None
@@ -370,7 +370,7 @@ class NodeServer:
         for nid in self.cfg.node_ids:
             addr = self.resolved.get(nid)
             if nid != self.id and addr is not None:
-                self._udp_out([], addr)
+                self._udp_out([], addr, auth.ORIGIN_NODE, nid)
 
     def resolve_soon(self, nid: int) -> None:
         """An authenticated peer we cannot reach yet (a learner that just
@@ -525,17 +525,19 @@ class NodeServer:
                 self._send_link(dst, [m], cache)  # too big for a datagram
                 continue
             if size + len(enc) + 8 > limit and batch:
-                self._udp_out(batch, addr)
+                self._udp_out(batch, addr, auth.ORIGIN_NODE, dst)
                 batch, size = [], 0
             batch.append(enc)
             size += len(enc)
         if batch:
-            self._udp_out(batch, addr)
+            self._udp_out(batch, addr, auth.ORIGIN_NODE, dst)
 
-    def _udp_out(self, encoded: list[bytes], addr: tuple[str, int]) -> None:
+    def _udp_out(
+        self, encoded: list[bytes], addr: tuple[str, int], dst_origin: int, dst: int
+    ) -> None:
         assert self.sealer is not None and self.udp is not None
         body = codec.pack_encoded(encoded)
-        self.udp.sendto(self.sealer.seal(body), addr)
+        self.udp.sendto(self.sealer.seal(body, dst_origin, dst), addr)
 
     def _connect(
         self, dst: int, hello: list[Any], on_lost: Callable[[FramedConn], None]
@@ -657,12 +659,12 @@ class NodeServer:
             size = 0
             for e in encs:
                 if size + len(e) + 8 > limit and batch:
-                    self._udp_out(batch, where)
+                    self._udp_out(batch, where[0], auth.ORIGIN_CLIENT, where[1])
                     batch, size = [], 0
                 batch.append(e)
                 size += len(e)
             if batch:
-                self._udp_out(batch, where)
+                self._udp_out(batch, where[0], auth.ORIGIN_CLIENT, where[1])
 
     # ================================================================ incoming
 
@@ -698,7 +700,7 @@ class NodeServer:
             self._bad("malformed", f"{addr[0]}:{addr[1]}: {e}")
             return
         if origin == auth.ORIGIN_CLIENT:
-            self._client_msgs(sender, msgs, ("udp", addr))
+            self._client_msgs(sender, msgs, ("udp", (addr, sender)))
             return
         for m in msgs:
             if not isinstance(m, _UDP_TYPES):
