@@ -22,10 +22,10 @@ from review_harness import K, Net
 import paxosrsm
 from paxosrsm.config import Role
 from paxosrsm.driver import Driver
-from paxosrsm.messages import Accept, CatchupReply, Heartbeat, Prepare
+from paxosrsm.messages import Accept, CatchupReply, ClientRequest, Heartbeat, Prepare
 from paxosrsm.net import codec
 from paxosrsm.records import DecideRec, SnapshotRec
-from paxosrsm.types import Ballot
+from paxosrsm.types import Ballot, Kind
 
 PKG = Path(paxosrsm.__file__).parent
 ROLE_MODULES = {"acceptor", "proposer", "replica", "recovery"}
@@ -257,3 +257,34 @@ def test_a_backlog_of_trimmed_accepts_draws_one_small_answer_each() -> None:
     f.step(0, Accept(b, 1, value, -1, ()))
     net.flush(1)
     assert sum(1 for e in net.pool if isinstance(e.msg, CatchupReply) and e.msg.snapshot) == 2
+
+
+def test_a_batch_is_bounded_in_bytes() -> None:
+    """Issue 12: 70 writes of 1 MiB made one 73 MB Accept that every acceptor
+    refused (over the frame limit), proposed again forever. A slot now takes
+    at most max_batch_bytes of payloads (and always at least one command)."""
+    net = Net(3, max_batch=64, max_batch_bytes=3 << 20, window=1)
+    net.elect(0, {0, 1, 2})
+    net.deliver(lambda e: True)
+    big = "x" * ((1 << 20) - 200)
+    for seq in range(1, 11):  # the first takes the window; the rest queue
+        net.nodes[0].client_request(ClientRequest(seq, 1, Kind.WRITE, K("k", big)))
+    net.flush(0)
+    accepts: dict[int, Accept] = {}
+
+    def seen(e: Any) -> bool:
+        if isinstance(e.msg, Accept) and e.msg.value:
+            accepts[e.msg.slot] = e.msg
+        return True
+
+    for _ in range(20):
+        net.deliver(seen)
+        net.nodes[0].propose()
+        net.flush(0)
+    sizes = [sum(len(c.payload) for c in m.value) for m in accepts.values()]
+    assert sum(len(m.value) for m in accepts.values()) == 10, sizes
+    assert all(s <= 3 << 20 for s in sizes) and max(len(m.value) for m in accepts.values()) > 1, (
+        sizes
+    )
+    encoded = max(len(codec.encode(m)) for m in accepts.values())
+    assert encoded < (3 << 20) + 4096, encoded

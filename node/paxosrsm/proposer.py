@@ -485,9 +485,15 @@ class Proposer:
             if self.next_slot <= self.replica.applied or self.next_slot in self.replica.log:
                 self.step_down(None)  # decided without us: see on_learned
                 return
-            n = min(len(self.queue), self.cfg.max_batch)
-            batch = tuple(self.queue.popleft() for _ in range(n))
-            self._propose(self.next_slot, batch)
+            cmds: list[Command] = []
+            size = 0
+            while self.queue and len(cmds) < self.cfg.max_batch:
+                n = len(self.queue[0].payload)
+                if cmds and size + n > self.cfg.max_batch_bytes:
+                    break  # the rest in the next slot
+                cmds.append(self.queue.popleft())
+                size += n
+            self._propose(self.next_slot, tuple(cmds))
             self.next_slot += 1
         if self.reads:
             if not self.decided_own and not self.proposals:
