@@ -266,3 +266,50 @@ def test_a_vote_is_a_durable_promise(tmp_path: Path) -> None:
     st.append([AcceptRec(9, Ballot(8, 2), v("x"))])
     st.close()
     assert SQLiteStorage(tmp_path / "d", ID).load().promised == Ballot(8, 2)
+
+
+def _crashed_writer(path: Path) -> None:
+    """A writer process that commits and dies without closing (a crash)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        f"""
+        import os
+        from pathlib import Path
+        from paxosrsm.storage import Identity, SQLiteStorage
+        from paxosrsm.records import AcceptRec, PromiseRec
+        from paxosrsm.types import Ballot, Command
+        st = SQLiteStorage(Path({str(path)!r}), Identity("c1", 0, 3))
+        st.load()
+        st.append([PromiseRec(Ballot(5, 1))])
+        st.append([AcceptRec(s, Ballot(5, 1), (Command(7, s + 1, b"x"),)) for s in range(145)])
+        os._exit(0)
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_missing_wal_after_a_crash_is_a_rollback(tmp_path: Path) -> None:
+    """Issue 12: deleting paxos.db-wal after a crash rolled the database back
+    (145 votes gone) and the node started as a voter. Now it refuses."""
+    d = tmp_path / "d"
+    filled(d).close()
+    _crashed_writer(d)
+    assert (d / "paxos.db-wal").exists() and (d / "OPEN").exists()
+    os.unlink(d / "paxos.db-wal")
+    with pytest.raises(StorageCorrupt, match="write-ahead log"):
+        SQLiteStorage(d, ID)
+
+
+def test_a_crash_keeps_its_wal_and_a_clean_stop_needs_none(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    filled(d).close()
+    assert not (d / "OPEN").exists() and not (d / "paxos.db-wal").exists()
+    SQLiteStorage(d, ID).close()  # a clean stop without a WAL is fine
+    _crashed_writer(d)
+    st = SQLiteStorage(d, ID)  # a crash with its WAL is fine
+    state = st.load()
+    assert state.promised == Ballot(5, 1) and len(state.accepted) == 145
+    st.close()

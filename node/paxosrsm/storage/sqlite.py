@@ -4,6 +4,9 @@ Layout of a data directory:
 
     IDENTITY            cluster id, node id, acceptor count; written once, fsynced
     COMMITTED           written after the first durable commit
+    OPEN                written after a run's first commit, removed at a clean
+                        stop: with it, a missing write-ahead log means the
+                        database rolled back (issue 12), and the node refuses it
     paxos.db (+ -wal)   meta, votes and decided tables; every row has a CRC32
     snapshots/snap-<slot>.bin   the current snapshot (header with its own CRC32)
 
@@ -136,6 +139,8 @@ class SQLiteStorage:
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "snapshots").mkdir(exist_ok=True)
         self._check_identity()
+        self._check_rollback()
+        self.open_marked = False
         try:
             self.db = sqlite3.connect(
                 # The networked node appends from one disk thread; calls never overlap.
@@ -205,6 +210,21 @@ class SQLiteStorage:
         if not db_exists and not self.fresh:
             raise StorageCorrupt(
                 f"{self.path}: the database is missing but the directory was in use. "
+                + _recovery_hint(self.path)
+            )
+
+    def _check_rollback(self) -> None:
+        """A run that committed and did not stop cleanly leaves its
+        write-ahead log behind (SQLite keeps ``paxos.db-wal`` while the
+        database is open, and deletes it at a clean close). Without it, the
+        commits since the last checkpoint are gone - the database went back
+        in time, and the promises and votes it lost may have been counted
+        (issue 12: deleting the WAL after a crash lost 145 votes, and the
+        node voted again). Refuse it: the remedy is the lost-disk path."""
+        if (self.path / "OPEN").exists() and not (self.path / "paxos.db-wal").exists():
+            raise StorageCorrupt(
+                f"{self.path}: the write-ahead log of an unclean stop is missing; the "
+                "database may have rolled back past promises and votes it made. "
                 + _recovery_hint(self.path)
             )
 
@@ -292,6 +312,10 @@ class SQLiteStorage:
             # From now on an empty database means damage, not a new directory.
             _write_atomic(self.path / "COMMITTED", b"1\n")
             self.fresh = False
+        if not self.open_marked:
+            # From now on until a clean stop, the WAL must be there (above).
+            _write_atomic(self.path / "OPEN", b"1\n")
+            self.open_marked = True
         if self.crash_hook is not None:
             self.crash_hook("after_commit")
         for name in old_snapshots:
@@ -401,6 +425,12 @@ class SQLiteStorage:
         return total
 
     def close(self) -> None:
+        if self.open_marked:
+            # Before the close, which deletes the WAL: a crash in between
+            # must not look like a rollback.
+            (self.path / "OPEN").unlink(missing_ok=True)
+            _fsync_dir(self.path)
+            self.open_marked = False
         self.db.close()
 
     @staticmethod
