@@ -19,6 +19,30 @@ from paxosrsm.net.conn import FramedConn
 from paxosrsm.net.runtime import NodeServer
 from paxosrsm.types import Command
 
+KEY = b"k" * 32
+
+
+async def _pair(
+    client: FramedConn, server_bad: list[str] | None = None
+) -> tuple[asyncio.AbstractServer, list[FramedConn]]:
+    """A loopback server of FramedConns, and ``client`` connected and past
+    its handshake."""
+    server_side: list[FramedConn] = []
+
+    def make_server() -> FramedConn:
+        c = FramedConn(
+            KEY, 1 << 20, on_hello=lambda c, h: True, on_frame=lambda c, b: None,
+            on_bad=lambda r, d: None if server_bad is None else server_bad.append(r),
+        )  # fmt: skip
+        server_side.append(c)
+        return c
+
+    srv = await asyncio.get_running_loop().create_server(make_server, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    await asyncio.get_running_loop().create_connection(lambda: client, "127.0.0.1", port)
+    await asyncio.wait_for(client.ready, 5)
+    return srv, server_side
+
 
 def _reply(slot: int, size: int) -> CatchupReply:
     return CatchupReply(None, (DecidedEntry(slot, (Command(1, slot + 1, b"x" * size),)),), slot)
@@ -51,27 +75,13 @@ def test_a_batch_is_split_into_frames_under_the_limit() -> None:
 
 def test_a_peer_that_stops_reading_breaks_the_connection() -> None:
     async def go() -> tuple[list[str], bool, int]:
-        key = b"k" * 32
         bad: list[str] = []
         lost: list[FramedConn] = []
-        server_side: list[FramedConn] = []
-
-        def make_server() -> FramedConn:
-            c = FramedConn(
-                key, 1 << 20, on_hello=lambda c, h: True, on_frame=lambda c, b: None,
-                on_bad=lambda r, d: None,
-            )  # fmt: skip
-            server_side.append(c)
-            return c
-
-        srv = await asyncio.get_running_loop().create_server(make_server, "127.0.0.1", 0)
-        port = srv.sockets[0].getsockname()[1]
         client = FramedConn(
-            key, 1 << 20, hello=["hello"], on_frame=lambda c, b: None,
+            KEY, 1 << 20, hello=["hello"], on_frame=lambda c, b: None,
             on_lost=lost.append, on_bad=lambda r, d: bad.append(r), max_unsent=1 << 20,
         )  # fmt: skip
-        await asyncio.get_running_loop().create_connection(lambda: client, "127.0.0.1", port)
-        await asyncio.wait_for(client.ready, 5)
+        srv, server_side = await _pair(client)
         assert server_side[0].transport is not None
         server_side[0].transport.pause_reading()  # the peer stops reading
         sent = 0
@@ -107,7 +117,7 @@ def test_the_peer_port_caps_connections_and_handshakes() -> None:
             return {Fake(authed) for _ in range(n)}
 
         base: dict[str, Any] = dict(
-            key=b"k" * 32, opts=types.SimpleNamespace(max_frame=1 << 20),
+            key=KEY, opts=types.SimpleNamespace(max_frame=1 << 20),
             _on_hello=None, _on_frame=None, _on_conn_lost=None, _bad=None,
         )  # fmt: skip
         out = []
@@ -130,25 +140,11 @@ def test_a_hello_without_a_frame_after_it_is_dropped(monkeypatch: Any) -> None:
     monkeypatch.setattr(connmod, "HANDSHAKE_TIMEOUT", 0.3)
 
     async def go() -> tuple[list[str], bool]:
-        key = b"k" * 32
         bad: list[str] = []
-        server_side: list[FramedConn] = []
-
-        def make_server() -> FramedConn:
-            c = FramedConn(
-                key, 1 << 20, on_hello=lambda c, h: True, on_frame=lambda c, b: None,
-                on_bad=lambda r, d: bad.append(r),
-            )  # fmt: skip
-            server_side.append(c)
-            return c
-
-        srv = await asyncio.get_running_loop().create_server(make_server, "127.0.0.1", 0)
-        port = srv.sockets[0].getsockname()[1]
         client = FramedConn(
-            key, 1 << 20, hello=["hello"], on_frame=lambda c, b: None, on_bad=lambda r, d: None
+            KEY, 1 << 20, hello=["hello"], on_frame=lambda c, b: None, on_bad=lambda r, d: None
         )
-        await asyncio.get_running_loop().create_connection(lambda: client, "127.0.0.1", port)
-        await asyncio.wait_for(client.ready, 5)  # handshake done; no frame follows
+        srv, server_side = await _pair(client, bad)  # handshake done; no frame follows
         await asyncio.sleep(0.8)
         closed = server_side[0].closed
         srv.close()
