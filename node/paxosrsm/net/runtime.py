@@ -64,6 +64,7 @@ from ..statemachine import KVStore, StateMachine
 from ..storage import Identity, SQLiteStorage
 from ..types import Ballot, ProtocolError
 from . import auth, codec
+from .admission import Admission
 from .conn import FramedConn, fd_budget
 from .options import NodeOptions
 
@@ -158,6 +159,7 @@ class NodeServer:
         self.client_routes: OrderedDict[int, tuple[str, Any]] = OrderedDict()
         self.sealer: auth.Sealer | None = None
         self.opener = auth.Opener(self.key, auth.ORIGIN_NODE, self.id)
+        self.admission = Admission()
         self.ssl_server: ssl.SSLContext | None = None
         self.ssl_client: ssl.SSLContext | None = None
         self.leader_seen: tuple[int, Ballot, float] | None = None
@@ -674,6 +676,10 @@ class NodeServer:
 
     def on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         self.stats["datagrams_in"] += 1
+        if not self.admission.admit(addr[0]):
+            # An unknown source over its budget: dropped before any work.
+            self._bad("rate_limited", f"unauthenticated datagrams from {addr[0]}")
+            return
         if len(data) > self.opts.max_datagram:
             self._bad("oversized_datagram", f"{len(data)} bytes from {addr}")
             return
@@ -683,6 +689,7 @@ class NodeServer:
             reason = "replayed" if "replayed" in str(e) else "unauthenticated"
             self._bad(reason, f"{addr[0]}:{addr[1]}: {e}")
             return
+        self.admission.trust(addr[0])
         if origin == auth.ORIGIN_NODE and addr[1] == self._port_of(sender):
             self.learn_addr(sender, addr[0])
         if origin == auth.ORIGIN_CLIENT:
