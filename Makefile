@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: check chromium e2e e2e-campaign helm-lint wheelhouse images demo sim-demo test lint typecheck unit jepsen-slice jepsen sim-sweep bench bench-net bench-storage bench-recovery clean
+.PHONY: check chromium e2e e2e-campaign helm-lint wheelhouse images demo sim-demo test lint typecheck unit jepsen-slice jepsen sim-sweep bench bench-net bench-storage bench-recovery bench-flood clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -101,7 +101,11 @@ bench-recovery: $(BENCH_STAMP)
 bench-net: $(BENCH_STAMP)
 	$(BIN)/python bench/net_bench.py $(BENCH_ARGS)
 
-bench: bench-net bench-storage bench-recovery
+# Write throughput under a flood of bad datagrams, against the same cluster unflooded.
+bench-flood: $(BENCH_STAMP)
+	$(BIN)/python bench/flood_bench.py $(BENCH_ARGS)
+
+bench: bench-net bench-storage bench-recovery bench-flood
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

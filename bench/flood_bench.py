@@ -68,7 +68,7 @@ def _leaders(c: ProcCluster) -> set[str]:
     out = set()
     for nid in range(3):
         try:
-            with urllib.request.urlopen(f"http://{c.http(nid)}/v1/status", timeout=1) as r:
+            with urllib.request.urlopen(f"{c.http(nid)}/v1/status", timeout=1) as r:
                 st = json.loads(r.read())
             if st.get("is_leader"):
                 out.add(str(st.get("ballot")))
@@ -81,7 +81,7 @@ def _counters(c: ProcCluster) -> dict[str, int]:
     total: dict[str, int] = {}
     for nid in range(3):
         try:
-            with urllib.request.urlopen(f"http://{c.http(nid)}/v1/status", timeout=1) as r:
+            with urllib.request.urlopen(f"{c.http(nid)}/v1/status", timeout=1) as r:
                 st = json.loads(r.read())
         except OSError:
             continue
