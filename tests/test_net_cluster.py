@@ -292,6 +292,35 @@ def test_wiped_node_rejoins_under_its_old_id(make_cluster) -> None:  # type: ign
     w2.check(need_writes=False)
 
 
+def test_tls_checks_the_peers_host_name(tmp_path: Path) -> None:
+    """Issue 12: with a CA, a peer's certificate must name the host it is
+    configured under. Certificates signed right but made out to another
+    name open no session: no leader, and the refusals are counted."""
+    import subprocess
+
+    cert, key = tmp_path / "node.crt", tmp_path / "node.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=paxos-node", "-addext", "subjectAltName=DNS:elsewhere.example",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    tls = ["--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(cert)]
+    c = ProcCluster(tmp_path / "c", 3, 0, tls)
+    try:
+        c.start_all()
+        deadline = time.monotonic() + 20
+        errors = 0
+        while time.monotonic() < deadline and errors < 3:
+            sts = [c.status(n) for n in range(3)]
+            errors = sum(st["counters"].get("connect_errors", 0) for st in sts if st)
+            time.sleep(0.2)
+        assert errors >= 3, c.logs()
+        assert c.leader() is None
+    finally:
+        c.close()
+
+
 def test_tls_sessions(make_cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Every TCP connection wrapped in mutually authenticated TLS (HMAC stays on)."""
     import subprocess
@@ -299,7 +328,8 @@ def test_tls_sessions(make_cluster, tmp_path: Path) -> None:  # type: ignore[no-
     cert, key = tmp_path / "node.crt", tmp_path / "node.key"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=paxos-node", "-keyout", str(key), "-out", str(cert)],
+         "-subj", "/CN=paxos-node", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )  # fmt: skip
     tls = ["--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(cert)]

@@ -193,10 +193,14 @@ class NodeServer:
             self.ssl_client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
             self.ssl_client.check_hostname = False
             if o.tls_ca:
+                # With a CA, a peer proves its name too: the host it is
+                # configured under (--acceptors/--learners) must be in its
+                # certificate (issue 12: host names were not checked).
                 self.ssl_server.load_verify_locations(o.tls_ca)
                 self.ssl_server.verify_mode = ssl.CERT_REQUIRED
                 self.ssl_client.load_verify_locations(o.tls_ca)
                 self.ssl_client.load_cert_chain(o.tls_cert, o.tls_key)
+                self.ssl_client.check_hostname = True
             else:
                 self.ssl_client.verify_mode = ssl.CERT_NONE
         await self._resolve_all()
@@ -562,7 +566,13 @@ class NodeServer:
 
         async def go() -> None:
             try:
-                await loop.create_connection(lambda: conn, addr[0], addr[1], ssl=self.ssl_client)
+                await loop.create_connection(
+                    lambda: conn,
+                    addr[0],
+                    addr[1],
+                    ssl=self.ssl_client,
+                    server_hostname=self.opts.addr_of(dst)[0] if self.ssl_client else None,
+                )
             except OSError:
                 self.stats["connect_errors"] += 1
                 conn.closed = True
