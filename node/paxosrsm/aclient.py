@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import random
+import ssl as _ssl
 import threading
 import time
 from collections.abc import Coroutine, Sequence
@@ -97,7 +98,10 @@ class AsyncClient:
         timeout: float = 5.0,
         retry_interval: float = 0.3,
         max_datagram: int = 60_000,
+        ssl: _ssl.SSLContext | None = None,
     ) -> None:
+        """``ssl``: the context for TCP connections (a request too large for
+        a datagram) to nodes that run with TLS."""
         if not addrs:
             raise ValueError("a client needs at least one node address")
         self.addrs = list(addrs)
@@ -105,6 +109,7 @@ class AsyncClient:
         self.timeout = timeout
         self.retry_interval = retry_interval
         self.max_datagram = max_datagram
+        self.ssl = ssl
         self.conn_id = random.getrandbits(62)
         self.sealer = auth.Sealer(key, auth.ORIGIN_CLIENT, self.conn_id, time.time_ns())
         self.opener = auth.Opener(key, auth.ORIGIN_CLIENT, self.conn_id, max_senders=1024)
@@ -282,10 +287,13 @@ class AsyncClient:
                 return
             host, port = addr
             conn = c
+            name = self.addrs[target][0] if self.ssl is not None else None
 
             async def go() -> None:
                 try:
-                    await loop.create_connection(lambda: conn, host, port)
+                    await loop.create_connection(
+                        lambda: conn, host, port, ssl=self.ssl, server_hostname=name
+                    )
                 except OSError:
                     conn.closed = True
 
