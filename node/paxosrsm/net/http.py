@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from ..aclient import AsyncClient, KVError, Unavailable, UnknownOutcome
 from ..statemachine import encode_op
 from .conn import fd_budget
+from .httpauth import HttpAuth, load_grants
 from .httpguard import GuardedSite, HttpGuard
 from .runtime import NodeServer
 
@@ -144,7 +145,19 @@ class HttpApi:
             header_timeout=HTTP_HEADER_TIMEOUT,
             on_refuse=server._bad,
         )
-        app = web.Application(client_max_size=MAX_VALUE + 4096, middlewares=[self.guard.middleware])
+        grants = load_grants(o.http_auth_file) if o.http_auth_file else None
+        if grants is None and o.http_listen not in ("127.0.0.1", "::1", "localhost"):
+            logging.getLogger("paxosrsm.node").warning(
+                "HTTP API on %s:%d without --http-auth-file: anyone who reaches it can "
+                "read and write every key",
+                o.http_listen,
+                o.http_port,
+            )
+        self.auth = HttpAuth(grants, server._bad)
+        app = web.Application(
+            client_max_size=MAX_VALUE + 4096,
+            middlewares=[self.guard.middleware, self.auth.middleware],
+        )
         app.add_routes(
             [
                 web.get("/", self.index),

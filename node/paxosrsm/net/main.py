@@ -55,8 +55,14 @@ async def run(opts: NodeOptions) -> int:
         return EXIT_STORAGE
     if opts.http_port:
         from .http import HttpApi
+        from .httpauth import AuthFileError
 
-        http = HttpApi(server)
+        try:
+            http = HttpApi(server)
+        except AuthFileError as e:
+            print(f"paxosrsm-node: {e}", file=sys.stderr)
+            await server.stop()
+            return EXIT_CONFIG
         await http.start()
     loop = asyncio.get_running_loop()
     # SIGUSR1 prints every thread's stack to stderr (the node's log): how a

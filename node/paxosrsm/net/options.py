@@ -62,6 +62,8 @@ class NodeOptions:
     port: int = 0  # default: the port of our own entry in acceptors/learners
     http_port: int = 8080  # 0 disables the HTTP API
     http_listen: str = "0.0.0.0"
+    #: Bearer tokens for the HTTP API (net/httpauth.py); empty: anonymous.
+    http_auth_file: str = ""
     data_dir: str = "./paxos-data"
     key_file: str = ""
     cluster_id: str = "paxos"
