@@ -36,7 +36,8 @@ from paxosrsm.net.proccluster import ProcCluster
 FLOODER = textwrap.dedent(
     """
     import os, random, socket, struct, sys, time
-    rate, seconds, targets = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3:]
+    rate, seconds, size = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+    targets = sys.argv[4:]
     addrs = [(t.rsplit(":", 1)[0], int(t.rsplit(":", 1)[1])) for t in targets]
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.2", 0))
@@ -45,7 +46,7 @@ FLOODER = textwrap.dedent(
     for _ in range(256):
         head = struct.pack(">2sBBQQQ", b"PX", 1, rng.randrange(2), rng.getrandbits(63),
                            rng.getrandbits(63), rng.getrandbits(63))
-        pool.append(head + os.urandom(rng.choice((32, 200, 1200))))
+        pool.append(head + os.urandom(size or rng.choice((32, 200, 1200))))
     sent, t0 = 0, time.monotonic()
     while True:
         now = time.monotonic() - t0
@@ -91,13 +92,15 @@ def _counters(c: ProcCluster) -> dict[str, int]:
     return total
 
 
-async def _round(c: ProcCluster, g: LoadGen, flood: float, seconds: float) -> dict[str, Any]:
+async def _round(
+    c: ProcCluster, g: LoadGen, flood: float, seconds: float, size: int
+) -> dict[str, Any]:
     before = _leaders(c)
     proc = None
     if flood:
         targets = [f"{h}:{p}" for h, p in c.addrs]
         proc = subprocess.Popen(
-            [sys.executable, "-c", FLOODER, str(flood), str(seconds + 1.5), *targets],
+            [sys.executable, "-c", FLOODER, str(flood), str(seconds + 1.5), str(size), *targets],
             stdout=subprocess.PIPE,
         )
         await asyncio.sleep(0.5)
@@ -120,7 +123,7 @@ async def main_async(a: argparse.Namespace, c: ProcCluster) -> dict[str, Any]:
     try:
         for i in range(a.rounds):
             for flood in (0.0, a.rate) if i % 2 == 0 else (a.rate, 0.0):
-                r = await _round(c, g, flood, a.seconds)
+                r = await _round(c, g, flood, a.seconds, a.size)
                 (flooded if flood else normal).append(r["ops_per_s"])
                 leaders |= set(r["leaders"])
                 sent += r["flood_sent"]
@@ -142,6 +145,9 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=10_000)
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--size", type=int, default=0, help="bytes per bad datagram (0: a mix of 32-1200)"
+    )
     a = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="paxos-flood-"))
     c = ProcCluster(root, 3)
