@@ -139,14 +139,24 @@ def pod_ready(p: Any) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
 
 
-def exec_http(k8s: Any, ns: str, pod: str, method: str, url: str, body: str | None = None) -> Any:
-    """An HTTP call from inside the cluster (works on any cluster: no port-forward)."""
+#: Where a member pod (and the load generator) has the cluster's admin token:
+#: the operator's <name>-http-auth Secret, mounted by the StatefulSets. The
+#: HTTP API is never anonymous in Kubernetes (issue 12).
+TOKEN_FILE = "/etc/paxosrsm/http-auth/admin-token"
+AUTH_HEADER = f"{{'Authorization': 'Bearer ' + open({TOKEN_FILE!r}).read().strip()}}"
+
+
+def exec_http(k8s: Any, ns: str, pod: str, method: str, url: str, body: str | None = None,
+              token: bool = True) -> Any:  # fmt: skip
+    """An HTTP call from inside the cluster (works on any cluster: no
+    port-forward), with the cluster's admin token unless ``token`` is False."""
     from kubernetes.stream import stream
 
     data = body.encode() if body is not None else None
+    headers = AUTH_HEADER if token else "{}"
     code = (
         "import json,sys,urllib.request as u;"
-        f"r=u.Request({url!r},data={data!r},method={method!r});"
+        f"r=u.Request({url!r},data={data!r},method={method!r},headers={headers});"
         "\ntry:\n r=u.urlopen(r,timeout=10);print(json.dumps([r.status,r.read().decode()]))"
         "\nexcept u.HTTPError as e:\n print(json.dumps([e.code,e.read().decode()]))"
     )
@@ -163,6 +173,8 @@ def load_yaml(path: Path) -> Any:
 
 
 __all__ = [
+    "AUTH_HEADER",
+    "TOKEN_FILE",
     "cluster_status",
     "create_cluster",
     "custom",

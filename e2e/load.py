@@ -18,18 +18,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from conftest import NODE_IMAGE, wait_for
+from conftest import AUTH_HEADER, NODE_IMAGE, TOKEN_FILE, wait_for
 
-_SCRIPT = r"""
+_SCRIPT = (
+    r"""
 import os, sys, time, urllib.error, urllib.request as u
 base, prefix, rate, max_s = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+H = """
+    + AUTH_HEADER
+    + r"""
 acks = errs = i = 0
 t_end = time.monotonic() + max_s
 nxt = time.monotonic()
 while not os.path.exists("/tmp/stop") and time.monotonic() < t_end:
     key, val = f"{prefix}{i}", f"v{i}"
     try:
-        r = u.urlopen(u.Request(f"{base}/{key}", data=val.encode(), method="PUT"), timeout=5)
+        req = u.Request(f"{base}/{key}", data=val.encode(), method="PUT", headers=H)
+        r = u.urlopen(req, timeout=5)
         r.read()
         ok, why = r.status == 200, f"http {r.status}"
     except urllib.error.HTTPError as e:
@@ -47,6 +52,7 @@ while not os.path.exists("/tmp/stop") and time.monotonic() < t_end:
     time.sleep(max(0.0, nxt - time.monotonic()))
 print(f"DONE acks={acks} errs={errs}", flush=True)
 """
+)
 
 
 @dataclass
@@ -89,6 +95,7 @@ class LoadGen:
         self.k8s, self.ns, self.pod = k8s, ns, pod
         self.core = k8s.client.CoreV1Api()
         self.base = f"http://{cluster}.{ns}.svc.cluster.local:8080/v1/kv"
+        self.secret = f"{cluster}-http-auth"
         self.args = [self.base, prefix, str(rate), str(max_seconds)]
         self.result: LoadResult | None = None
 
@@ -105,7 +112,10 @@ class LoadGen:
                     "image": NODE_IMAGE,
                     "imagePullPolicy": "IfNotPresent",
                     "command": ["python3", "-u", "-c", _SCRIPT, *self.args],
+                    "volumeMounts": [{"name": "http-auth", "readOnly": True,
+                                      "mountPath": TOKEN_FILE.rsplit("/", 1)[0]}],
                 }],
+                "volumes": [{"name": "http-auth", "secret": {"secretName": self.secret}}],
             },
         }  # fmt: skip
         self.core.create_namespaced_pod(self.ns, body)
@@ -153,14 +163,18 @@ class LoadGen:
                 raise
 
 
-_READER = r"""
+_READER = (
+    r"""
 import json, sys, urllib.error, urllib.request as u
 base, keys = sys.argv[1], json.loads(sys.argv[2])
+H = """
+    + AUTH_HEADER
+    + r"""
 out = {}
 for k in keys:
     for attempt in range(3):
         try:
-            r = u.urlopen(f"{base}/{k}", timeout=10)
+            r = u.urlopen(u.Request(f"{base}/{k}", headers=H), timeout=10)
             out[k] = [r.status, json.loads(r.read())["value"]]
             break
         except urllib.error.HTTPError as e:
@@ -171,6 +185,7 @@ for k in keys:
             out[k] = [0, f"{type(e).__name__}: {e}"[:200]]
 print(json.dumps(out))
 """
+)
 
 
 def read_keys(k8s: Any, ns: str, pod: str, base: str, keys: list[str]) -> dict[str, Any]:

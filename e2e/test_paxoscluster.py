@@ -43,6 +43,10 @@ def test_apply_becomes_available_and_serves(k8s: Any, namespace: str) -> None:
     assert exec_http(k8s, namespace, "px-acceptor-0", "PUT", url, "world")[0] == 200
     code, body = exec_http(k8s, namespace, "px-acceptor-1", "GET", url)
     assert code == 200 and body["value"] == "world"
+    # Never anonymous in Kubernetes (issue 12): any pod reaches this Service.
+    for method, body_ in (("PUT", "evil"), ("GET", None), ("DELETE", None)):
+        assert exec_http(k8s, namespace, "px-acceptor-2", method, url, body_, token=False)[0] == 401
+    assert exec_http(k8s, namespace, "px-acceptor-2", "GET", url)[1]["value"] == "world"
     # The operator's actions are Events on the PaxosCluster.
     evs = (
         k8s.client.CoreV1Api()

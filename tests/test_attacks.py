@@ -9,11 +9,20 @@ shows it holds, and that no acknowledged write is lost.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import os
+import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from paxosrsm.net.options import NodeOptions, OptionsError, add_arguments, from_sources
 from paxosrsm.net.proccluster import ProcCluster
 
 
@@ -105,6 +114,20 @@ def test_http_tokens_roles_and_prefixes(tmp_path: Path) -> None:
         assert "ops 127.0.0.1 PUT key='other' -> 200" in log
         st = c.status(0)
         assert st is not None and st["counters"].get("dropped_http_forbidden", 0) >= 3
+        # Tokens change without a restart (as a Secret volume is updated):
+        # the viewer is revoked, a new writer added; a broken file keeps them.
+        new = "new-" + "d" * 20
+        auth.write_text(f"app readwrite app/ {rw}\nops admin * {adm}\nci readwrite ci/ {new}\n")
+        deadline = time.monotonic() + 10
+        while _call(u + "/v1/kv/ci%2Fa", "PUT", b"1", new) != 200:
+            assert time.monotonic() < deadline, "the new token never took effect"
+            time.sleep(0.3)
+        assert _call(u + "/v1/kv/app%2Fx", "GET", token=ro) == 401
+        auth.write_text("ops admin * short\n")
+        time.sleep(2.5)
+        assert _call(u + "/v1/kv/ci%2Fa", "PUT", b"2", new) == 200
+        st = c.status(0)
+        assert st is not None and st["counters"].get("dropped_http_auth_file_bad", 0) >= 1
     finally:
         c.close()
     bad = tmp_path / "bad"
@@ -116,3 +139,136 @@ def test_http_tokens_roles_and_prefixes(tmp_path: Path) -> None:
         assert "role must be one of" in (c2.root / "node-0" / "node.log").read_text()
     finally:
         c2.close()
+
+
+def test_anonymous_http_off_loopback_is_refused_unless_chosen() -> None:
+    """No anonymous writes by default: a node that would serve the API without
+    tokens on a non-loopback address does not start, unless the operator of
+    the machine says --http-anonymous true."""
+    base = ["--node-id", "0", "--acceptors", "127.0.0.1:7000", "--key-file", "k"]
+
+    def parse(*argv: str) -> NodeOptions:
+        p = argparse.ArgumentParser()
+        add_arguments(p)
+        return from_sources(p.parse_args([*base, *argv]), {})
+
+    with pytest.raises(OptionsError, match="--http-auth-file"):
+        parse("--http-listen", "0.0.0.0")
+    parse("--http-listen", "127.0.0.1")
+    parse("--http-listen", "0.0.0.0", "--http-anonymous", "true")
+    parse("--http-listen", "0.0.0.0", "--http-auth-file", "t")
+    parse("--http-listen", "0.0.0.0", "--http-port", "0")
+
+
+@contextlib.contextmanager
+def _small_volumes(root: Path, n: int, size_mib: int) -> Iterator[None]:
+    """Each node's data directory on its own tmpfs of ``size_mib`` (needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small volume needs root (CI runs as root)")
+    mounted: list[Path] = []
+    try:
+        for i in range(n):
+            d = root / f"node-{i}"
+            d.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(d)],
+                           check=True)  # fmt: skip
+            mounted.append(d)
+        yield
+    finally:
+        for d in mounted:
+            subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def _statuses(c: ProcCluster) -> list[dict[str, Any]]:
+    out = []
+    for n in range(c.n):
+        st = c.status(n, timeout=3.0)
+        assert st is not None, f"node {n} does not answer\n{c.logs()}"
+        out.append(st)
+    return out
+
+
+def test_a_full_volume_turns_the_cluster_read_delete_only(tmp_path: Path) -> None:
+    """Issue 12's probe: 50 MiB volumes, then 97 PUTs of 512 KiB (all three
+    nodes stopped within a second with `disk I/O error`). Now the store is
+    compacted from half its quota on, and at the quota (half the volume here)
+    a NOSPACE alarm goes through the log: PUTs get 507, reads and deletes go
+    on, no node stops; after deletes it takes writes again. No acknowledged
+    write is lost."""
+    root = tmp_path / "c"
+    with _small_volumes(root, 3, 50):
+        c = ProcCluster(root, 3)
+        try:
+            c.start_all()
+            c.wait_ready()
+            value = b"v" * (512 * 1024 - 64)
+            acked, refused = [], []
+            for i in range(97):
+                code = _call(c.http(i % 3) + f"/v1/kv/k{i}", "PUT", value)
+                assert code in (200, 507), f"PUT {i}: {code}\n{c.logs()}"
+                (acked if code == 200 else refused).append(i)
+            sts = _statuses(c)
+            print(f"97 PUTs of 512 KiB on 50 MiB volumes: {len(acked)} acknowledged, "
+                  f"{len(refused)} refused with 507; storage "
+                  f"{[s['storage'] for s in sts]}")  # fmt: skip
+            assert refused, "the quota never refused a write"
+            assert all(c.procs[n].poll() is None for n in range(3)), c.logs()
+            assert all(s["storage"]["alarms"] for s in sts)
+            # Reads and deletes go on; no acknowledged write is lost.
+            for i in acked:
+                assert _call(c.http(1) + f"/v1/kv/k{i}") == 200, i
+            keep = acked[:4]
+            for i in acked[4:]:
+                assert _call(c.http(2) + f"/v1/kv/k{i}", "DELETE") == 200, i
+            deadline = time.monotonic() + 60
+            while _call(c.http(0) + "/v1/kv/after", "PUT", b"x") != 200:
+                assert time.monotonic() < deadline, f"no writes after the deletes\n{c.logs()}"
+                time.sleep(0.5)
+            sts = _statuses(c)
+            print(f"after deleting {len(acked) - 4} keys: writes again in "
+                  f"{60 - (deadline - time.monotonic()):.1f} s; storage "
+                  f"{[s['storage'] for s in sts]}")  # fmt: skip
+            for i in keep:
+                assert _call(c.http(0) + f"/v1/kv/k{i}") == 200, i
+            assert all(c.procs[n].poll() is None for n in range(3)), c.logs()
+        finally:
+            c.close()
+
+
+def test_enospc_is_retried_not_fatal(tmp_path: Path) -> None:
+    """A disk that fills anyway (here a file of someone else's, with the free
+    space reserve off) must not stop or crash-loop the node: the write that
+    failed with ENOSPC is retried every second, the node takes no peer
+    traffic meanwhile (the other two go on), and once space is back it
+    resumes and catches up. No acknowledged write is lost."""
+    root = tmp_path / "c"
+    with _small_volumes(root, 3, 50):
+        c = ProcCluster(root, 3, 0, ["--quota-reserve-bytes", "0"])
+        try:
+            c.start_all()
+            c.wait_ready()
+            filler = root / "node-2" / "filler"
+            subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M", "count=50"],
+                           check=False, capture_output=True)  # fmt: skip
+            value = b"w" * (64 * 1024)
+            for i in range(60):
+                assert _call(c.http(i % 2) + f"/v1/kv/e{i}", "PUT", value) == 200, c.logs()
+            st2 = c.status(2, timeout=3.0)
+            assert st2 is not None and c.procs[2].poll() is None, c.logs()
+            assert st2["storage"]["disk_full"], st2["storage"]
+            retries = st2["counters"].get("disk_full_retries", 0)
+            print(f"node 2 with a full disk: alive, {retries} retries, 60 writes acknowledged "
+                  "by the other two")  # fmt: skip
+            filler.unlink()
+            deadline = time.monotonic() + 60
+            while True:
+                sts = _statuses(c)
+                if not sts[2]["storage"]["disk_full"] and sts[2]["applied"] >= sts[0]["applied"]:
+                    break
+                assert time.monotonic() < deadline, f"node 2 did not resume\n{c.logs()}"
+                time.sleep(0.5)
+            for i in (0, 30, 59):
+                assert _call(c.http(2) + f"/v1/kv/e{i}?stale=true") == 200, i
+            assert all(c.procs[n].poll() is None for n in range(3)), c.logs()
+        finally:
+            c.close()

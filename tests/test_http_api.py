@@ -42,8 +42,15 @@ class Resp:
         return f"<{self.status} {self.ctype} {self.body[:200]!r} in {self.seconds:.2f}s>"
 
 
-def call(method: str, url: str, data: bytes | None = None, timeout: float = 15.0) -> Resp:
-    req = urllib.request.Request(url, data=data, method=method)
+def call(
+    method: str,
+    url: str,
+    data: bytes | None = None,
+    timeout: float = 15.0,
+    headers: dict[str, str] | None = None,
+) -> Resp:
+    h = {"Content-Type": "application/json"} if method == "POST" else {}
+    req = urllib.request.Request(url, data=data, method=method, headers={**h, **(headers or {})})
     t0 = time.monotonic()
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -100,7 +107,11 @@ def wait_leader(c: ProcCluster, timeout: float = 15.0) -> int:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcCluster]:
-    c = ProcCluster(tmp_path_factory.mktemp("http-api"), replicas=3)
+    c = ProcCluster(
+        tmp_path_factory.mktemp("http-api"),
+        replicas=3,
+        extra=["--http-cors-origins", "https://dash.example"],
+    )
     try:
         c.start_all()
         c.wait_ready()
@@ -108,6 +119,55 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcCluster]:
         yield c
     finally:
         c.close()
+
+
+# ------------------------------------------------------------------ browsers
+
+
+def test_browser_safety(cluster: ProcCluster) -> None:
+    """Issue 12: a forged Host (DNS rebinding against local up or a
+    port-forward) and a foreign Origin are refused before anything runs; a
+    CAS must be JSON (a text/plain POST needs no CORS preflight); CORS
+    preflights are answered for the configured origins only."""
+    b = cluster.http(0)
+    port = b.rsplit(":", 1)[1]
+    evil = {"Host": f"rebind.evil.example:{port}"}
+    assert call("PUT", b + kv("br"), b"x", headers=evil).status == 403
+    assert call("GET", b + kv("br"), headers=evil).status == 403
+    assert call("GET", b + "/v1/status", headers=evil).status == 403
+    assert call("GET", b + kv("br")).status == 404  # nothing was written
+    assert call("PUT", b + kv("br"), b"1", headers={"Host": f"localhost:{port}"}).status == 200
+    cas = json.dumps({"expected": "1", "new": "2"}).encode()
+    plain = {"Content-Type": "text/plain"}
+    assert call("POST", b + "/v1/cas/br", cas, headers=plain).status == 415
+    foreign = {"Origin": "https://evil.example"}
+    assert call("POST", b + "/v1/cas/br", cas, headers=foreign).status == 403
+    assert call("DELETE", b + kv("br"), headers=foreign).status == 403
+    assert call("GET", b + kv("br"), headers=foreign).status == 403
+    assert json.loads(call("GET", b + kv("br")).body)["value"] == "1"  # unchanged
+    same = {"Origin": f"http://127.0.0.1:{port}"}  # the status page's own origin
+    assert call("POST", b + "/v1/cas/br", cas, headers=same).status == 200
+    pre = {
+        "Access-Control-Request-Method": "PUT",
+        "Access-Control-Request-Headers": "authorization",
+    }
+    assert call("OPTIONS", b + kv("br"), headers={**pre, **foreign}).status == 403
+    dash = {"Origin": "https://dash.example"}
+    req = urllib.request.Request(b + kv("br"), method="OPTIONS", headers={**pre, **dash})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 204
+        assert r.headers["Access-Control-Allow-Origin"] == "https://dash.example"
+        assert "PUT" in r.headers["Access-Control-Allow-Methods"]
+        assert "Authorization" in r.headers["Access-Control-Allow-Headers"]
+    req = urllib.request.Request(b + kv("br"), data=b"3", method="PUT", headers=dash)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert (
+            r.status == 200 and r.headers["Access-Control-Allow-Origin"] == "https://dash.example"
+        )
+    st = cluster.status(0)
+    assert st is not None
+    for reason in ("http_bad_host", "http_bad_origin", "http_bad_content_type"):
+        assert st["counters"].get(f"dropped_{reason}", 0) >= 1, reason
 
 
 # ------------------------------------------------------------------ KV

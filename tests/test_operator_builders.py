@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 from pathlib import Path
 
 import pytest
 
 from paxos_operator import builders as b
+from paxosrsm.net.httpauth import load_grants
+from paxosrsm.net.options import OptionsError, from_sources
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -139,3 +142,55 @@ def test_covers_skips_patches_that_change_nothing() -> None:
     fewer = copy.deepcopy(live)
     fewer["spec"]["template"]["spec"]["containers"][0]["env"].pop()
     assert not b.covers(sts["spec"], fewer["spec"])
+
+
+def _pod_env(c: dict[str, object], role: str = "acceptor") -> dict[str, str]:
+    """What a member's process sees: the ConfigMap, then the container's env."""
+    env = dict(b.configmap(c, "new")["data"])
+    pod = b.statefulset(c, role)["spec"]["template"]["spec"]
+    env.update({e["name"]: e["value"] for e in pod["containers"][0]["env"]})
+    return env
+
+
+def test_members_serve_http_only_with_tokens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: in Kubernetes the HTTP API is never anonymous. The member's
+    settings pass the node's own validation (which refuses anonymous HTTP
+    off loopback), name the mounted tokens file, and the generated Secret
+    holds an admin token the node's parser accepts."""
+    import socket
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "px-acceptor-1")
+    c = cr()
+    env = _pod_env(c)
+    assert env["PAXOS_HTTP_LISTEN"] == "0.0.0.0"
+    assert env["PAXOS_HTTP_AUTH_FILE"] == f"{b.HTTP_AUTH_DIR}/tokens"
+    pod = b.statefulset(c, "acceptor")["spec"]["template"]["spec"]
+    vols = {v["name"]: v for v in pod["volumes"]}
+    assert vols["http-auth"]["secret"]["secretName"] == "px-http-auth"
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["http-auth"]["mountPath"] == b.HTTP_AUTH_DIR and mounts["http-auth"]["readOnly"]
+    opts = from_sources(None, {**env, "PAXOS_KEY_FILE": "k"})
+    assert opts.http_auth_file and not opts.http_anonymous
+    # The client Service's names pass the DNS-rebinding guard (net/browser.py).
+    assert "px.ns.svc.cluster.local" in opts.http_allowed_hosts.split(",")
+    without = {k: v for k, v in env.items() if k != "PAXOS_HTTP_AUTH_FILE"}
+    with pytest.raises(OptionsError, match="--http-auth-file"):
+        from_sources(None, {**without, "PAXOS_KEY_FILE": "k"})
+
+    sec = b.http_auth_secret(c, "t" * 43)
+    assert sec["metadata"]["name"] == "px-http-auth"
+    tokens = tmp_path / "tokens"
+    tokens.write_bytes(base64.b64decode(sec["data"]["tokens"]))
+    grants = load_grants(tokens)
+    assert [(g.name, g.role, g.prefix) for g in grants.values()] == [("admin", "admin", "")]
+    assert base64.b64decode(sec["data"]["admin-token"]) == b"t" * 43
+    with pytest.raises(ValueError):
+        b.http_auth_secret(c, "short")
+
+    own = cr(auth={"httpTokensSecret": "my-tokens"})
+    pod = b.statefulset(own, "learner")["spec"]["template"]["spec"]
+    vols = {v["name"]: v for v in pod["volumes"]}
+    assert vols["http-auth"]["secret"]["secretName"] == "my-tokens"
+    assert b.validate(cr(auth={"httpTokensSecret": "Bad_Name"}))

@@ -181,3 +181,18 @@ def test_the_kubelets_reports_of_an_exited_container() -> None:
     assert exited_for({"running": {"started_at": fin}}, None, now) is None
     assert exited_for({"waiting": {"reason": "PodInitializing"}}, {}, now) is None
     assert exited_for(None, None, now) is None
+
+
+def test_a_nospace_alarm_is_a_condition() -> None:
+    def member(nid: int, **kw: object) -> dict[str, object]:
+        return {"node_id": nid, "ready": True, "roles": ["acceptor"], "leader": 0,
+                "is_leader": nid == 0, "applied": 5, "decided": 5, **kw}  # fmt: skip
+
+    storage = {"alarms": [1], "disk_full": False, "used_bytes": 123}
+    st = summarize(3, {"a-0": member(0, storage=storage), "a-1": member(1), "a-2": None}, 1, {})
+    cond = next(c for c in st["conditions"] if c["type"] == "NoSpace")
+    assert cond["status"] == "True" and cond["reason"] == "QuotaExceeded"
+    assert "[1]" in cond["message"] and st["members"][0]["storageUsedBytes"] == 123
+    st = summarize(3, {"a-0": member(0), "a-1": member(1), "a-2": member(2)}, 1, st)
+    cond = next(c for c in st["conditions"] if c["type"] == "NoSpace")
+    assert cond["status"] == "False"

@@ -119,6 +119,9 @@ class Driver:
     def session_lost(self, acceptor: int, ballot: Ballot) -> None:
         self.node.session_lost(acceptor, ballot)
 
+    def compact(self) -> bool:
+        return self.node.compact()
+
     def tick(self, has_session: Callable[[int, Ballot], bool] | None = None) -> int:
         """One tick of logical time. With ``has_session`` (a runtime whose
         Accepts ride promise sessions), a leader re-invites the acceptors

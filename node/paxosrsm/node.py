@@ -413,6 +413,23 @@ class Node:
 
     # ------------------------------------------------------------ intents
 
+    def compact(self) -> bool:
+        """Take a snapshot of the applied state now rather than at the next
+        ``snapshot_interval``, and trim the log and the votes below it (the
+        runtime asks when its storage is over quota: deletes free space only
+        once a snapshot no longer holds them). The same step as the periodic
+        snapshot, taken early, keeping no decided slots below it (a peer
+        that far behind gets the snapshot). False when there is nothing new
+        to snapshot."""
+        r = self.replica
+        if r is None or r.applied < 0:
+            return False
+        if r.snapshot is not None and r.snapshot.slot >= r.applied:
+            return False
+        r.take_snapshot(retain=0)
+        self._after()
+        return True
+
     def reinvite(self, has_session: Callable[[int, Ballot], bool]) -> int:
         """A leader sends its Prepare again (same ballot) to every acceptor
         that holds no promise session with it (``has_session(acceptor,

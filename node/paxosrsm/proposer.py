@@ -529,11 +529,24 @@ class Proposer:
             return
         if key in self.waiting:
             return  # already queued or in flight; its answer comes when applied
+        refusal = self.replica.precheck(req.payload)
+        if refusal is not None and not self._in_flight(req.client_id, req.seq):
+            # Refused before the log (a NOSPACE alarm): a refused write must
+            # not take log space either. Not for a command that may already
+            # be in a slot (a retry of one an earlier leader proposed): that
+            # one gets the answer of its slot.
+            self._reply(req.client_id, req.seq, Status.OK, refusal)
+            return
         if len(self.queue) >= self.cfg.max_queue:
             self._reply(req.client_id, req.seq, Status.BUSY, b"")
             return
         self.waiting.add(key)
         self.queue.append(Command(req.client_id, req.seq, req.payload))
+
+    def _in_flight(self, client_id: int, seq: int) -> bool:
+        return any(
+            c.client_id == client_id and c.seq == seq for v in self.proposals.values() for c in v
+        )
 
     def on_applied(self, cmd: Command, result: bytes | None) -> None:
         key = (cmd.client_id, cmd.seq)

@@ -114,17 +114,28 @@ class Replica:
         self.sessions[cmd.client_id] = Session(cmd.client_id, cmd.seq, result)
         self.on_applied(cmd, result)
 
+    def precheck(self, payload: bytes) -> bytes | None:
+        """The state machine's answer to a write it would refuse as things
+        stand (its optional ``precheck``), or None: propose it."""
+        check = getattr(self.sm, "precheck", None)
+        return check(payload) if check is not None else None
+
     # ------------------------------------------------------------ snapshots
 
-    def take_snapshot(self) -> None:
+    def take_snapshot(self, retain: int | None = None) -> None:
+        """Snapshot the applied state; keep ``retain`` decided slots below it
+        for peers' catch-up (the configured ``log_retain`` by default; a
+        compaction for space keeps none: a peer that far behind gets the
+        snapshot)."""
+        keep = self.cfg.log_retain if retain is None else retain
         snap = Snapshot(
             self.applied,
             self.sm.snapshot(),
             tuple(self.sessions[c] for c in sorted(self.sessions)),
         )
         self.snapshot = snap
-        self.out.persist(SnapshotRec(snap, self.cfg.log_retain))
-        cut = snap.slot - self.cfg.log_retain
+        self.out.persist(SnapshotRec(snap, keep))
+        cut = snap.slot - keep
         for s in [s for s in self.log if s <= cut]:
             del self.log[s]
 

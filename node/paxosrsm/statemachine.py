@@ -25,6 +25,11 @@ class StateMachine(Protocol):
 
     def restore(self, data: bytes) -> None: ...
 
+    # Optional: ``precheck(payload) -> bytes | None``, a refusal known before
+    # the log (a leader answers it at once instead of proposing; ``apply``
+    # must refuse the same deterministically). The KV store uses it for the
+    # NOSPACE alarm (net/quota.py).
+
 
 # Key-value operations are JSON objects, e.g. {"op": "put", "key": "a", "value": "1"}.
 # Results are JSON objects: {"ok": true, "value": ...} or {"ok": false, "error": "..."}.
@@ -40,6 +45,23 @@ def encode_op(op: str, key: str, *args: str | None) -> bytes:
     elif op not in ("get", "delete"):
         raise ProtocolError(f"unknown kv op {op!r}")
     return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+
+#: The error a write gets while a NOSPACE alarm is raised (etcd's wording).
+NOSPACE = "NOSPACE: database space exceeded"
+
+
+def encode_alarm(member: int, active: bool) -> bytes:
+    """A node's storage alarm, proposed through the log like any command
+    (etcd raises its NOSPACE alarm through raft the same way): while any
+    member's alarm is raised, every replica refuses puts and CAS alike, and
+    deletes and reads go on."""
+    body = {"op": "alarm", "key": "", "member": member, "active": active}
+    return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+
+#: The query that lists the raised alarms (``read_local``), for status.
+ALARMS_QUERY = b'{"key":"","op":"alarms"}'
 
 
 def _err(msg: str) -> bytes:
@@ -71,11 +93,19 @@ def decode_result(data: bytes) -> dict[str, object]:
     return out
 
 
+#: A snapshot with alarms starts with this (one without is the bare JSON
+#: object of the keys, as before: both load).
+_SNAP_V2 = b"KV2\n"
+
+
 class KVStore:
-    """Default state machine: get, put, delete and compare-and-set on string keys."""
+    """Default state machine: get, put, delete and compare-and-set on string
+    keys, and the members' NOSPACE alarms (``encode_alarm``)."""
 
     def __init__(self) -> None:
         self.data: dict[str, str] = {}
+        #: Members whose storage is over its quota (raised through the log).
+        self.alarms: set[int] = set()
 
     @staticmethod
     def _parse(payload: bytes) -> dict[str, object] | str:
@@ -95,6 +125,17 @@ class KVStore:
             return _err(body)
         key = str(body["key"])
         op = body.get("op")
+        if op == "alarm":
+            m, active = body.get("member"), body.get("active")
+            if type(m) is not int or not 0 <= m < 1 << 16 or type(active) is not bool:
+                return _err("alarm needs member (int) and active (bool)")
+            if active:
+                self.alarms.add(m)
+            else:
+                self.alarms.discard(m)
+            return _ok(None)
+        if self.alarms and op in ("put", "cas"):
+            return _err(f"{NOSPACE} (members {sorted(self.alarms)}); delete keys to free space")
         if op == "put":
             v = body.get("value")
             if not isinstance(v, str):
@@ -115,19 +156,42 @@ class KVStore:
             return _ok(self.data.get(key))
         return _err(f"unknown op {op!r}")
 
+    def precheck(self, payload: bytes) -> bytes | None:
+        """Optional for a state machine: the refusal of a write that must not
+        even enter the log (a leader answers it at once), or None. Advisory:
+        ``apply`` refuses the same writes deterministically."""
+        if not self.alarms:
+            return None
+        body = self._parse(payload)
+        if isinstance(body, str) or body.get("op") not in ("put", "cas"):
+            return None
+        return _err(f"{NOSPACE} (members {sorted(self.alarms)}); delete keys to free space")
+
     def query(self, payload: bytes) -> bytes:
         body = self._parse(payload)
         if isinstance(body, str):
             return _err(body)
+        if body.get("op") == "alarms":
+            return json.dumps({"ok": True, "value": sorted(self.alarms)}).encode()
         if body.get("op") != "get":
-            return _err("only get is a read")
+            return _err("only get and alarms are reads")
         return _ok(self.data.get(str(body["key"])))
 
     def snapshot(self) -> bytes:
-        return json.dumps(self.data, separators=(",", ":"), sort_keys=True).encode()
+        keys = json.dumps(self.data, separators=(",", ":"), sort_keys=True).encode()
+        if not self.alarms:
+            return keys
+        return _SNAP_V2 + json.dumps(sorted(self.alarms)).encode() + b"\n" + keys
 
     def restore(self, data: bytes) -> None:
+        alarms: list[int] = []
+        if data.startswith(_SNAP_V2):
+            head, _, data = data[len(_SNAP_V2) :].partition(b"\n")
+            alarms = json.loads(head)
+            if not isinstance(alarms, list) or not all(type(a) is int for a in alarms):
+                raise ProtocolError("kv snapshot: bad alarms")
         loaded = json.loads(data) if data else {}
         if not isinstance(loaded, dict):
             raise ProtocolError("kv snapshot is not an object")
         self.data = {str(k): str(v) for k, v in loaded.items()}
+        self.alarms = set(alarms)

@@ -7,6 +7,7 @@ returns plain data, so each is unit-tested without a cluster. The kopf handlers
 
 from __future__ import annotations
 
+import base64
 import copy
 import re
 from typing import Any
@@ -19,11 +20,13 @@ PEER_PORT = 7000
 HTTP_PORT = 8080
 DATA_DIR = "/var/lib/paxosrsm"
 KEY_DIR = "/etc/paxosrsm/key"
+HTTP_AUTH_DIR = "/etc/paxosrsm/http-auth"
 UID = 65534
 #: Learner slots (ids N .. N+MAX_LEARNERS-1); the CRD's maximum for spec.learners.
 MAX_LEARNERS = 32
 
 Obj = dict[str, Any]
+_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 
 
@@ -38,6 +41,7 @@ def names(name: str) -> dict[str, str]:
         "acceptors": f"{name}-acceptor",
         "learners": f"{name}-learner",
         "secret": f"{name}-key",
+        "http_auth": f"{name}-http-auth",  # bearer tokens of the HTTP API
         "config": f"{name}-config",
         "pdb": f"{name}-acceptors",
     }
@@ -69,6 +73,7 @@ def spec_with_defaults(spec: Obj) -> Obj:
     p.setdefault("window", 64)
     p.setdefault("snapshotInterval", 10_000)
     s.setdefault("podTemplate", {})
+    s.setdefault("auth", {})
     f = s.setdefault("forceDeleteStuckPods", {})
     f.setdefault("enabled", False)
     f.setdefault("afterSeconds", 300)
@@ -94,6 +99,9 @@ def validate(spec: Obj, old_spec: Obj | None = None) -> list[str]:
     img = spec.get("image")
     if not isinstance(img, str) or not img:
         errs.append("spec.image is required")
+    sec = (spec.get("auth") or {}).get("httpTokensSecret")
+    if sec is not None and (not isinstance(sec, str) or not _DNS_NAME.match(sec)):
+        errs.append(f"spec.auth.httpTokensSecret must name a Secret, got {sec!r}")
     size = spec.get("storage", {}).get("size", "1Gi")
     if not isinstance(size, str) or not _QUANTITY.match(size):
         errs.append(f"spec.storage.size must be a non-negative quantity such as 1Gi, got {size!r}")
@@ -130,6 +138,13 @@ def acceptor_addresses(cr: Obj) -> list[str]:
         f"{n['acceptors']}-{i}.{n['peers']}.{md['namespace']}.svc.cluster.local:{PEER_PORT}"
         for i in range(cr["spec"]["acceptors"])
     ]
+
+
+def service_host_names(cr: Obj) -> list[str]:
+    """Every name of the client Service a request may carry in its Host header."""
+    md = cr["metadata"]
+    svc, ns = names(md["name"])["client"], md["namespace"]
+    return [svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"]
 
 
 def learner_addresses(cr: Obj) -> list[str]:
@@ -197,6 +212,35 @@ def secret(cr: Obj, key_b64: str) -> Obj:
     }
 
 
+def http_auth_secret_name(cr: Obj) -> str:
+    """The Secret whose ``tokens`` file the nodes' HTTP API checks: the
+    user's own (``spec.auth.httpTokensSecret``) or the one the operator made."""
+    s = spec_with_defaults(cr["spec"])
+    own = s["auth"].get("httpTokensSecret")
+    return str(own) if own else names(cr["metadata"]["name"])["http_auth"]
+
+
+def http_auth_secret(cr: Obj, token: str) -> Obj:
+    """The tokens the operator makes when the user brings none: one ``admin``
+    token (every key), also under ``admin-token`` for scripts. Users add
+    tokens (``name role prefix token`` lines, see docs/kubernetes.md) by
+    editing ``tokens``; the nodes reload it without a restart."""
+    if len(token) < 16 or any(c.isspace() for c in token):
+        raise ValueError("a token needs at least 16 characters and no spaces")
+    md = cr["metadata"]
+    tokens = f"# name role prefix token (roles: read, readwrite, admin)\nadmin admin * {token}\n"
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(cr, names(md["name"])["http_auth"], "http-auth"),
+        "type": "Opaque",
+        "data": {
+            "tokens": base64.b64encode(tokens.encode()).decode(),
+            "admin-token": base64.b64encode(token.encode()).decode(),
+        },
+    }
+
+
 def configmap(cr: Obj, initial_state: str) -> Obj:
     """``initial_state`` is "new" only until the cluster first became Available."""
     if initial_state not in ("new", "existing"):
@@ -217,6 +261,9 @@ def configmap(cr: Obj, initial_state: str) -> Obj:
             "PAXOS_WINDOW": str(p["window"]),
             "PAXOS_SNAPSHOT_INTERVAL": str(p["snapshotInterval"]),
             "PAXOS_INITIAL_CLUSTER_STATE": initial_state,
+            # The client Service's names, which the HTTP API must answer to
+            # (other names are refused: DNS rebinding, net/browser.py).
+            "PAXOS_HTTP_ALLOWED_HOSTS": ",".join(service_host_names(cr)),
         },
     }
 
@@ -244,6 +291,9 @@ def statefulset(cr: Obj, role: str) -> Obj:
             {"name": "PAXOS_KEY_FILE", "value": f"{KEY_DIR}/cluster.key"},
             {"name": "PAXOS_PORT", "value": str(PEER_PORT)},
             {"name": "PAXOS_HTTP_PORT", "value": str(HTTP_PORT)},
+            # Never anonymous in Kubernetes: every pod can reach this port.
+            {"name": "PAXOS_HTTP_LISTEN", "value": "0.0.0.0"},
+            {"name": "PAXOS_HTTP_AUTH_FILE", "value": f"{HTTP_AUTH_DIR}/tokens"},
         ],
         "ports": [
             {"name": "paxos-udp", "containerPort": PEER_PORT, "protocol": "UDP"},
@@ -264,6 +314,7 @@ def statefulset(cr: Obj, role: str) -> Obj:
         "volumeMounts": [
             {"name": "data", "mountPath": DATA_DIR},
             {"name": "key", "mountPath": KEY_DIR, "readOnly": True},
+            {"name": "http-auth", "mountPath": HTTP_AUTH_DIR, "readOnly": True},
             # The root filesystem is read-only; SQLite may need a temp dir.
             {"name": "tmp", "mountPath": "/tmp"},
         ],
@@ -305,6 +356,7 @@ def statefulset(cr: Obj, role: str) -> Obj:
         "containers": [container],
         "volumes": [
             {"name": "key", "secret": {"secretName": n["secret"]}},
+            {"name": "http-auth", "secret": {"secretName": http_auth_secret_name(cr)}},
             {"name": "tmp", "emptyDir": {}},
         ],
     }

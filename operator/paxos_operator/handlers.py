@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import os
+import secrets
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -244,16 +245,17 @@ def ensure(cr: Obj, status: Obj) -> None:
         _ensure(cr, status)
 
 
-def _create_secret_once(cr: Obj, name: str) -> None:
-    """The cluster key: created once, never patched or rotated by a reconcile.
-    Two reconciles may both find it missing; the loser's 409 means it exists.
-    (It used to fall through to a patch, which RBAC refuses for Secrets: the
-    403 that delayed new clusters by up to a minute.)"""
+def _create_secret_once(cr: Obj, name: str, obj: Any = None) -> None:
+    """A generated secret (the cluster key, the HTTP tokens): created once,
+    never patched or rotated by a reconcile. Two reconciles may both find it
+    missing; the loser's 409 means it exists. (It used to fall through to a
+    patch, which RBAC refuses for Secrets: the 403 that delayed new clusters
+    by up to a minute.)"""
     md = cr["metadata"]
     if _exists("Secret", "v1", name, md["namespace"]):
         return
-    key = base64.b64encode(base64.b64encode(os.urandom(32))).decode()
-    obj: Any = b.secret(cr, key)
+    if obj is None:
+        obj = b.secret(cr, base64.b64encode(base64.b64encode(os.urandom(32))).decode())
     try:
         kubernetes.client.CoreV1Api(_api()).create_namespaced_secret(md["namespace"], obj)
     except ApiException as e:
@@ -265,6 +267,9 @@ def _ensure(cr: Any, status: Obj) -> None:
     md = cr["metadata"]
     n = b.names(md["name"])
     _create_secret_once(cr, n["secret"])
+    if b.http_auth_secret_name(cr) == n["http_auth"]:
+        # No tokens of the user's own: make an admin token (never anonymous).
+        _create_secret_once(cr, n["http_auth"], b.http_auth_secret(cr, secrets.token_urlsafe(32)))
     initial = "existing" if status.get("everAvailable") else "new"
     objs = [
         b.configmap(cr, initial),

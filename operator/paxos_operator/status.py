@@ -45,6 +45,10 @@ def summarize(
         1 for v in up.values() if v.get("ready") and "acceptor" not in v.get("roles", [])
     )
     recovering = sorted(k for k, v in up.items() if v.get("recovering"))
+    # Storage (issue 12): a raised NOSPACE alarm (replicated: any member
+    # reports every member's) and members whose disk filled up anyway.
+    alarms = sorted({a for v in up.values() for a in (v.get("storage") or {}).get("alarms", [])})
+    disk_full = sorted(k for k, v in up.items() if (v.get("storage") or {}).get("disk_full"))
     leaders = {v.get("leader") for v in up.values() if v.get("leader") is not None}
     leader_id = next(iter(leaders)) if len(leaders) == 1 else None
     leader_pod = next((k for k, v in up.items() if v.get("is_leader")), None)
@@ -68,6 +72,13 @@ def summarize(
         _cond("Recovering", bool(recovering), "EmptyDisk" if recovering else "None",
               ("recovering before voting: " + ", ".join(recovering)) if recovering
               else "no member is recovering", generation, now, old_conds),
+        _cond("NoSpace", bool(alarms or disk_full),
+              "DiskFull" if disk_full else ("QuotaExceeded" if alarms else "None"),
+              (f"NOSPACE alarm of member id(s) {alarms}: only reads and deletes are taken; "
+               "delete keys (the members compact) or grow the volumes. " if alarms else "")
+              + (f"disk full, write retried: {', '.join(disk_full)}" if disk_full else "")
+              if alarms or disk_full else "every member is under its storage quota",
+              generation, now, old_conds),
     ]  # fmt: skip
     phase = "Available" if available else ("Pending" if not up else "Degraded")
     if available and updating:
@@ -91,6 +102,7 @@ def summarize(
                 "ready": bool(v.get("ready")),
                 "applied": v.get("applied", -1),
                 "lag": max(0, decided - v.get("applied", -1)),
+                "storageUsedBytes": (v.get("storage") or {}).get("used_bytes") or 0,
             }
             for k, v in sorted(members.items())
         ],

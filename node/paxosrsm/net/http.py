@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,10 +30,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ..aclient import AsyncClient, KVError, Unavailable, UnknownOutcome
-from ..statemachine import encode_op
+from ..statemachine import NOSPACE, encode_op
+from .browser import BrowserGuard
 from .conn import fd_budget
-from .httpauth import HttpAuth, load_grants
+from .httpauth import HttpAuth
 from .httpguard import GuardedSite, HttpGuard
+from .options import LOOPBACK, NodeOptions
 from .runtime import NodeServer
 
 MAX_KEY = 1024
@@ -123,9 +126,44 @@ class _Collector(Collector):
         yield CounterMetricFamily(
             "paxos_applied_slots", "Slots applied since start", value=s.applied_total
         )
+        sto = st["storage"]
+        # etcd's names where the meaning is the same (etcd_server_quota_backend_bytes,
+        # etcd_mvcc_db_total_size_in_use_in_bytes), under our prefix.
+        yield GaugeMetricFamily(
+            "paxos_server_quota_backend_bytes", "Storage quota", value=sto["quota_bytes"]
+        )
+        if sto["used_bytes"] is not None:
+            yield GaugeMetricFamily(
+                "paxos_db_total_size_in_use_in_bytes", "Bytes the store holds",
+                value=sto["used_bytes"],
+            )  # fmt: skip
+            yield GaugeMetricFamily(
+                "paxos_disk_free_bytes", "Free bytes on the data file system",
+                value=sto["free_bytes"],
+            )  # fmt: skip
+        yield GaugeMetricFamily(
+            "paxos_alarm_nospace", "Members with a raised NOSPACE alarm (writes refused)",
+            value=len(sto["alarms"]),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "paxos_disk_full", "1 while a write is retried after ENOSPC",
+            value=int(sto["disk_full"]),
+        )  # fmt: skip
         if st["fsync_p50_ms"] is not None:
             yield GaugeMetricFamily("paxos_fsync_p50_seconds", "Median group-commit fsync",
                                     value=st["fsync_p50_ms"] / 1000)  # fmt: skip
+
+
+def _own_host_names(o: NodeOptions) -> list[str]:
+    """The names a request to this node may carry in its Host header: this
+    machine's, the cluster's (every acceptor, learner and HTTP peer host) and
+    localhost. A Kubernetes Service name comes in --http-allowed-hosts."""
+    names = ["localhost", socket.gethostname(), socket.getfqdn()]
+    for host, _port in (*o.acceptors, *o.learners, *o.http_peers):
+        names.append(host)
+    if o.http_listen not in ("0.0.0.0", "::"):
+        names.append(o.http_listen)
+    return names
 
 
 class HttpApi:
@@ -145,18 +183,22 @@ class HttpApi:
             header_timeout=HTTP_HEADER_TIMEOUT,
             on_refuse=server._bad,
         )
-        grants = load_grants(o.http_auth_file) if o.http_auth_file else None
-        if grants is None and o.http_listen not in ("127.0.0.1", "::1", "localhost"):
+        if not o.http_auth_file and o.http_listen not in LOOPBACK:
             logging.getLogger("paxosrsm.node").warning(
-                "HTTP API on %s:%d without --http-auth-file: anyone who reaches it can "
-                "read and write every key",
+                "HTTP API on %s:%d without --http-auth-file (--http-anonymous): anyone who "
+                "reaches it can read and write every key",
                 o.http_listen,
                 o.http_port,
             )
-        self.auth = HttpAuth(grants, server._bad)
+        self.auth = HttpAuth(o.http_auth_file or None, server._bad)
+        self.browser = BrowserGuard(
+            _own_host_names(o) + o.http_allowed_hosts.split(","),
+            o.http_cors_origins.split(","),
+            server._bad,
+        )
         app = web.Application(
             client_max_size=MAX_VALUE + 4096,
-            middlewares=[self.guard.middleware, self.auth.middleware],
+            middlewares=[self.guard.middleware, self.browser.middleware, self.auth.middleware],
         )
         app.add_routes(
             [
@@ -241,6 +283,12 @@ class HttpApi:
                 content_type="application/json",
             ) from e
         except KVError as e:
+            if str(e).startswith(NOSPACE):
+                # etcd's "mvcc: database space exceeded"; 507 Insufficient Storage.
+                raise web.HTTPInsufficientStorage(
+                    text=json.dumps({"error": str(e), "outcome": "not applied"}),
+                    content_type="application/json",
+                ) from e
             raise web.HTTPBadRequest(
                 text=json.dumps({"error": str(e)}), content_type="application/json"
             ) from e

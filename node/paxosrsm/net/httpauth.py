@@ -14,7 +14,8 @@ every key). With the file, every ``/v1/kv`` and ``/v1/cas`` request needs
 does not cover the request is 403 (default deny). The status page, status,
 health and metrics stay open (operational data, no keys or values). Without
 the file the API is anonymous, which the node allows only on a loopback
-listen address unless ``--http-anonymous`` says so explicitly.
+listen address unless ``--http-anonymous true`` says so explicitly (the
+node refuses to start otherwise).
 
 Every HTTP write is logged to ``paxosrsm.access`` with who made it (the
 token's name, or ``anonymous``), the method, the key and the answer.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,14 +96,66 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class HttpAuth:
-    """The middleware. ``grants`` None: anonymous access (an explicit choice)."""
+    """The middleware. ``path`` None: anonymous access (an explicit choice).
 
-    def __init__(self, grants: dict[bytes, Grant] | None, on_refuse: Callable[[str, str], None]):
-        self.grants = grants
+    The file is read at start (a bad file stops the node there, with its
+    line) and again whenever it changes (checked at most every
+    ``RELOAD_EVERY`` seconds, on the next request): tokens are added or
+    revoked without a restart, as a Kubernetes Secret volume is updated in
+    place. A changed file that does not parse keeps the tokens in force,
+    and says why in the log."""
+
+    RELOAD_EVERY = 2.0
+
+    def __init__(
+        self,
+        path: str | Path | None,
+        on_refuse: Callable[[str, str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.path = Path(path) if path else None
         self.on_refuse = on_refuse
+        self.clock = clock
+        self.grants: dict[bytes, Grant] | None = None
+        self._stamp: tuple[int, int, int] | None = None
+        self._checked = 0.0
+        if self.path is not None:
+            self._stamp = self._stat()
+            self.grants = load_grants(self.path)
+            self._checked = clock()
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        assert self.path is not None
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def maybe_reload(self) -> None:
+        if self.path is None:
+            return
+        now = self.clock()
+        if now - self._checked < self.RELOAD_EVERY:
+            return
+        self._checked = now
+        stamp = self._stat()
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            grants = load_grants(self.path)
+        except AuthFileError as e:
+            self.on_refuse("http_auth_file_bad", f"{e}; the tokens loaded before stay in force")
+            return
+        self.grants = grants
+        logging.getLogger("paxosrsm.node").info(
+            "HTTP tokens reloaded from %s: %d tokens", self.path, len(grants)
+        )
 
     def who(self, request: web.Request, key: str, write: bool) -> str:
         """The name the request acts under; raises 401/403 when it may not."""
+        self.maybe_reload()
         if self.grants is None:
             return "anonymous"
         h = request.headers.get("Authorization", "")

@@ -61,10 +61,29 @@ class NodeOptions:
     listen: str = "0.0.0.0"
     port: int = 0  # default: the port of our own entry in acceptors/learners
     http_port: int = 8080  # 0 disables the HTTP API
-    http_listen: str = "0.0.0.0"
-    #: Bearer tokens for the HTTP API (net/httpauth.py); empty: anonymous.
+    http_listen: str = "127.0.0.1"
+    #: Bearer tokens for the HTTP API (net/httpauth.py); empty: anonymous,
+    #: which needs a loopback --http-listen or --http-anonymous true.
     http_auth_file: str = ""
+    #: Serve the HTTP API without tokens on a non-loopback address: an
+    #: explicit choice (demos, test networks), never a default.
+    http_anonymous: bool = False
+    #: Host names the HTTP API answers to besides IP literals, localhost,
+    #: this machine's name and the cluster's host names (comma-separated;
+    #: "*": any). Others are refused: DNS rebinding (net/browser.py).
+    http_allowed_hosts: str = ""
+    #: Web origins allowed to call the API from a browser (CORS), e.g.
+    #: https://dash.example.com (comma-separated). None by default.
+    http_cors_origins: str = ""
     data_dir: str = "./paxos-data"
+    #: Storage quota (etcd's --quota-backend-bytes): at this many bytes held
+    #: (net/quota.py) the node raises a NOSPACE alarm through the log and
+    #: the cluster takes only reads and deletes until it is back under 90%.
+    quota_bytes: int = 2 << 30
+    #: The alarm is also raised when the data directory's file system has
+    #: less than this free (at most a tenth of its size): a disk shared with
+    #: others, or a quota larger than the volume.
+    quota_reserve_bytes: int = 64 << 20
     key_file: str = ""
     cluster_id: str = "paxos"
     initial_cluster_state: str = "new"
@@ -162,10 +181,25 @@ class NodeOptions:
             raise OptionsError("--tick-ms must be in (0, 1000]")
         if not 1024 <= self.max_datagram <= 65_000:
             raise OptionsError("--max-datagram must be in 1024..65000")
+        if self.quota_bytes < 1 << 20:
+            raise OptionsError("--quota-bytes must be at least 1 MiB")
+        if self.quota_reserve_bytes < 0:
+            raise OptionsError("--quota-reserve-bytes must not be negative")
         if self.max_frame < 1 << 20:
             raise OptionsError("--max-frame must be at least 1 MiB")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise OptionsError("--tls-cert and --tls-key go together")
+        if (
+            self.http_port
+            and not self.http_auth_file
+            and not self.http_anonymous
+            and self.http_listen not in LOOPBACK
+        ):
+            raise OptionsError(
+                f"--http-listen {self.http_listen} without --http-auth-file would let anyone "
+                "who reaches it read and write every key: give --http-auth-file, listen on "
+                "127.0.0.1, or say --http-anonymous true"
+            )
         if self.http_peers and len(self.http_peers) != total:
             raise OptionsError(f"--http-peers must list {total} addresses, one per node")
         try:
@@ -177,6 +211,8 @@ class NodeOptions:
 
 
 _LISTS = {"acceptors", "learners", "http_peers"}
+#: Listen addresses that only this machine reaches.
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def _coerce(name: str, typ: Any, v: Any) -> Any:

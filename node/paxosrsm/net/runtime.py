@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -32,6 +33,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ..aclient import AsyncClient, ClientError
 from ..config import Role
 from ..driver import (
     SESSION_TO_ACCEPTOR,
@@ -60,13 +62,15 @@ from ..messages import (
 )
 from ..node import Node, NodeStatus
 from ..outbox import SafetyViolation
-from ..statemachine import KVStore, StateMachine
+from ..records import AcceptRec, DecideRec, Record
+from ..statemachine import ALARMS_QUERY, KVStore, StateMachine, encode_alarm
 from ..storage import Identity, SQLiteStorage
-from ..types import Ballot, ProtocolError
+from ..types import Ballot, Kind, ProtocolError
 from . import auth, codec
 from .admission import Admission
 from .conn import FramedConn, fd_budget
 from .options import NodeOptions
+from .quota import Reading, StorageQuota, is_disk_full, read_fs
 
 log = logging.getLogger("paxosrsm.node")
 
@@ -135,6 +139,17 @@ class NodeServer:
         self.udp: asyncio.DatagramTransport | None = None
         self.tcp_server: asyncio.AbstractServer | None = None
         self.disk = ThreadPoolExecutor(1, thread_name_prefix="paxos-disk")
+        #: Storage quota and the NOSPACE alarm (net/quota.py).
+        self.quota = StorageQuota(opts.quota_bytes, opts.quota_reserve_bytes)
+        #: A write failed with ENOSPC and is being retried: no peer traffic.
+        self.disk_full = False
+        self.alarms: list[int] = []
+        self.alarm_client: AsyncClient | None = None
+        self.alarm_task: asyncio.Task[None] | None = None
+        self.last_compact = 0.0
+        #: Payload bytes made durable since the last quota check.
+        self.written_since_check = 0
+        self.quota_due = asyncio.Event()
         self.dirty = asyncio.Event()
         self.stopping = asyncio.Event()
         self.fatal: BaseException | None = None
@@ -217,7 +232,7 @@ class NodeServer:
         self._introduce()
         # Whatever the core produced at construction (an incarnation record).
         self.dirty.set()
-        for coro in (self._flusher(), self._ticker(), self._housekeeping()):
+        for coro in (self._flusher(), self._ticker(), self._housekeeping(), self._quota_loop()):
             self.tasks.append(asyncio.create_task(coro))
         log.info(
             "node %d up: paxos %s:%d (udp+tcp), data %s, %d acceptors, role %s",
@@ -237,6 +252,11 @@ class NodeServer:
 
     async def stop(self) -> None:
         self.stopping.set()
+        if self.alarm_task is not None:
+            self.alarm_task.cancel()
+        if self.alarm_client is not None:
+            with contextlib.suppress(Exception):
+                await self.alarm_client.close()
         for t in self.tasks:
             t.cancel()
         for t in self.tasks:
@@ -282,6 +302,8 @@ class NodeServer:
             ticks += 1
             if ticks <= 200 and ticks % 20 == 1:
                 self._introduce()  # ten times in the first two seconds
+            if self.disk_full:
+                continue  # no elections or proposals from a node that cannot write
             try:
                 # A leader re-invites (by UDP, in the next Ready) the acceptors
                 # that hold no promise session with it: Node.reinvite.
@@ -306,6 +328,76 @@ class NodeServer:
                     self.sessions_in.pop((peer, b), None)
             with contextlib.suppress(OSError):
                 await self._resolve_all()
+
+    async def _quota_loop(self) -> None:
+        """The storage quota, every 2 s and after heavy writes (net/quota.py)."""
+        while True:
+            self.quota_due.clear()
+            self.written_since_check = 0
+            try:
+                await self._check_quota()
+            except Exception as e:  # measuring must never stop the node
+                self._bad("quota_check", f"{type(e).__name__}: {e}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.quota_due.wait(), 2.0)
+
+    async def _check_quota(self) -> None:
+        """Raise or clear this node's NOSPACE alarm (net/quota.py), and
+        compact while it is raised."""
+        node, driver, storage = self.node, self.driver, self.storage
+        if node is None or driver is None or storage is None:
+            return
+        loop = asyncio.get_running_loop()
+        used = await loop.run_in_executor(self.disk, storage.used_bytes)
+        free, total = read_fs(self.opts.data_dir)
+        verdict = self.quota.judge(Reading(used, free, total))
+        mine = self.id in self._read_alarms()
+        if verdict == "over" and not mine:
+            self._propose_alarm(True, used, free)
+        elif verdict == "under" and mine:
+            self._propose_alarm(False, used, free)
+        now = time.monotonic()
+        busy = mine or verdict in ("over", "compact")
+        if busy and now - self.last_compact >= 1.0:
+            self.last_compact = now
+            if driver.compact():
+                self.stats["compactions"] += 1
+                self.dirty.set()
+
+    def _read_alarms(self) -> list[int]:
+        """The members whose NOSPACE alarm is raised, as this replica applied it."""
+        node = self.node
+        answer = node.read_local(ALARMS_QUERY) if node is not None else None
+        try:
+            alarms = json.loads(answer)["value"] if answer is not None else []
+        except (ValueError, KeyError, TypeError):
+            alarms = []  # a state machine of the user's own, without alarms
+        self.alarms = alarms if isinstance(alarms, list) else []
+        return self.alarms
+
+    def _propose_alarm(self, active: bool, used: int, free: int) -> None:
+        if self.alarm_task is not None and not self.alarm_task.done():
+            return
+        log.warning(
+            "node %d: %s its NOSPACE alarm (holds %d bytes, quota %d; %d bytes free)",
+            self.id,
+            "raising" if active else "clearing",
+            used,
+            self.quota.effective(self.quota.last.total) if self.quota.last else 0,
+            free,
+        )
+
+        async def go() -> None:
+            if self.alarm_client is None:
+                c = AsyncClient(self.opts.acceptors, self.key, timeout=5.0, ssl=self.ssl_client)
+                self.alarm_client = await c.connect()
+            try:
+                await self.alarm_client.request(Kind.WRITE, encode_alarm(self.id, active))
+                self.stats["alarms_raised" if active else "alarms_cleared"] += 1
+            except ClientError as e:
+                self._bad("alarm_not_proposed", f"{type(e).__name__}: {e}")
+
+        self.alarm_task = asyncio.get_running_loop().create_task(go())
 
     async def _resolve_all(self) -> None:
         """Host names are resolved here, never on the send path (pod IPs change).
@@ -416,11 +508,19 @@ class NodeServer:
             if fl.arm_deferred:
                 loop.call_later(self.opts.tick_ms / 1000, self._flush_deferred)
             if fl.records:
+                written = 0
                 for rec in fl.records:
                     self.rec_out[type(rec).__name__] += 1
+                    if isinstance(rec, AcceptRec | DecideRec):
+                        written += sum(len(c.payload) for c in rec.value)
+                self.written_since_check += written
+                last = self.quota.last
+                quota = self.quota.effective(last.total) if last else self.opts.quota_bytes
+                if self.written_since_check * 16 >= quota:
+                    self.quota_due.set()
                 t0 = time.perf_counter()
                 try:
-                    await loop.run_in_executor(self.disk, storage.append, fl.records)
+                    await self._append(storage, fl.records)
                 except Exception as e:  # a failed fsync: the disk cannot be trusted
                     self._die(e)
                     return
@@ -444,6 +544,31 @@ class NodeServer:
                 self._die(e)
                 return
             self._close_superseded_sessions()
+
+    async def _append(self, storage: SQLiteStorage, records: list[Record]) -> None:
+        """Make ``records`` durable. A full disk is not fatal: the same
+        records are written again every second until they fit (the append
+        is one transaction, rolled back on failure, and idempotent), and
+        meanwhile the node takes no peer traffic (``disk_full``): to the
+        others it is a crashed node, which they tolerate. The messages that
+        wait on these records are sent only once they are durable."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await loop.run_in_executor(self.disk, storage.append, records)
+            except Exception as e:
+                if not is_disk_full(e):
+                    raise
+                if not self.disk_full:
+                    log.error("node %d: disk full (%s); retrying every second", self.id, e)
+                self.disk_full = True
+                self.stats["disk_full_retries"] += 1
+                await asyncio.sleep(1.0)
+                continue
+            if self.disk_full:
+                log.warning("node %d: the disk has room again; back in the cluster", self.id)
+                self.disk_full = False
+            return
 
     def _flush_deferred(self) -> None:
         if self.driver is not None and self.driver.flush_deferred():
@@ -739,6 +864,9 @@ class NodeServer:
             if len(self.client_routes) > MAX_CLIENT_ROUTES:
                 self.client_routes.popitem(last=False)
             self.msg_in["ClientRequest"] += 1
+            if self.disk_full:
+                self._bad("disk_full", "client request while the disk is full")
+                continue
             try:
                 driver.client(m, revalidate=False)  # built by the codec
             except ProtocolError as e:
@@ -759,6 +887,9 @@ class NodeServer:
         driver = self.driver
         assert driver is not None
         self.msg_in[type(m).__name__] += 1
+        if self.disk_full:
+            self._bad("disk_full", f"{type(m).__name__} from node {src} while the disk is full")
+            return
         try:
             driver.step(src, m, revalidate=False)  # the codec built m through its constructor
         except ProtocolError as e:
@@ -953,5 +1084,19 @@ class NodeServer:
             "uptime_s": round(time.monotonic() - self.started, 1),
             "fsync_p50_ms": round(fs[len(fs) // 2] * 1000, 3) if fs else None,
             "fsync_p99_ms": round(fs[int(len(fs) * 0.99)] * 1000, 3) if fs else None,
+            "storage": self._storage_status(),
             "counters": dict(self.stats),
+        }
+
+    def _storage_status(self) -> dict[str, Any]:
+        r = self.quota.last
+        return {
+            "used_bytes": r.used if r else None,
+            "free_bytes": r.free if r else None,
+            "quota_bytes": self.quota.effective(r.total) if r else self.opts.quota_bytes,
+            "reserve_bytes": self.quota.reserve(r.total) if r else None,
+            "disk_full": self.disk_full,
+            # Members whose NOSPACE alarm is raised (replicated): while any
+            # is, the cluster takes only reads and deletes.
+            "alarms": self._read_alarms(),
         }

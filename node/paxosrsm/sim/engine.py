@@ -318,6 +318,9 @@ class SimNode:
     jump_on_restart: bool = False
     epoch: int = 0
     paused: bool = False
+    #: The runtime's ENOSPC stall (net/quota.py): until then its write is
+    #: retried, its peer input dropped and its ticks skipped.
+    stalled_until: int = 0
     buffered: list[Callable[[], None]] = field(default_factory=list)
     incarnation: int = 0
     #: Its disk was wiped; it must rejoin as "existing" (recover before voting).
@@ -488,6 +491,12 @@ class Simulator:
         fast, until = self.slow_clocks
         if nid != fast and self.now < until and self.rng.random() < 0.8:
             return  # BUGGIFY: a slow clock (see _buggify_wipe)
+        if self.now < sn.stalled_until:
+            return  # the runtime skips ticks while its disk is full
+        if self.p.enospc and self.rng.random() < self.p.enospc / 4 and drv.compact():
+            # The runtime compacts early when its store nears the quota.
+            self.count("compactions")
+            node.check_invariants()
         was_leader = node.is_leader
         self.count("invites", drv.tick(self._has_session(sn)))
         node.check_invariants(full=node.ticks % 16 == 0)
@@ -545,6 +554,9 @@ class Simulator:
         if sn.paused:
             sn.buffered.append(lambda: self._deliver(env, epoch))
             return
+        if self.now < sn.stalled_until and env.src != env.dst:
+            self.count("dropped_disk_full")
+            return  # the runtime drops peer input while its write is retried
         if self.p.sessions and env.src != env.dst:
             ch = channel(env.msg)
             if ch == TO_PROPOSER:
@@ -674,16 +686,25 @@ class Simulator:
             and self.now < self.p.fault_until_us
             and self.rng.random() < self.p.enospc
         ):
-            # The write fails: the runtime stops the node (a disk it cannot
-            # write is not trusted); nothing of this batch is durable, and
-            # nothing that depends on it leaves. Restarted later (space freed).
             self.count("enospc")
-            self.log(f"node {sn.id}: ENOSPC on a batch write; it stops")
-            self._crash(sn)
-            if sn.id < self.cfg.n_acceptors:
-                self._break_sessions(sn.id)
-            self._at(self.rng.randint(100 * MS, 2 * SEC), self._restart, sn.id)
-            return
+            if self.rng.random() < 0.5:
+                # The runtime's answer (net/quota.py): the same records are
+                # written again until they fit; meanwhile no peer input and
+                # no ticks. A very slow fsync, to the rest of the cluster.
+                stall = self.rng.randint(100 * MS, 3 * SEC)
+                sn.stalled_until = start + stall
+                done += stall
+                disk.busy_until = done
+                self.log(f"node {sn.id}: ENOSPC, retried for {stall // MS} ms")
+            else:
+                # An operator restarts the node once space is freed; nothing
+                # of this batch is durable, and nothing that depends on it leaves.
+                self.log(f"node {sn.id}: ENOSPC on a batch write; it stops")
+                self._crash(sn)
+                if sn.id < self.cfg.n_acceptors:
+                    self._break_sessions(sn.id)
+                self._at(self.rng.randint(100 * MS, 2 * SEC), self._restart, sn.id)
+                return
         if records:
             disk.writing = (epoch, records)
 

@@ -29,6 +29,7 @@ throughput is measured in ``bench/storage_bench.py``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -416,6 +417,20 @@ class SQLiteStorage:
         (votes,) = self.db.execute("SELECT COUNT(*) FROM votes").fetchone()
         (decided,) = self.db.execute("SELECT COUNT(*) FROM decided").fetchone()
         return int(votes), int(decided)
+
+    def used_bytes(self) -> int:
+        """The bytes this store holds (what the storage quota counts): the
+        database's pages in use (free pages are reused, not counted), its
+        WAL, and the snapshot files. Deletes lower it once a snapshot no
+        longer holds the deleted keys and the log below it is trimmed."""
+        (pages,) = self.db.execute("PRAGMA page_count").fetchone()
+        (free,) = self.db.execute("PRAGMA freelist_count").fetchone()
+        (size,) = self.db.execute("PRAGMA page_size").fetchone()
+        total = (int(pages) - int(free)) * int(size)
+        for p in (self.path / "paxos.db-wal", *(self.path / "snapshots").iterdir()):
+            with contextlib.suppress(OSError):
+                total += p.stat().st_size
+        return total
 
     def disk_usage(self) -> int:
         total = 0

@@ -151,6 +151,7 @@ class Cluster:
             "--http-peers", ",".join(self.http),
             "--listen", "0.0.0.0", "--port", str(PEER_PORT),
             "--http-listen", "0.0.0.0", "--http-port", str(HTTP_PORT),
+            "--http-anonymous", "true",  # a test network of namespaces
             "--data-dir", str(self.data(i)), "--key-file", str(self.root / "cluster.key"),
             "--initial-cluster-state", initial,
         ]  # fmt: skip
