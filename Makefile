@@ -113,7 +113,7 @@ clean:
 # Wheels of the runtime dependencies, for the container images (built offline).
 wheelhouse: $(STAMP)
 	rm -rf wheelhouse/node && mkdir -p wheelhouse/node
-	$(BIN)/pip wheel -q -w wheelhouse/node msgpack aiohttp prometheus-client pyyaml uvloop
+	$(BIN)/pip wheel -q -w wheelhouse/node msgpack aiohttp prometheus-client pyyaml uvloop cryptography
 	rm -rf wheelhouse/operator && mkdir -p wheelhouse/operator
 	$(BIN)/pip wheel -q -w wheelhouse/operator kopf kubernetes aiohttp
 

@@ -484,7 +484,9 @@ class DatagramOracle:
         try:
             origin, sender, body = self.opener.open(data)
         except auth.AuthError as e:
-            return "dropped_replayed" if "replayed" in str(e) else "dropped_unauthenticated"
+            if isinstance(e, auth.ReplayError):
+                return "dropped_replayed"
+            return "dropped_stale" if isinstance(e, auth.StaleError) else "dropped_unauthenticated"
         if origin == auth.ORIGIN_NODE and sender < self.n_nodes:
             # It would take over the replay window of a real node: its datagrams
             # would then be refused as replays.
@@ -519,7 +521,8 @@ def random_datagram(rng: random.Random) -> bytes:
     return data
 
 
-_HDR_FIELDS = ((2, 1), (3, 1), (4, 8), (12, 8), (20, 8))  # version, origin, sender, epoch, counter
+#: version, origin, key id, sender, epoch, counter, sent_ms (auth's datagram header)
+_HDR_FIELDS = ((2, 1), (3, 1), (4, 1), (5, 8), (13, 8), (21, 8), (29, 8))
 
 
 def mutate_datagram(rng: random.Random, d: bytes, other: bytes) -> bytes:
@@ -539,10 +542,10 @@ def mutate_datagram(rng: random.Random, d: bytes, other: bytes) -> bytes:
             off, n = rng.choice(_HDR_FIELDS)
             v = rng.choice((0, 1, 2, (1 << (8 * n)) - 1, rng.randrange(1 << (8 * n))))
             out[off : off + n] = v.to_bytes(n, "big")
-        elif op == 4:  # a zeroed or random MAC
-            out[-auth.MAC_LEN :] = rng.choice((bytes(32), rng.randbytes(32)))
-        elif op == 5:  # another datagram's MAC
-            out[-auth.MAC_LEN :] = other[-auth.MAC_LEN :]
+        elif op == 4:  # a zeroed or random tag
+            out[-auth.TAG_LEN :] = rng.choice((bytes(16), rng.randbytes(16)))
+        elif op == 5:  # another datagram's tag
+            out[-auth.TAG_LEN :] = other[-auth.TAG_LEN :]
         elif op == 6:  # another datagram's header
             out[: auth.HDR_LEN] = other[: auth.HDR_LEN]
         elif op == 7:  # the head cut off (the MAC is still at the end)
@@ -657,6 +660,23 @@ def bad_hello_body(rng: random.Random, me: int, findings: Findings) -> bytes:
             findings.surprises.append(
                 f"a hello body with a valid MAC raised {verdict} in the handshake: {body.hex()}"
             )
+
+
+def class_key(ring: auth.Keyring, origin: int) -> bytes:
+    """The key a hello from ``origin`` is made with (key 0: the cluster key)."""
+    k = ring.key(0, auth.class_of(origin, auth.ORIGIN_NODE))
+    assert k is not None
+    return k
+
+
+def hello_class_key(ring: auth.Keyring, body: bytes) -> bytes:
+    """The key of the class the hello body claims (client when unreadable)."""
+    try:
+        h = msgpack.unpackb(body, raw=False)
+        origin = h[2] if type(h) is list and len(h) > 2 else auth.ORIGIN_CLIENT
+    except Exception:
+        origin = auth.ORIGIN_CLIENT
+    return class_key(ring, origin if origin == auth.ORIGIN_NODE else auth.ORIGIN_CLIENT)
 
 
 def hello_mac_wrong(rng: random.Random, key: bytes, body: bytes) -> bytes:

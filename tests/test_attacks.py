@@ -272,3 +272,128 @@ def test_enospc_is_retried_not_fatal(tmp_path: Path) -> None:
             assert all(c.procs[n].poll() is None for n in range(3)), c.logs()
         finally:
             c.close()
+
+
+def _wait_counter(c: ProcCluster, nodes: list[int], name: str, at_least: int, secs: float) -> None:
+    deadline = time.monotonic() + secs
+    while True:
+        sts = [c.status(n, timeout=2.0) for n in nodes]
+        if all(s is not None and s["counters"].get(name, 0) >= at_least for s in sts):
+            return
+        assert time.monotonic() < deadline, f"{name} < {at_least} on {nodes}\n{c.logs()}"
+        time.sleep(0.3)
+
+
+def test_replays_forgeries_and_a_key_rotation(tmp_path: Path) -> None:
+    """Issue 12's replay and identity probes, on real processes:
+    - 5 datagrams captured before a node's restart: 5 refused after it (all
+      5 were accepted), and none answered;
+    - a client credential (``paxosctl keys client``) reads and writes, but a
+      datagram it seals as a node is refused;
+    - a key rotation without downtime: both keys, then the new one first,
+      then the new one alone; writes go on throughout, and a client that
+      still holds only the old key is refused at the end."""
+    import asyncio
+    import socket as so
+
+    from paxosrsm.aclient import AsyncClient, ClientError
+    from paxosrsm.messages import ClientRequest
+    from paxosrsm.net import auth, codec
+    from paxosrsm.statemachine import encode_op
+    from paxosrsm.types import Kind
+
+    c = ProcCluster(tmp_path / "c", 3)
+    try:
+        c.start_all()
+        c.wait_ready()
+        sock = so.socket(so.AF_INET, so.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(0.5)
+        me = int.from_bytes(os.urandom(7), "big")
+        sealer = auth.Sealer(c.key, auth.ORIGIN_CLIENT, me, time.time_ns())
+        captured = [
+            sealer.seal(
+                codec.encode_many(
+                    [ClientRequest(me, i + 1, Kind.STALE_READ, encode_op("get", "k"))]
+                ),
+                auth.ORIGIN_NODE,
+                1,
+            )
+            for i in range(5)
+        ]
+
+        opener = auth.Opener(c.key, auth.ORIGIN_CLIENT, me)
+
+        def answers(datagrams: list[bytes]) -> int:
+            """Replies received (several may share a datagram)."""
+            for d in datagrams:
+                sock.sendto(d, c.addrs[1])
+            n = 0
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    n += len(codec.decode_many(opener.open(sock.recv(65536))[2]))
+            return n
+
+        assert answers(captured) == 5
+        c.kill(1)
+        c.start(1, "existing")
+        c.wait_ready([1])
+        before = c.status(1)
+        assert before is not None
+        assert answers(captured) == 0
+        st = c.status(1)
+        assert st is not None
+        stale = st["counters"].get("dropped_stale", 0) - before["counters"].get("dropped_stale", 0)
+        print(f"captured before the restart: 5 sent after it, {stale} refused as stale, 0 answered")
+        assert stale == 5
+
+        creds = tmp_path / "client.cred"
+        creds.write_text(c.key.client_lines())
+        cred = auth.load_key(creds)
+
+        async def kv(ring: auth.KeyLike, key: str, value: str, timeout: float = 5.0) -> str | None:
+            async with AsyncClient(c.addrs, ring, timeout=timeout) as cl:
+                await cl.put(key, value)
+                return await cl.get(key)
+
+        assert asyncio.run(kv(cred, "by-client-credential", "1")) == "1"
+        client_only = auth.Keyring({0: cred.key(0, auth.CLIENT) or b""}, {}, 0)
+        forged = auth.Sealer(client_only, auth.ORIGIN_NODE, 0, time.time_ns())
+        st0 = c.status(1)
+        assert st0 is not None
+        sock.sendto(forged.seal(b"\x90", auth.ORIGIN_NODE, 1), c.addrs[1])
+        _wait_counter(c, [1], "dropped_unauthenticated",
+                      st0["counters"].get("dropped_unauthenticated", 0) + 1, 10)  # fmt: skip
+
+        # Nor open a node's TCP connection: a peer hello under the client key.
+        import msgpack
+
+        async def node_hello_with_client_key() -> bytes:
+            r, w = await asyncio.open_connection(*c.addrs[1])
+            body = msgpack.packb(["hello", 1, auth.ORIGIN_NODE, 0, "peer", None, os.urandom(16)])
+            w.write(auth.frame_raw(body, auth.hello_mac(cred.key(0, auth.CLIENT) or b"", body)))
+            got = await asyncio.wait_for(r.read(), 10)
+            w.close()
+            return got
+
+        st0 = c.status(1)
+        assert st0 is not None
+        assert asyncio.run(node_hello_with_client_key()) == b""  # closed, no welcome
+        _wait_counter(c, [1], "dropped_bad_handshake",
+                      st0["counters"].get("dropped_bad_handshake", 0) + 1, 10)  # fmt: skip
+
+        # The rotation. Every node reads the same key file here.
+        keyf = c.root / "cluster.key"
+        old = keyf.read_text().strip()
+        new = os.urandom(24).hex()
+        steps = [f"0 {old}\n1 {new}\n", f"1 {new}\n0 {old}\n", f"1 {new}\n"]
+        for n_step, text in enumerate(steps, start=1):
+            keyf.write_text(text)
+            _wait_counter(c, [0, 1, 2], "key_reloads", n_step, 15)
+            ring = auth.Keyring.parse(text)
+            assert asyncio.run(kv(ring, f"rot{n_step}", "v")) == "v", c.logs()
+        with pytest.raises(ClientError):
+            asyncio.run(kv(auth.Keyring.parse(old), "old-key", "x", timeout=2.0))
+        assert asyncio.run(kv(auth.Keyring.parse(steps[-1]), "rot1", "w")) == "w"
+    finally:
+        c.close()

@@ -57,3 +57,81 @@ def test_a_counter_jump_costs_no_memory() -> None:
     o.open(early)
     with pytest.raises(auth.AuthError, match="replayed"):
         o.open(d)
+
+
+def test_values_are_encrypted_and_the_header_authenticated() -> None:
+    """Issue 12: values travelled in clear text over UDP."""
+    secret = b"the-value-" + bytes(range(40))
+    d = auth.Sealer(KEY, auth.ORIGIN_NODE, 1, 7).seal(secret, auth.ORIGIN_NODE, 0)
+    assert secret not in d and b"the-value-" not in d
+    assert auth.Opener(KEY, auth.ORIGIN_NODE, 0).open(d)[2] == secret
+    for i in range(auth.HDR_LEN):  # every header byte is covered by the tag
+        bad = bytearray(d)
+        bad[i] ^= 1
+        with pytest.raises(auth.AuthError):
+            auth.Opener(KEY, auth.ORIGIN_NODE, 0).open(bytes(bad))
+
+
+def test_a_client_credential_cannot_speak_as_a_node() -> None:
+    """Clients get the client key only (``paxosctl keys client``): they talk
+    to nodes, but cannot seal a node's datagram, read what nodes send each
+    other, or open a node's TCP connection."""
+    ring = auth.Keyring.parse(KEY.decode())
+    client = auth.Keyring.parse(ring.client_lines())
+    assert not client.has_peer_keys and client.key(0, auth.CLIENT) == ring.key(0, auth.CLIENT)
+    node1 = auth.Opener(ring, auth.ORIGIN_NODE, 1)
+    # As a client: fine.
+    c = auth.Sealer(client, auth.ORIGIN_CLIENT, 99, 1)
+    assert node1.open(c.seal(b"\x90", auth.ORIGIN_NODE, 1))[0] == auth.ORIGIN_CLIENT
+    # As node 0: it has no peer key to seal with; one made with the client
+    # key (the only key it has) fails at the node.
+    fake = auth.Sealer(client, auth.ORIGIN_NODE, 0, 1)
+    with pytest.raises(auth.AuthError, match="no peer key"):
+        fake.seal(b"\x90", auth.ORIGIN_NODE, 1)
+    forged = auth.Sealer(
+        auth.Keyring({0: ring.key(0, auth.CLIENT) or b""}, {}, 0), auth.ORIGIN_NODE, 0, 1
+    ).seal(b"\x90", auth.ORIGIN_NODE, 1)
+    with pytest.raises(auth.AuthError):
+        node1.open(forged)
+    # A node's datagram to a node cannot be opened with the client key.
+    real = auth.Sealer(ring, auth.ORIGIN_NODE, 0, 1).seal(b"\x90", auth.ORIGIN_NODE, 1)
+    with pytest.raises(auth.AuthError):
+        auth.Opener(client, auth.ORIGIN_NODE, 1).open(real)
+    # TCP: a hello under the client key is found as a client one, whatever
+    # origin its body claims (the connection then refuses a node origin).
+    body = b"hello-body"
+    found = auth.hello_key(ring, body, auth.hello_mac(client.key(0, auth.CLIENT) or b"", body))
+    assert found is not None and found[1] == auth.CLIENT
+
+
+def test_rotation_two_keys_then_one() -> None:
+    """Every key id in the ring is accepted; the first seals."""
+    old, new = "o" * 32, "n" * 32
+    both = auth.Keyring.parse(f"1 {new}\n0 {old}\n")
+    only_old = auth.Keyring.parse(old)
+    only_new = auth.Keyring.parse(f"1 {new}\n")
+    o = auth.Opener(both, auth.ORIGIN_NODE, 0)
+    o.open(auth.Sealer(only_old, auth.ORIGIN_NODE, 1, 1).seal(b"a", auth.ORIGIN_NODE, 0))
+    o.open(auth.Sealer(both, auth.ORIGIN_NODE, 2, 1).seal(b"a", auth.ORIGIN_NODE, 0))
+    o.rekey(only_new)
+    with pytest.raises(auth.AuthError, match="no peer key 0"):
+        o.open(auth.Sealer(only_old, auth.ORIGIN_NODE, 1, 1).seal(b"b", auth.ORIGIN_NODE, 0))
+    s = auth.Sealer(only_old, auth.ORIGIN_NODE, 3, 1)
+    s.rekey(both)
+    assert o.open(s.seal(b"c", auth.ORIGIN_NODE, 0))[2] == b"c"
+    for bad in ("", "x y z", "300 " + new, "0 short", f"0 {old}\n0 {new}", "client 0 nothex"):
+        with pytest.raises(ValueError):
+            auth.Keyring.parse(bad)
+
+
+def test_datagrams_from_before_a_restart_are_refused() -> None:
+    """The receiver's windows are new after a restart; the send time is not."""
+    import time
+
+    s = auth.Sealer(KEY, auth.ORIGIN_NODE, 1, 1)
+    captured = s.seal(b"x", auth.ORIGIN_NODE, 0)
+    time.sleep(0.01)
+    restarted = auth.Opener(KEY, auth.ORIGIN_NODE, 0, not_before_ms=time.time_ns() // 1_000_000)
+    with pytest.raises(auth.StaleError):
+        restarted.open(captured)
+    assert restarted.open(s.seal(b"y", auth.ORIGIN_NODE, 0))[2] == b"y"

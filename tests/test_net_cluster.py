@@ -356,6 +356,17 @@ def test_tls_sessions(make_cluster, tmp_path: Path) -> None:  # type: ignore[no-
         assert r.status == 200
     with urllib.request.urlopen(c.http(1) + "/v1/kv/big", timeout=15) as r:
         assert len(r.read()) > 100_000
+    # paxosctl over TLS (issue 12: it took no TLS option): a value too big
+    # for a datagram goes over a TLS connection whose certificate it checks.
+    from paxosrsm import ctl
+
+    (c.root / "big.txt").write_text("w" * 100_000)
+    nodes = ",".join(f"{h}:{p}" for h, p in c.addrs)
+    base = ["--nodes", nodes, "--key-file", str(c.root / "cluster.key")]
+    big_value = (c.root / "big.txt").read_text()
+    assert ctl.main([*base, "--tls-ca", str(cert), "--tls-cert", str(cert),
+                     "--tls-key", str(key), "put", "big2", big_value]) == 0  # fmt: skip
+    assert ctl.main([*base, "--timeout", "3", "put", "big3", big_value]) != 0  # no TLS: refused
     w = Workload(c).start()
     time.sleep(1.5)
     lead = _wait_leader(c)

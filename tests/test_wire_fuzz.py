@@ -205,7 +205,7 @@ class UdpFuzz:
 
     def __init__(self, cluster: ProcCluster, rng: random.Random, findings: fz.Findings) -> None:
         self.cluster = cluster
-        self.key = cluster.key
+        self.key = cluster.key.masters[0]  # the cluster key (master key 0)
         self.rng = rng
         self.findings = findings
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -288,7 +288,7 @@ class UdpFuzz:
             s.counter = rng.choice((0, rng.randrange(1 << 63)))
             data = s.seal(codec.encode_many([fz.rand_message(rng)]), auth.ORIGIN_NODE, nid)
         elif kind == "malformed":
-            limit = fz.MAX_DATAGRAM - auth.HDR_LEN - auth.MAC_LEN
+            limit = fz.MAX_DATAGRAM - auth.OVERHEAD
             _, body = fz.malformed_body(rng, limit, self.findings)
             stale = 0.1 if self.client_confirmed[nid] else 0.0
             name = rng.choices(("client", "node", "stale"), (0.45, 0.45, stale))[0]
@@ -370,7 +370,8 @@ class TcpFuzz:
 
     def __init__(self, cluster: ProcCluster, rng: random.Random, findings: fz.Findings) -> None:
         self.cluster = cluster
-        self.key = cluster.key
+        self.ring = cluster.key
+
         self.rng = rng
         self.findings = findings
         self.expected = [Counter[str]() for _ in range(N)]
@@ -438,13 +439,14 @@ class TcpFuzz:
             hello = [auth.ORIGIN_NODE, r.choice(others), "session", [r.randrange(1, 1 << 40), nid]]
         nonce_c = r.randbytes(16)
         body = fz.hello_body(*hello, nonce_c)
-        writer.write(auth.frame_raw(body, auth.hello_mac(self.key, body)))
+        key = fz.class_key(self.ring, hello[0])
+        writer.write(auth.frame_raw(body, auth.hello_mac(key, body)))
         (n,) = auth.FRAME_HDR.unpack(await asyncio.wait_for(reader.readexactly(4), 5))
         frame = await asyncio.wait_for(reader.readexactly(n), 5)
         wb, mac = frame[: -auth.MAC_LEN], frame[-auth.MAC_LEN :]
-        assert mac == auth.welcome_mac(self.key, nonce_c, wb), "bad welcome MAC"
+        assert mac == auth.welcome_mac(key, nonce_c, wb), "bad welcome MAC"
         w = msgpack.unpackb(wb)
-        k_conn = auth.conn_key(self.key, nonce_c, w[1])
+        k_conn = auth.conn_key(key, nonce_c, w[1])
         return reader, writer, auth.FrameMac(k_conn, True)
 
     async def until_closed(
@@ -510,11 +512,13 @@ class TcpFuzz:
             )
             body = fz.hello_body(origin, sender, role, b, r.randbytes(16))
             exp["dropped_bad_handshake"] += 1
-            return auth.frame_raw(body, fz.hello_mac_wrong(r, self.key, body))
+            return auth.frame_raw(
+                body, fz.hello_mac_wrong(r, fz.class_key(self.ring, origin), body)
+            )
         if kind == "hello_bad_body":
             body = fz.bad_hello_body(r, nid, self.findings)
             exp["dropped_bad_handshake"] += 1
-            return auth.frame_raw(body, auth.hello_mac(self.key, body))
+            return auth.frame_raw(body, auth.hello_mac(fz.hello_class_key(self.ring, body), body))
         # hello_oversized: a length the handshake refuses before reading it
         n = r.choice((fz.MAX_HELLO + 1, 1 << 20, (1 << 32) - 1, 0, 1, auth.MAC_LEN - 1))
         exp["dropped_oversized_frame"] += 1
@@ -559,8 +563,11 @@ class TcpFuzz:
             frame = fm.seal(body)
         elif v == 2:  # the server's direction
             frame = auth.frame_raw(body, hmac.digest(fm.key, b"s" + nxt + body, "sha256"))
-        elif v == 3:  # the cluster key instead of the connection's
-            frame = auth.frame_raw(body, hmac.digest(self.key, b"c" + nxt + body, "sha256"))
+        elif v == 3:  # the class key instead of the connection's
+            k = fz.class_key(
+                self.ring, auth.ORIGIN_CLIENT if role == "client" else auth.ORIGIN_NODE
+            )
+            frame = auth.frame_raw(body, hmac.digest(k, b"c" + nxt + body, "sha256"))
         elif v == 4:  # a body changed after sealing
             good = bytearray(fm.seal(body))
             good[4 + r.randrange(len(body))] ^= 1 << r.randrange(8)

@@ -93,7 +93,7 @@ class AsyncClient:
     def __init__(
         self,
         addrs: Sequence[tuple[str, int]],
-        key: bytes,
+        key: auth.KeyLike,
         *,
         timeout: float = 5.0,
         retry_interval: float = 0.3,
@@ -125,6 +125,12 @@ class AsyncClient:
         self.dropped = 0
         self.tasks: set[asyncio.Task[None]] = set()
         self.refreshing: set[int] = set()
+
+    def rekey(self, key: auth.KeyLike) -> None:
+        """A new key ring (a rotation): sent under its first key from now on."""
+        self.key = key
+        self.sealer.rekey(key)
+        self.opener.rekey(key)
 
     async def connect(self) -> AsyncClient:
         loop = asyncio.get_running_loop()
@@ -231,7 +237,7 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         op.attempts += 1
         enc = codec.encode(op.req)
-        if op.tcp or len(enc) + auth.HDR_LEN + auth.MAC_LEN + 8 > self.max_datagram:
+        if op.tcp or len(enc) + auth.OVERHEAD + 8 > self.max_datagram:
             self._send_tcp(op.target, enc)
         else:
             self.outq.setdefault(op.target, []).append(enc)
@@ -248,7 +254,7 @@ class AsyncClient:
         self.flush_scheduled = False
         if self.transport is None:
             return
-        limit = self.max_datagram - auth.HDR_LEN - auth.MAC_LEN - 8
+        limit = self.max_datagram - auth.OVERHEAD - 8
         for target, encs in self.outq.items():
             addr = self.resolved[target]
             if addr is None:
@@ -403,7 +409,7 @@ class AsyncClient:
 class Client:
     """Synchronous wrapper: an AsyncClient on an event loop in a background thread."""
 
-    def __init__(self, addrs: Sequence[tuple[str, int]], key: bytes, **kw: Any) -> None:
+    def __init__(self, addrs: Sequence[tuple[str, int]], key: auth.KeyLike, **kw: Any) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -437,8 +443,9 @@ class Client:
         self.close()
 
 
-def key_from(path: str | None) -> bytes:
-    """The cluster key from a file (``path`` or $PAXOS_KEY_FILE)."""
+def key_from(path: str | None) -> auth.Keyring:
+    """The key ring from a file (``path`` or $PAXOS_KEY_FILE): the cluster key,
+    or a client credential (``paxosctl keys client``)."""
     p = path or os.environ.get("PAXOS_KEY_FILE")
     if not p:
         raise ClientError("no cluster key: pass --key-file or set PAXOS_KEY_FILE")

@@ -20,6 +20,7 @@ import json
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -79,9 +80,40 @@ def load_cluster(ns: argparse.Namespace) -> dict[str, Any]:
     return data
 
 
-def _client(c: dict[str, Any], timeout: float) -> AsyncClient:
+def _ssl(ns: argparse.Namespace) -> ssl.SSLContext | None:
+    """TLS for the client's TCP path (requests too large for a datagram),
+    when the nodes run with --tls-cert: --tls-ca checks their certificates
+    (and host names), --tls-cert/--tls-key present ours (mutual TLS)."""
+    ca, cert, key = (getattr(ns, k, None) for k in ("tls_ca", "tls_cert", "tls_key"))
+    if not (ca or cert):
+        return None
+    if bool(cert) != bool(key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca or None)
+    if not ca:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def _client(c: dict[str, Any], timeout: float, ns: argparse.Namespace | None = None) -> AsyncClient:
     addrs = [parse_addr(a) for a in c["acceptors"]]
-    return AsyncClient(addrs, load_key(c["key_file"]), timeout=timeout)
+    tls = _ssl(ns) if ns is not None else None
+    return AsyncClient(addrs, load_key(c["key_file"]), timeout=timeout, ssl=tls)
+
+
+def cmd_keys(ns: argparse.Namespace) -> int:
+    """``keys new``: a fresh master key line (for a rotation: add it second,
+    then first, then drop the old one). ``keys client FILE``: the client
+    credentials of a key file, for users who must not speak the peer protocol."""
+    if ns.keys_cmd == "new":
+        print(f"{ns.id} {secrets.token_hex(32)}")
+        return EXIT_OK
+    ring = load_key(ns.file)
+    print(ring.client_lines(), end="")
+    return EXIT_OK
 
 
 # ------------------------------------------------------------------ KV commands
@@ -89,7 +121,7 @@ def _client(c: dict[str, Any], timeout: float) -> AsyncClient:
 
 async def _kv(ns: argparse.Namespace) -> int:
     c = load_cluster(ns)
-    async with _client(c, ns.timeout) as cl:
+    async with _client(c, ns.timeout, ns) as cl:
         if ns.cmd == "put":
             await cl.put(ns.key, ns.value)
             print("OK")
@@ -199,7 +231,7 @@ async def _bench(ns: argparse.Namespace) -> int:
 
     c = load_cluster(ns)
     levels = [int(x) for x in ns.outstanding.split(",")]
-    async with _client(c, ns.timeout) as cl:
+    async with _client(c, ns.timeout, ns) as cl:
         await cl.put("bench-warmup", "x")  # fails fast if the cluster is down
     addrs = [parse_addr(a) for a in c["acceptors"]]
     g = LoadGen(addrs, load_key(c["key_file"]), value_size=ns.value_size)
@@ -356,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", help="acceptor addresses host:port,... (instead of -c)")
     p.add_argument("--key-file", help="cluster key file (with --nodes)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per operation")
+    p.add_argument("--tls-ca", help="CA that signed the nodes' certificates (TLS on the nodes)")
+    p.add_argument("--tls-cert", help="client certificate (mutual TLS)")
+    p.add_argument("--tls-key", help="client certificate's key")
     sub = p.add_subparsers(dest="cmd", required=True)
     x = sub.add_parser("put", help="set KEY to VALUE")
     x.add_argument("key")
@@ -375,6 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--outstanding", default="1,10,100,1000")
     x.add_argument("--seconds", type=float, default=5.0)
     x.add_argument("--value-size", type=int, default=64)
+    keys = sub.add_parser("keys", help="make a key for a rotation, or a client credential")
+    ksub = keys.add_subparsers(dest="keys_cmd", required=True)
+    x = ksub.add_parser("new", help="print a new master key line '<id> <key>'")
+    x.add_argument("--id", type=int, default=1, choices=range(256), metavar="0-255")
+    x = ksub.add_parser("client", help="print the client credentials of a key file")
+    x.add_argument("file")
     loc = sub.add_parser("local", help="run a cluster as local processes")
     lsub = loc.add_subparsers(dest="local_cmd", required=True)
     up = lsub.add_parser("up", help="start (or restart) a local cluster; Ctrl-C stops it")
@@ -402,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_bench(ns))
         if ns.cmd == "local":
             return cmd_local_up(ns)
+        if ns.cmd == "keys":
+            return cmd_keys(ns)
     except (UsageError, OptionsError) as e:
         print(f"paxosctl: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -40,7 +40,9 @@ class _Proto(asyncio.DatagramProtocol):
 
 
 class LoadGen:
-    def __init__(self, addrs: list[tuple[str, int]], key: bytes, value_size: int = 64) -> None:
+    def __init__(
+        self, addrs: list[tuple[str, int]], key: auth.KeyLike, value_size: int = 64
+    ) -> None:
         self.addrs = addrs
         self.key = key
         self.value = "x" * value_size

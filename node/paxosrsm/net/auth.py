@@ -1,31 +1,54 @@
-"""Authentication of every datagram and TCP frame: HMAC-SHA256 under the cluster key.
+"""Authentication and encryption of every datagram; authentication of every TCP frame.
 
-Datagrams (UDP)::
+Keys (issue 12: rotation, and clients that cannot speak the peer protocol).
+A key file holds one or more *master* keys, each with an id (a lone token is
+id 0), or client credentials only::
 
-    b"PX" | version:u8 | origin:u8 | sender:u64 | epoch:u64 | counter:u64 | body | mac[32]
+    3 5f1c...            master key 3 (the first line is the one used to send)
+    2 9ab0...            master key 2 (still accepted: a rotation in progress)
+    client 3 77e2...     a client credential: key 3's client key (``paxosctl keys client``)
 
-``mac = HMAC(key, everything before it | dst_origin:u8 | dst:u64)``: the MAC
-also covers the receiver's identity (a node id, or a client's sender id),
-which the datagram does not carry, so a datagram meant for node 1 fails at
-node 2 (issue 12). ``origin`` says whether ``sender`` is a node id or a
-client id. ``(epoch, counter)`` is unique per sender and
-grows: the receiver keeps, per sender, the newest epoch and a sliding window of
-counters seen (as IPsec's anti-replay window, RFC 4303 section 3.4.3), so a
-replayed datagram is refused even though UDP may reorder. A node's epoch is
-persisted and strictly increases across restarts (see ``next_epoch``).
+From each master two keys are derived: the *peer* key, which protects
+traffic between nodes, and the *client* key, which protects traffic between
+a client and a node. Nodes hold masters; a client given a client credential
+holds the client key only, so it cannot seal or open what nodes send each
+other, nor pose as a node (a datagram or hello from a node must be under a
+peer key). Every key id in the file is accepted; the first is used to send:
+rotate by adding the new key second everywhere, then moving it first, then
+removing the old one. A node reads its key file again when it changes.
+
+Datagrams (UDP), AES-GCM (``cryptography``) under a key derived per sender
+run from the class key (peer or client) of ``key_id``::
+
+    b"PX" | 2:u8 | origin:u8 | key_id:u8 | sender:u64 | epoch:u64 | counter:u64 | sent_ms:u64
+          | ciphertext(body) | tag[16]
+
+The header is authenticated, the body encrypted (values no longer travel in
+clear text); the associated data also covers the receiver's identity
+(``dst_origin | dst``, not sent), so a datagram meant for node 1 fails at
+node 2. The nonce is ``counter`` under a key unique to ``(origin, sender,
+epoch)``, so it never repeats. ``(epoch, counter)`` grows: the receiver keeps,
+per sender, the newest epoch and a sliding window of counters seen (as
+IPsec's anti-replay window, RFC 4303 section 3.4.3). A node's epoch is
+persisted and strictly increases across restarts (see ``next_epoch``). A
+node refuses datagrams sent (``sent_ms``, the sender's clock) before it
+started (``START_SLACK_MS``): those captured from its earlier run cannot be
+replayed to it, though its windows are new.
 
 TCP connections start with a handshake that binds each connection to two fresh
 nonces, then every frame carries a MAC under a per-connection key over a
 direction byte and an implicit frame counter. A frame replayed from another
-connection, or reordered or repeated within one, fails its MAC::
+connection, or reordered or repeated within one, fails its MAC. ``K`` is the
+class key (peer between nodes, client otherwise); the server finds which of
+its keys made the hello::
 
     frame = length:u32 | body | mac[32]          (length counts body + mac)
     hello   (client side): body = msgpack [ "hello", 1, origin, sender, kind, ballot, nonce_c ]
-                           mac  = HMAC(key, b"hello" | body)
+                           mac  = HMAC(K, b"hello" | body)
     welcome (server side): body = msgpack [ "welcome", nonce_s ]
-                           mac  = HMAC(key, b"welcome" | nonce_c | body)
+                           mac  = HMAC(K, b"welcome" | nonce_c | body)
     then    frame i in direction d: mac = HMAC(k_conn, d | i:u64 | body),
-            k_conn = HMAC(key, b"conn" | nonce_c | nonce_s)
+            k_conn = HMAC(K, b"conn" | nonce_c | nonce_s)
 """
 
 from __future__ import annotations
@@ -38,29 +61,143 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 MAGIC = b"PX"
-VERSION = 1
+VERSION = 2
 ORIGIN_NODE = 0
 ORIGIN_CLIENT = 1
-_HDR = struct.Struct(">2sBBQQQ")
+PEER = "peer"
+CLIENT = "client"
+_HDR = struct.Struct(">2sBBBQQQQ")
 _DST = struct.Struct(">BQ")
-HDR_LEN = _HDR.size  # 28
-MAC_LEN = 32
+_RUN = struct.Struct(">BQQ")
+HDR_LEN = _HDR.size  # 37
+TAG_LEN = 16
+#: What a datagram adds to its body.
+OVERHEAD = HDR_LEN + TAG_LEN
+MAC_LEN = 32  # TCP frames
 #: How far behind the newest counter a reordered datagram may still arrive.
 REPLAY_WINDOW = 4096
+#: A node refuses datagrams sent (by the sender's clock) before it started,
+#: less this. A sender whose clock is behind by more is refused for that
+#: long after the node starts, as if partitioned, then heard again.
+START_SLACK_MS = 0
 MIN_KEY_BYTES = 16
+MAX_KEYS = 16
 
 
 class AuthError(ValueError):
     """A datagram or frame that failed authentication (forged, replayed, truncated)."""
 
 
-def load_key(path: str | os.PathLike[str]) -> bytes:
-    """The cluster key: the file's bytes, stripped of surrounding whitespace."""
-    data = Path(path).read_bytes().strip()
-    if len(data) < MIN_KEY_BYTES:
-        raise ValueError(f"cluster key in {path} is {len(data)} bytes; at least {MIN_KEY_BYTES}")
-    return data
+class ReplayError(AuthError):
+    """Authentic, but seen before (or from an earlier run of the sender)."""
+
+
+class StaleError(AuthError):
+    """Authentic, but sent before this node started: captured from its earlier run."""
+
+
+def _mac(key: bytes, data: bytes) -> bytes:
+    return hmac.digest(key, data, hashlib.sha256)
+
+
+def class_of(origin: int, other_origin: int) -> str:
+    """Which class key protects traffic between ``origin`` and ``other_origin``."""
+    return PEER if origin == ORIGIN_NODE and other_origin == ORIGIN_NODE else CLIENT
+
+
+class Keyring:
+    """Master keys (nodes) or client keys (clients) by id; ``primary`` sends."""
+
+    __slots__ = ("client", "masters", "peer", "primary")
+
+    def __init__(self, masters: dict[int, bytes], clients: dict[int, bytes], primary: int) -> None:
+        self.masters = dict(masters)
+        self.peer = {k: _mac(m, b"paxosrsm/v2/peer") for k, m in masters.items()}
+        self.client = {k: _mac(m, b"paxosrsm/v2/client") for k, m in masters.items()}
+        self.client.update(clients)
+        self.primary = primary
+        if primary not in self.client:
+            raise ValueError(f"primary key {primary} is not in the key ring")
+
+    @property
+    def has_peer_keys(self) -> bool:
+        return bool(self.peer)
+
+    def key(self, kid: int, cls: str) -> bytes | None:
+        return (self.peer if cls == PEER else self.client).get(kid)
+
+    def keys(self, cls: str) -> list[tuple[int, bytes]]:
+        """Every key of a class, the primary first."""
+        d = self.peer if cls == PEER else self.client
+        return sorted(d.items(), key=lambda kv: kv[0] != self.primary)
+
+    def client_lines(self) -> str:
+        """The client credentials of this ring (for ``paxosctl keys client``)."""
+        return "".join(f"client {k} {v.hex()}\n" for k, v in self.keys(CLIENT))
+
+    @classmethod
+    def parse(cls, text: str, source: str = "key file") -> Keyring:
+        lines = [ln.split("#", 1)[0].split() for ln in text.splitlines()]
+        lines = [ln for ln in lines if ln]
+        if len(lines) == 1 and len(lines[0]) == 1:
+            lines = [["0", lines[0][0]]]  # a lone token: master key 0
+        masters: dict[int, bytes] = {}
+        clients: dict[int, bytes] = {}
+        order: list[int] = []
+        for n, parts in enumerate(lines, start=1):
+            is_client = parts[0] == "client"
+            if is_client:
+                parts = parts[1:]
+            if len(parts) != 2 or not parts[0].isdigit() or not 0 <= int(parts[0]) <= 255:
+                raise ValueError(
+                    f"{source}: line {n}: want '<id 0-255> <key>' or 'client <id> <key>'"
+                )
+            kid, tok = int(parts[0]), parts[1].encode()
+            if is_client:
+                try:
+                    secret = bytes.fromhex(tok.decode())
+                except ValueError:
+                    raise ValueError(f"{source}: line {n}: a client key is hex") from None
+            else:
+                secret = tok
+            if len(secret) < MIN_KEY_BYTES:
+                raise ValueError(
+                    f"{source}: line {n}: key {kid} is {len(secret)} bytes; at least "
+                    f"{MIN_KEY_BYTES}"
+                )
+            if kid in masters or kid in clients:
+                raise ValueError(f"{source}: line {n}: key id {kid} twice")
+            (clients if is_client else masters)[kid] = secret
+            order.append(kid)
+        if not order:
+            raise ValueError(f"{source}: no key")
+        if len(order) > MAX_KEYS:
+            raise ValueError(f"{source}: more than {MAX_KEYS} keys")
+        return cls(masters, clients, order[0])
+
+
+KeyLike = bytes | Keyring
+
+
+def as_keyring(key: KeyLike) -> Keyring:
+    return key if isinstance(key, Keyring) else Keyring({0: key}, {}, 0)
+
+
+def load_keyring(path: str | os.PathLike[str]) -> Keyring:
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read the key file {path}: {e}") from e
+    return Keyring.parse(text, str(path))
+
+
+def load_key(path: str | os.PathLike[str]) -> Keyring:
+    """The key file (see the module's docstring) as a key ring."""
+    return load_keyring(path)
 
 
 def next_epoch(data_dir: str | os.PathLike[str] | None) -> int:
@@ -88,28 +225,46 @@ def next_epoch(data_dir: str | os.PathLike[str] | None) -> int:
     return epoch
 
 
-def _mac(key: bytes, data: bytes) -> bytes:
-    return hmac.digest(key, data, hashlib.sha256)
+def _run_key(class_key: bytes, origin: int, sender: int, epoch: int) -> AESGCM:
+    """The AEAD key of one sender's run: nonces (its counter) never repeat under it."""
+    return AESGCM(_mac(class_key, b"dg" + _RUN.pack(origin, sender, epoch)))
 
 
 class Sealer:
-    """Seals outgoing datagrams of one sender."""
+    """Seals (encrypts and authenticates) outgoing datagrams of one sender."""
 
-    __slots__ = ("counter", "epoch", "key", "origin", "prefix", "sender")
+    __slots__ = ("aeads", "counter", "epoch", "origin", "ring", "sender")
 
-    def __init__(self, key: bytes, origin: int, sender: int, epoch: int) -> None:
-        self.key = key
+    def __init__(self, key: KeyLike, origin: int, sender: int, epoch: int) -> None:
+        self.ring = as_keyring(key)
         self.origin = origin
         self.sender = sender
         self.epoch = epoch
         self.counter = 0
+        self.aeads: dict[tuple[int, str], AESGCM] = {}
+
+    def rekey(self, key: KeyLike) -> None:
+        """A new key ring (a rotation): the primary key seals from now on."""
+        self.ring = as_keyring(key)
+        self.aeads.clear()
 
     def seal(self, body: bytes, dst_origin: int, dst: int) -> bytes:
         """A datagram for receiver ``(dst_origin, dst)`` only."""
         self.counter += 1
-        head = _HDR.pack(MAGIC, VERSION, self.origin, self.sender, self.epoch, self.counter)
-        msg = head + body
-        return msg + _mac(self.key, msg + _DST.pack(dst_origin, dst))
+        cls = class_of(self.origin, dst_origin)
+        kid = self.ring.primary
+        aead = self.aeads.get((kid, cls))
+        if aead is None:
+            ck = self.ring.key(kid, cls)
+            if ck is None:
+                raise AuthError(f"no {cls} key {kid} to send with")
+            aead = self.aeads[(kid, cls)] = _run_key(ck, self.origin, self.sender, self.epoch)
+        head = _HDR.pack(
+            MAGIC, VERSION, self.origin, kid, self.sender, self.epoch, self.counter,
+            time.time_ns() // 1_000_000,
+        )  # fmt: skip
+        nonce = self.counter.to_bytes(12, "big")
+        return head + aead.encrypt(nonce, body, head + _DST.pack(dst_origin, dst))
 
 
 class _Window:
@@ -144,27 +299,62 @@ class _Window:
 
 
 class Opener:
-    """Verifies incoming datagrams: MAC, then the replay window of the sender."""
+    """Verifies and decrypts incoming datagrams: the AEAD tag, then the
+    sender's replay window (and, with ``not_before_ms``, the send time)."""
 
-    def __init__(self, key: bytes, origin: int, me: int, max_senders: int = 100_000) -> None:
-        self.key = key
-        #: This receiver's identity, which every datagram's MAC must cover.
+    def __init__(
+        self,
+        key: KeyLike,
+        origin: int,
+        me: int,
+        max_senders: int = 100_000,
+        not_before_ms: int | None = None,
+    ) -> None:
+        self.ring = as_keyring(key)
+        self.my_origin = origin
+        #: This receiver's identity, which every datagram must be sealed for.
         self.me = _DST.pack(origin, me)
         self.windows: OrderedDict[tuple[int, int], _Window] = OrderedDict()
         self.max_senders = max_senders
+        self.not_before_ms = not_before_ms
+        self.aeads: OrderedDict[tuple[int, str, int, int, int], AESGCM] = OrderedDict()
+
+    def rekey(self, key: KeyLike) -> None:
+        self.ring = as_keyring(key)
+        self.aeads.clear()
 
     def open(self, data: bytes) -> tuple[int, int, bytes]:
         """Return (origin, sender, body) or raise AuthError."""
-        if len(data) < HDR_LEN + MAC_LEN:
+        if len(data) < OVERHEAD:
             raise AuthError(f"datagram of {len(data)} bytes is too short")
-        magic, ver, origin, sender, epoch, counter = _HDR.unpack_from(data)
+        magic, ver, origin, kid, sender, epoch, counter, sent_ms = _HDR.unpack_from(data)
         if magic != MAGIC or ver != VERSION:
             raise AuthError("bad magic or version")
         if origin not in (ORIGIN_NODE, ORIGIN_CLIENT):
             raise AuthError(f"bad origin {origin}")
-        msg, mac = data[:-MAC_LEN], data[-MAC_LEN:]
-        if not hmac.compare_digest(_mac(self.key, msg + self.me), mac):
-            raise AuthError("bad MAC (forged, damaged, meant for another receiver, or another key)")
+        cls = class_of(origin, self.my_origin)
+        ck = self.ring.key(kid, cls)
+        if ck is None:
+            raise AuthError(f"no {cls} key {kid} here (another cluster, or a rotated-out key)")
+        ak = (kid, cls, origin, sender, epoch)
+        aead = self.aeads.get(ak)
+        fresh = aead is None
+        if aead is None:
+            aead = _run_key(ck, origin, sender, epoch)
+        head = data[:HDR_LEN]
+        try:
+            body = aead.decrypt(counter.to_bytes(12, "big"), data[HDR_LEN:], head + self.me)
+        except (InvalidTag, OverflowError):
+            raise AuthError(
+                "bad tag (forged, damaged, meant for another receiver, or another key)"
+            ) from None
+        if fresh:
+            # Cached once it proved authentic: forgeries cannot evict the real ones.
+            self.aeads[ak] = aead
+            if len(self.aeads) > 4096:
+                self.aeads.popitem(last=False)
+        if self.not_before_ms is not None and sent_ms < self.not_before_ms:
+            raise StaleError(f"datagram from {sent_ms} ms, before this node started")
         k = (origin, sender)
         w = self.windows.get(k)
         if w is None:
@@ -175,14 +365,26 @@ class Opener:
                 self.windows.popitem(last=False)
         else:
             if not w.check_and_set(epoch, counter):
-                raise AuthError(f"replayed datagram from {'client' if origin else 'node'} {sender}")
+                raise ReplayError(
+                    f"replayed datagram from {'client' if origin else 'node'} {sender}"
+                )
             self.windows.move_to_end(k)
-        return origin, sender, msg[HDR_LEN:]
+        return origin, sender, body
 
 
 # ------------------------------------------------------------------ TCP frames
 
 FRAME_HDR = struct.Struct(">I")
+
+
+def hello_key(ring: Keyring, body: bytes, mac: bytes) -> tuple[bytes, str] | None:
+    """The class key that made a hello's MAC, and its class (a server tries
+    its keys: the hello's origin is only read once it is authentic)."""
+    for cls in (PEER, CLIENT):
+        for _kid, k in ring.keys(cls):
+            if hmac.compare_digest(hello_mac(k, body), mac):
+                return k, cls
+    return None
 
 
 def hello_mac(key: bytes, body: bytes) -> bytes:

@@ -52,7 +52,7 @@ class FramedConn(asyncio.Protocol):
 
     def __init__(
         self,
-        key: bytes,
+        key: auth.KeyLike,
         max_frame: int,
         *,
         hello: list[Any] | None = None,
@@ -63,7 +63,11 @@ class FramedConn(asyncio.Protocol):
         max_unsent: int = MAX_UNSENT,
         refuse: str | None = None,
     ) -> None:
-        self.key = key
+        self.ring = auth.as_keyring(key)
+        #: The class key of this connection (peer or client): on the client
+        #: side the primary one of the hello's class, on the server side the
+        #: one that made the hello.
+        self.key = b""
         self.max_unsent = max_unsent
         #: Set by the owner's accept path: break the connection at once,
         #: for this reason (a connection limit).
@@ -114,6 +118,12 @@ class FramedConn(asyncio.Protocol):
         if self.hello is not None:
             self.nonce_c = os.urandom(16)
             body = msgpack.packb([*self.hello, self.nonce_c], use_bin_type=True)
+            origin = self.hello[2] if len(self.hello) > 2 else auth.ORIGIN_CLIENT
+            cls = auth.class_of(origin, auth.ORIGIN_NODE)  # servers are nodes
+            self.key = self.ring.key(self.ring.primary, cls) or b""
+            if not self.key:
+                self.bad("bad_handshake", f"no {cls} key to connect with")
+                return
             t.write(auth.frame_raw(body, auth.hello_mac(self.key, body)))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -210,11 +220,16 @@ class FramedConn(asyncio.Protocol):
         body, mac = frame[: -auth.MAC_LEN], frame[-auth.MAC_LEN :]
         try:
             if self.hello is None:  # server side: expect hello
-                if not hmac.compare_digest(auth.hello_mac(self.key, body), mac):
+                found = auth.hello_key(self.ring, body, mac)
+                if found is None:
                     raise auth.AuthError("bad hello MAC")
+                self.key, cls = found
                 h = msgpack.unpackb(body, raw=False, max_bin_len=64, max_str_len=64)
                 if type(h) is not list or not h or h[0] != "hello" or type(h[-1]) is not bytes:
                     raise auth.AuthError("malformed hello")
+                if len(h) > 2 and auth.class_of(h[2], auth.ORIGIN_NODE) != cls:
+                    # A client key cannot open a node's connection (issue 12).
+                    raise auth.AuthError(f"a hello from origin {h[2]!r} under a {cls} key")
                 if len(h[-1]) != 16:
                     raise auth.AuthError("bad hello nonce")
                 self.nonce_c = h[-1]

@@ -74,6 +74,15 @@ from .quota import Reading, StorageQuota, is_disk_full, read_fs
 
 log = logging.getLogger("paxosrsm.node")
 
+
+def _stat(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 _UDP_TYPES = UDP_TYPES
 #: What may arrive on a promise session, per side.
 _SESSION_TO_PROPOSER = SESSION_TO_PROPOSER
@@ -124,6 +133,11 @@ class NodeServer:
         self.id = opts.node_id
         self.cfg = opts.cluster_config()
         self.key = auth.load_key(opts.key_file)
+        if not self.key.has_peer_keys:
+            raise ValueError(
+                f"{opts.key_file} holds client credentials only: a node needs the cluster key"
+            )
+        self._key_stamp = _stat(opts.key_file)
         self.sm_factory = sm_factory
         self.stats: Counter[str] = Counter()
         self.msg_in: Counter[str] = Counter()
@@ -173,7 +187,17 @@ class NodeServer:
         self.conn_tasks: set[asyncio.Task[None]] = set()
         self.client_routes: OrderedDict[int, tuple[str, Any]] = OrderedDict()
         self.sealer: auth.Sealer | None = None
-        self.opener = auth.Opener(self.key, auth.ORIGIN_NODE, self.id)
+        # Datagrams sent before this run started are refused: captured ones
+        # cannot be replayed to the new run, whose windows are empty (issue 12).
+        self.opener = auth.Opener(
+            self.key,
+            auth.ORIGIN_NODE,
+            self.id,
+            not_before_ms=time.time_ns() // 1_000_000 - auth.START_SLACK_MS,
+        )
+        #: Clients of this process (the HTTP gateway, the alarm proposer):
+        #: rekeyed with the node when its key file changes.
+        self.own_clients: list[AsyncClient] = []
         self.admission = Admission()
         self.ssl_server: ssl.SSLContext | None = None
         self.ssl_client: ssl.SSLContext | None = None
@@ -328,6 +352,35 @@ class NodeServer:
                     self.sessions_in.pop((peer, b), None)
             with contextlib.suppress(OSError):
                 await self._resolve_all()
+            self._reload_key()
+
+    def _reload_key(self) -> None:
+        """A rotation: the key file changed. Every key in it is accepted from
+        now on, the first one seals; connections open keep theirs."""
+        stamp = _stat(self.opts.key_file)
+        if stamp == self._key_stamp:
+            return
+        self._key_stamp = stamp
+        try:
+            ring = auth.load_key(self.opts.key_file)
+            if not ring.has_peer_keys:
+                raise ValueError("it holds client credentials only")
+        except ValueError as e:
+            self._bad("key_file_bad", f"{e}; the keys loaded before stay in force")
+            return
+        self.key = ring
+        self.opener.rekey(ring)
+        if self.sealer is not None:
+            self.sealer.rekey(ring)
+        for c in self.own_clients:
+            c.rekey(ring)
+        self.stats["key_reloads"] += 1
+        log.info(
+            "node %d: key file reloaded: keys %s, sending with key %d",
+            self.id,
+            sorted(ring.masters),
+            ring.primary,
+        )
 
     async def _quota_loop(self) -> None:
         """The storage quota, every 2 s and after heavy writes (net/quota.py)."""
@@ -391,6 +444,7 @@ class NodeServer:
             if self.alarm_client is None:
                 c = AsyncClient(self.opts.acceptors, self.key, timeout=5.0, ssl=self.ssl_client)
                 self.alarm_client = await c.connect()
+                self.own_clients.append(c)
             try:
                 await self.alarm_client.request(Kind.WRITE, encode_alarm(self.id, active))
                 self.stats["alarms_raised" if active else "alarms_cleared"] += 1
@@ -645,7 +699,7 @@ class NodeServer:
         if addr is None or self.udp is None or self.sealer is None:
             self.stats["unresolved"] += 1
             return
-        limit = self.opts.max_datagram - auth.HDR_LEN - auth.MAC_LEN
+        limit = self.opts.max_datagram - auth.OVERHEAD
         batch: list[Any] = []
         size = 0
         for m in msgs:
@@ -771,7 +825,7 @@ class NodeServer:
 
     def _send_replies(self, replies: list[ClientReply]) -> None:
         by_route: dict[tuple[str, Any], list[bytes]] = {}
-        limit = self.opts.max_datagram - auth.HDR_LEN - auth.MAC_LEN
+        limit = self.opts.max_datagram - auth.OVERHEAD
         for r in replies:
             if self.on_reply is not None and self.on_reply(r):
                 continue
@@ -821,7 +875,13 @@ class NodeServer:
         try:
             origin, sender, body = self.opener.open(data)
         except auth.AuthError as e:
-            reason = "replayed" if "replayed" in str(e) else "unauthenticated"
+            reason = (
+                "replayed"
+                if isinstance(e, auth.ReplayError)
+                else "stale"
+                if isinstance(e, auth.StaleError)
+                else "unauthenticated"
+            )
             self._bad(reason, f"{addr[0]}:{addr[1]}: {e}")
             return
         self.admission.trust(addr[0])
