@@ -397,3 +397,89 @@ def test_replays_forgeries_and_a_key_rotation(tmp_path: Path) -> None:
         assert asyncio.run(kv(auth.Keyring.parse(steps[-1]), "rot1", "w")) == "w"
     finally:
         c.close()
+
+
+def _port_pairs(n: int, offset: int) -> list[int]:
+    """n ports p, each with p and p + offset free for UDP and TCP."""
+    import socket as so
+
+    def grab(port: int, held: list[so.socket]) -> int:
+        t = so.socket(so.AF_INET, so.SOCK_STREAM)
+        held.append(t)
+        t.bind(("127.0.0.1", port))
+        u = so.socket(so.AF_INET, so.SOCK_DGRAM)
+        held.append(u)
+        u.bind(("127.0.0.1", t.getsockname()[1]))
+        return int(t.getsockname()[1])
+
+    out: list[int] = []
+    while len(out) < n:
+        held: list[so.socket] = []
+        try:
+            p = grab(0, held)
+            grab(p + offset, held)
+            if p not in out:
+                out.append(p)
+        except OSError:
+            pass
+        finally:
+            for s in held:
+                s.close()
+    return out
+
+
+def test_clients_and_peers_on_separate_ports(tmp_path: Path) -> None:
+    """Issue 12: peer traffic on its own port, which a Service exposing the
+    client port does not reach. With --client-port-offset each port takes
+    its own traffic only: client datagrams and connections on the peer port,
+    and node datagrams on the client port, are refused and counted."""
+    import asyncio
+    import socket as so
+
+    import msgpack
+
+    from paxosrsm.aclient import AsyncClient
+    from paxosrsm.net import auth
+
+    c = ProcCluster(tmp_path / "c", 3, 0, ["--client-port-offset", "1"])
+    ports = _port_pairs(3, 1)
+    c.layout["acceptors"] = [f"127.0.0.1:{p}" for p in ports]
+    try:
+        c.start_all()
+        c.wait_ready()
+        clients = [(h, p + 1) for h, p in c.addrs]
+
+        async def kv(addrs: list[tuple[str, int]], timeout: float = 5.0) -> str | None:
+            async with AsyncClient(addrs, c.key, timeout=timeout) as cl:
+                await cl.put("sep", "1")
+                return await cl.get("sep")
+
+        assert asyncio.run(kv(clients)) == "1"
+        assert _call(c.http(1) + "/v1/kv/sep") == 200  # the gateway uses the client ports
+        before = c.status(0)
+        assert before is not None
+        with pytest.raises(Exception):  # noqa: B017 - a timeout of the client library
+            asyncio.run(kv(list(c.addrs), timeout=1.5))  # the peer ports: refused
+        sock = so.socket(so.AF_INET, so.SOCK_DGRAM)
+        node7 = auth.Sealer(c.key, auth.ORIGIN_NODE, 7, time.time_ns())
+        sock.sendto(node7.seal(b"\x90", auth.ORIGIN_NODE, 0), clients[0])
+
+        async def client_hello_on_peer_port() -> bytes:
+            r, w = await asyncio.open_connection(*c.addrs[0])
+            body = msgpack.packb(
+                ["hello", 1, auth.ORIGIN_CLIENT, 5, "client", None, os.urandom(16)]
+            )
+            key = c.key.key(0, auth.CLIENT) or b""
+            w.write(auth.frame_raw(body, auth.hello_mac(key, body)))
+            got = await asyncio.wait_for(r.read(), 10)
+            w.close()
+            return got
+
+        assert asyncio.run(client_hello_on_peer_port()) == b""
+        n0 = before["counters"].get("dropped_wrong_port", 0)
+        _wait_counter(c, [0], "dropped_wrong_port", n0 + 3, 10)
+        st = c.status(0)
+        assert st is not None
+        print(f"separate ports: {st['counters']['dropped_wrong_port'] - n0} refusals counted")
+    finally:
+        c.close()

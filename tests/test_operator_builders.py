@@ -194,3 +194,24 @@ def test_members_serve_http_only_with_tokens(
     vols = {v["name"]: v for v in pod["volumes"]}
     assert vols["http-auth"]["secret"]["secretName"] == "my-tokens"
     assert b.validate(cr(auth={"httpTokensSecret": "Bad_Name"}))
+
+
+def test_the_client_service_does_not_expose_the_peer_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12: peer traffic on its own port, which the client Service does
+    not expose; the NetworkPolicy admits only the cluster's own pods to it."""
+    import socket
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "px-acceptor-0")
+    c = cr()
+    svc_ports = {(p["port"], p["protocol"]) for p in b.client_service(c)["spec"]["ports"]}
+    assert (b.PEER_PORT, "UDP") not in svc_ports and (b.PEER_PORT, "TCP") not in svc_ports
+    assert {(b.CLIENT_PORT, "UDP"), (b.CLIENT_PORT, "TCP"), (b.HTTP_PORT, "TCP")} <= svc_ports
+    opts = from_sources(None, {**_pod_env(c), "PAXOS_KEY_FILE": "k"})
+    assert opts.port == b.PEER_PORT and opts.client_port == b.CLIENT_PORT
+    np = b.network_policy(c)
+    peer_rule, open_rule = np["spec"]["ingress"]
+    assert peer_rule["from"] == [{"podSelector": {"matchLabels": b.labels("px")}}]
+    assert {p["port"] for p in peer_rule["ports"]} == {b.PEER_PORT}
+    assert "from" not in open_rule and b.PEER_PORT not in {p["port"] for p in open_rule["ports"]}
+    rbac = (ROOT / "charts/paxosrsm-operator/templates/rbac.yaml").read_text()
+    assert "networkpolicies" in rbac

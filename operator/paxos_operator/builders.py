@@ -17,6 +17,9 @@ VERSION = "v1alpha1"
 PLURAL = "paxosclusters"
 KIND = "PaxosCluster"
 PEER_PORT = 7000
+#: Clients' own port (UDP and TCP): the peer port + 1 (--client-port-offset).
+#: The client Service exposes this one and HTTP, never the peer port.
+CLIENT_PORT = 7001
 HTTP_PORT = 8080
 DATA_DIR = "/var/lib/paxosrsm"
 KEY_DIR = "/etc/paxosrsm/key"
@@ -179,6 +182,8 @@ def headless_service(cr: Obj) -> Obj:
             "ports": [
                 {"name": "paxos-udp", "port": PEER_PORT, "protocol": "UDP"},
                 {"name": "paxos-tcp", "port": PEER_PORT, "protocol": "TCP"},
+                {"name": "client-udp", "port": CLIENT_PORT, "protocol": "UDP"},
+                {"name": "client-tcp", "port": CLIENT_PORT, "protocol": "TCP"},
                 {"name": "http", "port": HTTP_PORT, "protocol": "TCP"},
             ],
         },
@@ -193,9 +198,12 @@ def client_service(cr: Obj) -> Obj:
         "metadata": _meta(cr, names(md["name"])["client"], "client"),
         "spec": {
             "selector": labels(md["name"]),
+            # The client port and HTTP only: the peer port is not exposed
+            # (issue 12), and the NetworkPolicy keeps other pods off it.
             "ports": [
                 {"name": "http", "port": HTTP_PORT, "targetPort": HTTP_PORT, "protocol": "TCP"},
-                {"name": "paxos-udp", "port": PEER_PORT, "protocol": "UDP"},
+                {"name": "client-udp", "port": CLIENT_PORT, "protocol": "UDP"},
+                {"name": "client-tcp", "port": CLIENT_PORT, "protocol": "TCP"},
             ],
         },
     }
@@ -290,6 +298,7 @@ def statefulset(cr: Obj, role: str) -> Obj:
             {"name": "PAXOS_DATA_DIR", "value": DATA_DIR},
             {"name": "PAXOS_KEY_FILE", "value": f"{KEY_DIR}/cluster.key"},
             {"name": "PAXOS_PORT", "value": str(PEER_PORT)},
+            {"name": "PAXOS_CLIENT_PORT_OFFSET", "value": str(CLIENT_PORT - PEER_PORT)},
             {"name": "PAXOS_HTTP_PORT", "value": str(HTTP_PORT)},
             # Never anonymous in Kubernetes: every pod can reach this port.
             {"name": "PAXOS_HTTP_LISTEN", "value": "0.0.0.0"},
@@ -298,6 +307,8 @@ def statefulset(cr: Obj, role: str) -> Obj:
         "ports": [
             {"name": "paxos-udp", "containerPort": PEER_PORT, "protocol": "UDP"},
             {"name": "paxos-tcp", "containerPort": PEER_PORT, "protocol": "TCP"},
+            {"name": "client-udp", "containerPort": CLIENT_PORT, "protocol": "UDP"},
+            {"name": "client-tcp", "containerPort": CLIENT_PORT, "protocol": "TCP"},
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
         ],
         "readinessProbe": {
@@ -389,6 +400,38 @@ def statefulset(cr: Obj, role: str) -> Obj:
                 "spec": pod_spec,
             },
             "volumeClaimTemplates": [pvc],
+        },
+    }
+
+
+def network_policy(cr: Obj) -> Obj:
+    """The peer port takes traffic from this cluster's members only; the
+    client port and HTTP from anywhere (tokens and keys guard those). Needs
+    a network plugin that enforces policies; without one it is inert."""
+    md = cr["metadata"]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(cr, f"{md['name']}-peers", "network"),
+        "spec": {
+            "podSelector": {"matchLabels": labels(md["name"])},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": labels(md["name"])}}],
+                    "ports": [
+                        {"port": PEER_PORT, "protocol": "UDP"},
+                        {"port": PEER_PORT, "protocol": "TCP"},
+                    ],
+                },
+                {
+                    "ports": [
+                        {"port": CLIENT_PORT, "protocol": "UDP"},
+                        {"port": CLIENT_PORT, "protocol": "TCP"},
+                        {"port": HTTP_PORT, "protocol": "TCP"},
+                    ]
+                },
+            ],
         },
     }
 

@@ -278,6 +278,7 @@ def _ensure(cr: Any, status: Obj) -> None:
         b.statefulset(cr, "acceptor"),
         b.statefulset(cr, "learner"),
         b.pdb(cr, _pdb_version()),
+        b.network_policy(cr),
     ]
     for obj in objs:
         what = apply(obj)

@@ -172,7 +172,9 @@ class HttpApi:
         o = server.opts
         # Its large requests go over TCP: with TLS on, TLS with the node's
         # own certificate (issue 12: a 100 KB PUT failed with 503 under TLS).
-        self.client = AsyncClient(o.acceptors, server.key, timeout=5.0, ssl=server.ssl_client)
+        self.client = AsyncClient(
+            o.client_addresses(), server.key, timeout=5.0, ssl=server.ssl_client
+        )
         server.own_clients.append(self.client)
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(server))

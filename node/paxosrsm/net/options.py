@@ -60,6 +60,12 @@ class NodeOptions:
     http_peers: list[tuple[str, int]] = field(default_factory=list)
     listen: str = "0.0.0.0"
     port: int = 0  # default: the port of our own entry in acceptors/learners
+    #: Clients get their own port (UDP and TCP): every node's peer port plus
+    #: this offset; 0: clients share the peer port. With it, the peer port
+    #: takes node traffic only and the client port client traffic only, so
+    #: that a Service exposing the client port gives no path to the peer
+    #: protocol (issue 12).
+    client_port_offset: int = 0
     http_port: int = 8080  # 0 disables the HTTP API
     http_listen: str = "127.0.0.1"
     #: Bearer tokens for the HTTP API (net/httpauth.py); empty: anonymous,
@@ -208,6 +214,17 @@ class NodeOptions:
             raise OptionsError(str(e)) from e
         if self.port == 0:
             self.port = self.addr_of(self.node_id)[1]
+        if not 0 <= self.port + self.client_port_offset <= 65535:
+            raise OptionsError("--client-port-offset puts the client port outside 0..65535")
+
+    @property
+    def client_port(self) -> int:
+        """This node's client port; 0 when clients share the peer port."""
+        return self.port + self.client_port_offset if self.client_port_offset else 0
+
+    def client_addresses(self) -> list[tuple[str, int]]:
+        """Where clients send: every acceptor's client port."""
+        return [(h, p + self.client_port_offset) for h, p in self.acceptors]
 
 
 _LISTS = {"acceptors", "learners", "http_peers"}

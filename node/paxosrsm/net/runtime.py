@@ -115,11 +115,12 @@ class RateLimitedLog:
 
 
 class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, server: NodeServer) -> None:
+    def __init__(self, server: NodeServer, client_port: bool = False) -> None:
         self.server = server
+        self.client_port = client_port
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.server.on_datagram(data, addr)
+        self.server.on_datagram(data, addr, self.client_port)
 
     def error_received(self, exc: Exception) -> None:  # ICMP unreachable etc.
         self.server.stats["udp_errors"] += 1
@@ -152,6 +153,9 @@ class NodeServer:
         self.driver: Driver | None = None
         self.udp: asyncio.DatagramTransport | None = None
         self.tcp_server: asyncio.AbstractServer | None = None
+        #: The client port's socket and server (--client-port), if separate.
+        self.udp_clients: asyncio.DatagramTransport | None = None
+        self.tcp_clients: asyncio.AbstractServer | None = None
         self.disk = ThreadPoolExecutor(1, thread_name_prefix="paxos-disk")
         #: Storage quota and the NOSPACE alarm (net/quota.py).
         self.quota = StorageQuota(opts.quota_bytes, opts.quota_reserve_bytes)
@@ -253,6 +257,21 @@ class NodeServer:
         self.tcp_server = await loop.create_server(
             self._accept_conn, o.listen, o.port, ssl=self.ssl_server, reuse_address=True
         )
+        if o.client_port:
+            self.udp_clients, _ = await loop.create_datagram_endpoint(
+                lambda: _Udp(self, client_port=True), local_addr=(o.listen, o.client_port)
+            )
+            sock = self.udp_clients.get_extra_info("socket")
+            for opt in ("SO_RCVBUF", "SO_SNDBUF"):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, getattr(socket, opt), 4 << 20)
+            self.tcp_clients = await loop.create_server(
+                lambda: self._accept_conn(client_port=True),
+                o.listen,
+                o.client_port,
+                ssl=self.ssl_server,
+                reuse_address=True,
+            )
         self._introduce()
         # Whatever the core produced at construction (an incarnation record).
         self.dirty.set()
@@ -286,10 +305,12 @@ class NodeServer:
         for t in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        if self.udp is not None:
-            self.udp.close()
-        if self.tcp_server is not None:
-            self.tcp_server.close()
+        for tr in (self.udp, self.udp_clients):
+            if tr is not None:
+                tr.close()
+        for srv in (self.tcp_server, self.tcp_clients):
+            if srv is not None:
+                srv.close()
         for c in [*self.sessions_in.values(), *self.sessions_out.values(), *self.links.values()]:
             c.close()
         self.disk.shutdown(wait=True)
@@ -442,7 +463,9 @@ class NodeServer:
 
         async def go() -> None:
             if self.alarm_client is None:
-                c = AsyncClient(self.opts.acceptors, self.key, timeout=5.0, ssl=self.ssl_client)
+                c = AsyncClient(
+                    self.opts.client_addresses(), self.key, timeout=5.0, ssl=self.ssl_client
+                )
                 self.alarm_client = await c.connect()
                 self.own_clients.append(c)
             try:
@@ -850,12 +873,21 @@ class NodeServer:
             size = 0
             for e in encs:
                 if size + len(e) + 8 > limit and batch:
-                    self._udp_out(batch, where[0], auth.ORIGIN_CLIENT, where[1])
+                    self._udp_reply(batch, where)
                     batch, size = [], 0
                 batch.append(e)
                 size += len(e)
             if batch:
-                self._udp_out(batch, where[0], auth.ORIGIN_CLIENT, where[1])
+                self._udp_reply(batch, where)
+
+    def _udp_reply(self, encoded: list[bytes], where: tuple[Any, ...]) -> None:
+        """Replies go out of the socket the request came in on (a Service's
+        UDP translation expects them from that port)."""
+        assert self.sealer is not None
+        addr, client, via_client_port = where
+        t = self.udp_clients if via_client_port else self.udp
+        assert t is not None
+        t.sendto(self.sealer.seal(codec.pack_encoded(encoded), auth.ORIGIN_CLIENT, client), addr)
 
     # ================================================================ incoming
 
@@ -863,7 +895,9 @@ class NodeServer:
         self.stats[f"dropped_{reason}"] += 1
         self.rlog.warn(reason, detail)
 
-    def on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+    def on_datagram(
+        self, data: bytes, addr: tuple[str, int], via_client_port: bool = False
+    ) -> None:
         self.stats["datagrams_in"] += 1
         if not self.admission.admit(addr[0]):
             # An unknown source over its budget: dropped before any work.
@@ -884,6 +918,11 @@ class NodeServer:
             )
             self._bad(reason, f"{addr[0]}:{addr[1]}: {e}")
             return
+        if self.opts.client_port and via_client_port != (origin == auth.ORIGIN_CLIENT):
+            # Each port takes its own traffic only (issue 12): the client
+            # port (what a Service exposes) never reaches the peer protocol.
+            self._bad("wrong_port", f"{addr[0]}:{addr[1]}: origin {origin} on the wrong port")
+            return
         self.admission.trust(addr[0])
         if origin == auth.ORIGIN_NODE and addr[1] == self._port_of(sender):
             self.learn_addr(sender, addr[0])
@@ -902,7 +941,7 @@ class NodeServer:
             self._bad("malformed", f"{addr[0]}:{addr[1]}: {e}")
             return
         if origin == auth.ORIGIN_CLIENT:
-            self._client_msgs(sender, msgs, ("udp", (addr, sender)))
+            self._client_msgs(sender, msgs, ("udp", (addr, sender, via_client_port)))
             return
         for m in msgs:
             if not isinstance(m, _UDP_TYPES):
@@ -968,7 +1007,7 @@ class NodeServer:
         if not self.stopping.is_set():
             self._step(self.id, m)
 
-    def _accept_conn(self) -> FramedConn:
+    def _accept_conn(self, client_port: bool = False) -> FramedConn:
         """A connection to the peer port. At most ``max_inbound`` at once (a
         share of the descriptor budget), of which at most
         MAX_UNAUTHENTICATED still in their handshake: a stranger's
@@ -988,6 +1027,7 @@ class NodeServer:
             on_bad=self._bad,
             refuse=refuse,
         )
+        conn.meta["port"] = "client" if client_port else "peer"
         if refuse is None:
             self.inbound.add(conn)
         return conn
@@ -997,6 +1037,9 @@ class NodeServer:
         if len(h) != 6 or h[1] != 1 or type(h[3]) is not int:
             return False
         origin, sender, kind, b = h[2], h[3], h[4], h[5]
+        if self.opts.client_port and (conn.meta.get("port") == "client") != (kind == "client"):
+            self.stats["dropped_wrong_port"] += 1
+            return False  # each port takes its own kind of connection (issue 12)
         if origin == auth.ORIGIN_CLIENT and kind == "client":
             conn.meta = {"kind": "client", "peer": sender}
             return True
