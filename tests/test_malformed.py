@@ -64,6 +64,8 @@ BAD_INPUTS: list[tuple[str, int, object, str]] = [
             peer_incs=(),
             from_slot=0,
             recover_inc=0,
+            nonce=0,
+            upto=-1,
         ),
         "out of range",
     ),

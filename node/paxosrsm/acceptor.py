@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .config import ClusterConfig
 from .messages import (
+    MAX_ENTRIES,
     Accept,
     Accepted,
     AcceptedEntry,
@@ -48,6 +49,21 @@ class Acceptor:
             AcceptedEntry(s, b, v) for s, (b, v) in sorted(self.accepted.items()) if s >= from_slot
         )
 
+    def _page(self, from_slot: int) -> tuple[tuple[AcceptedEntry, ...], int]:
+        """The votes >= from_slot up to ``promise_bytes`` of commands (at
+        least one), and the last slot they cover (-1: all of them)."""
+        out: list[AcceptedEntry] = []
+        size = 0
+        for s, (b, v) in sorted(self.accepted.items()):
+            if s < from_slot:
+                continue
+            n = sum(len(c.payload) for c in v) + 64
+            if out and (size + n > self.cfg.promise_bytes or len(out) >= MAX_ENTRIES):
+                return tuple(out), out[-1].slot
+            out.append(AcceptedEntry(s, b, v))
+            size += n
+        return tuple(out), -1
+
     def on_prepare(self, m: Prepare) -> None:
         if self.recovering:
             return  # an amnesiac acceptor's promise would mean nothing
@@ -58,10 +74,11 @@ class Acceptor:
                 self.promised = m.ballot
                 # The promise must be durable before the Promise leaves (Ready contract).
                 self.out.persist(PromiseRec(m.ballot))
+            entries, upto = self._page(m.from_slot)
             self.out.send(
                 m.ballot.node,
-                Promise(m.ballot, self.id, self.floor, self._entries(m.from_slot), self.inc,
-                        from_slot=m.from_slot),
+                Promise(m.ballot, self.id, self.floor, entries, self.inc,
+                        from_slot=m.from_slot, nonce=m.nonce, upto=upto),
             )  # fmt: skip
         elif self.cfg.nack:
             self.out.send(m.ballot.node, Nack(m.ballot, self.promised, self.id))
@@ -112,6 +129,32 @@ class Acceptor:
         if self.recovering:
             return
         known = self.peer_inc.get(m.acceptor, 0)
+        if m.from_slot > 0:
+            # The next page of a report this recovery was promised (issue 12).
+            # Only pages after the first: a recovery gets a first page only
+            # by the strict rule below, so only after this acceptor promised
+            # its ballot and recorded its incarnation; a retransmitted first
+            # request could not be told from a later lost disk's recovery at
+            # the same ballot and incarnation (which must be refused:
+            # test_a_second_recovery_cannot_reuse_the_first_incarnation).
+            # Answered while what a report needs still holds: a promise at
+            # least the recovery's ballot, and its fence as the last record
+            # of that acceptor. Not only while the recovery's own promise
+            # stands: a leader re-elected meanwhile would win every race
+            # against a many-page recovery. A later page may then report a
+            # vote cast since, at a ballot above the recovery's: a real vote
+            # of this acceptor, which the recovered one may adopt as it could
+            # have cast it. Nothing is recorded.
+            if m.inc != known or self.promised < m.ballot:
+                return
+            entries, upto = self._page(m.from_slot)
+            self.out.send(
+                m.ballot.node,
+                Promise(m.ballot, self.id, self.floor, entries, self.inc,
+                        tuple(sorted(self.peer_inc.items())), from_slot=m.from_slot,
+                        recover_inc=m.inc, upto=upto),
+            )  # fmt: skip
+            return
         # Both strictly: a recovery ballot above every promise (so it is above
         # every ballot a quorum member promised before the loss, proof step 1),
         # and an incarnation above every earlier one of that acceptor (so that a
@@ -122,16 +165,18 @@ class Acceptor:
             self.peer_inc[m.acceptor] = m.inc
             self.out.persist(PeerIncRec(m.acceptor, m.inc))
             known_incs = tuple(sorted(self.peer_inc.items()))
+            entries, upto = self._page(0)
             self.out.send(
                 m.ballot.node,
                 Promise(
                     m.ballot,
                     self.id,
                     self.floor,
-                    self._entries(0),
+                    entries,
                     self.inc,
                     known_incs,
                     recover_inc=m.inc,
+                    upto=upto,
                 ),
             )
             return
@@ -167,7 +212,11 @@ class Acceptor:
                     self.out.persist(PeerIncRec(aid, inc))
         self.inc = ballot.round + 1
         self.out.persist(IncarnationRec(self.inc))
-        self.promised = max(self.promised, ballot)
+        # A report in pages may hold a vote cast after the recovery's
+        # promise, at a higher ballot (on_recover_prepare): the adopted
+        # promise covers it, as a vote implies a promise of its ballot.
+        top = max((b for b, _ in merged.values()), default=ballot)
+        self.promised = max(self.promised, ballot, top)
         self.out.persist(PromiseRec(self.promised))
         self.trim(floor)
         for s, (b, v) in sorted(merged.items()):

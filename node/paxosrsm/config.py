@@ -76,6 +76,9 @@ class ClusterConfig:
     #: Most command bytes in one catch-up reply (at least one entry goes):
     #: keeps a reply well inside the runtime's frame limit (64 MiB).
     catchup_bytes: int = 16 << 20
+    #: Most vote bytes in one Promise (at least one vote goes): a longer
+    #: report is paged (Promise.upto), within the runtime's frame limit.
+    promise_bytes: int = 16 << 20
     #: A new leader this far behind the highest reported vote catches up first.
     max_reproposals: int = 1 << 16
     # Derived once in __post_init__ (read on every message).
@@ -113,6 +116,7 @@ class ClusterConfig:
             "retransmit_ticks",
             "catchup_batch",
             "catchup_bytes",
+            "promise_bytes",
             "max_reproposals",
         ):
             v = getattr(self, name)

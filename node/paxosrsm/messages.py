@@ -107,14 +107,21 @@ class Snapshot:
 
 @dataclass(frozen=True, slots=True)
 class Prepare:
-    """Phase 1a for every slot >= from_slot (Multi-Paxos: once per ballot)."""
+    """Phase 1a for every slot >= from_slot (Multi-Paxos: once per ballot).
+
+    ``nonce`` names the election that asks (one per candidacy, echoed by the
+    Promise): the pages of a long report (``Promise.upto``) are asked for by
+    Prepares of the same ballot and nonce from later slots, and only answers
+    that carry this election's nonce may be such pages (issue 12)."""
 
     ballot: Ballot
     from_slot: int
+    nonce: int = 0
 
     def __post_init__(self) -> None:
         _check_ballot("ballot", self.ballot)
         _check_slot("from_slot", self.from_slot)
+        _check_int("nonce", self.nonce, 0, (1 << 63) - 1)
 
 
 def _check_inc(name: str, inc: object) -> None:
@@ -143,6 +150,13 @@ class Promise:
     #: again, and a late answer to the lost disk's request must not count.
     from_slot: int = 0
     recover_inc: int = 0
+    #: The Prepare's nonce (0 for a recovery's answer).
+    nonce: int = 0
+    #: -1: every vote >= from_slot is here. Otherwise this page holds every
+    #: vote in [from_slot, upto] and there may be more above: the candidate
+    #: asks again from upto + 1 (issue 12: a report larger than a frame was
+    #: dropped, and that acceptor's promise lost).
+    upto: int = -1
 
     def __post_init__(self) -> None:
         _check_ballot("ballot", self.ballot)
@@ -151,6 +165,10 @@ class Promise:
         _check_inc("inc", self.inc)
         _check_slot("from_slot", self.from_slot)
         _check_int("recover_inc", self.recover_inc, 0, (1 << 63) - 1)
+        _check_int("nonce", self.nonce, 0, (1 << 63) - 1)
+        _check_int("upto", self.upto, -1, (1 << 63) - 1)
+        if self.upto != -1 and self.upto < self.from_slot:
+            raise ProtocolError("a promise page ends before it starts")
         if not isinstance(self.peer_incs, tuple) or len(self.peer_incs) > 1024:
             raise ProtocolError("peer_incs must be a tuple of (acceptor, incarnation)")
         for pair in self.peer_incs:
@@ -219,11 +237,15 @@ class RecoverPrepare:
     ballot: Ballot
     acceptor: int
     inc: int
+    #: 0: the recovery's phase 1. Above 0: the next page of a report already
+    #: promised to this recovery (Promise.upto; issue 12), asked from here.
+    from_slot: int = 0
 
     def __post_init__(self) -> None:
         _check_ballot("ballot", self.ballot)
         _check_acceptor(self.acceptor)
         _check_inc("inc", self.inc)
+        _check_slot("from_slot", self.from_slot)
         if self.ballot.node != self.acceptor:
             raise ProtocolError("a recovery ballot belongs to the recovering acceptor")
         if self.inc != self.ballot.round + 1:

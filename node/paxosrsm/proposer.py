@@ -13,6 +13,7 @@ from .config import ClusterConfig, Role
 from .messages import (
     Accept,
     Accepted,
+    AcceptedEntry,
     CatchupRequest,
     ClientReply,
     ClientRequest,
@@ -67,6 +68,11 @@ class Proposer:
         self.timeout = self._new_timeout()
         # candidate
         self.promises: dict[int, Promise] = {}
+        #: Acceptors whose report is coming in pages (Promise.upto): the
+        #: votes so far, the next page's first slot, the highest floor.
+        self.pages: dict[int, tuple[list[AcceptedEntry], int, int]] = {}
+        #: This candidacy's name, echoed by its Promises (Prepare.nonce).
+        self.nonce = 0
         self.prepare_from = 0
         self.since_send = 0
         # leader
@@ -121,6 +127,7 @@ class Proposer:
         self.session_broken = False
         self.cancel_prevote()
         self.promises.clear()
+        self.pages.clear()
         self.proposals.clear()
         self.votes.clear()
         self.sent_at.clear()
@@ -191,6 +198,7 @@ class Proposer:
             self.state = PState.FOLLOWER
             self.ballot = None
             self.promises.clear()
+            self.pages.clear()
         elif self.prevote is not None:
             self.backoff = min(self.backoff * 2, self.cfg.max_backoff)
         self.prevote = Ballot(self.max_seen.round + 1, self.id)
@@ -252,6 +260,8 @@ class Proposer:
         # Durable before the Prepares leave (same Ready): never reuse a ballot.
         self.out.persist(BallotRec(self.ballot))
         self.promises = {}
+        self.pages = {}
+        self.nonce = self.rng.getrandbits(62) + 1
         # Phase 1 covers every slot from the first one we have not applied.
         self.prepare_from = self.replica.applied + 1
         self._reset_timer()
@@ -260,22 +270,61 @@ class Proposer:
     def _send_prepare(self, only_missing: bool) -> None:
         assert self.ballot is not None
         self.since_send = 0
-        msg = Prepare(self.ballot, self.prepare_from)
+        first = Prepare(self.ballot, self.prepare_from, self.nonce)
         for a in self.cfg.acceptor_ids:
-            if not only_missing or a not in self.promises:
-                self.out.send(a, msg)
+            if only_missing and a in self.promises:
+                continue
+            page = self.pages.get(a)
+            self.out.send(a, first if page is None else Prepare(self.ballot, page[1], self.nonce))
 
     def on_promise(self, m: Promise) -> None:
         if self.state != PState.CANDIDATE or m.ballot != self.ballot:
             return
-        if m.recover_inc != 0 or m.from_slot > self.prepare_from:
-            # It answers another request at this ballot (issue 11, S3): a
-            # recovery's, or a Prepare from a later slot that the lost disk
-            # sent at the same ballot. It lacks the votes below its from_slot
-            # that this election must see. An answer to a Prepare from an
-            # earlier slot at this ballot reports more, so it still counts.
+        if m.recover_inc != 0:
+            return  # a recovery's answer at this ballot (issue 11, S3)
+        a = m.acceptor
+        if a in self.promises:
+            return  # its report is complete: a duplicated Promise counts once
+        if m.nonce != self.nonce:
+            # Not an answer to this candidacy's Prepares: one to the Prepare
+            # the lost disk sent at the same ballot (issue 11, S3). Only a
+            # whole report from a slot at or below ours may count: one from a
+            # later slot lacks the votes below it that this election must
+            # see, and a page cannot be told from that one's pages.
+            if m.upto != -1 or m.from_slot > self.prepare_from:
+                return
+            self.pages.pop(a, None)
+            self._promised(m)
             return
-        self.promises[m.acceptor] = m  # a dict: a duplicated Promise counts once
+        page = self.pages.get(a)
+        votes, start, floor = page if page is not None else ([], self.prepare_from, 0)
+        if m.from_slot != start:
+            return  # a late duplicate of an earlier page
+        votes = [*votes, *m.entries]
+        floor = max(floor, m.floor)
+        if len(votes) > self.cfg.max_reproposals:
+            # Far behind (as _become_leader's own check): catch up first.
+            self.step_down(None)
+            self.request_catchup(a)
+            return
+        if m.upto == -1:
+            self.pages.pop(a, None)
+            self._promised(
+                Promise(m.ballot, a, floor, tuple(votes), m.inc, m.peer_incs,
+                        from_slot=self.prepare_from, nonce=m.nonce)
+            )  # fmt: skip
+            return
+        # Issue 12: a report larger than a frame comes in pages; ask for the
+        # next. A page is progress: the candidacy does not time out while its
+        # report comes in (it would start over, and a long report would never
+        # finish), and it ends when a page stops coming for a timeout.
+        self.pages[a] = (votes, m.upto + 1, floor)
+        self.elapsed = 0
+        self.since_send = 0
+        self.out.send(a, Prepare(self.ballot, m.upto + 1, self.nonce))
+
+    def _promised(self, m: Promise) -> None:
+        self.promises[m.acceptor] = m
         if len(self.promises) >= self.cfg.quorum:
             self._become_leader()
 
@@ -296,6 +345,7 @@ class Proposer:
             return
         if self.state == PState.CANDIDATE:
             self.promises.pop(acceptor, None)
+            self.pages.pop(acceptor, None)
         elif self.state == PState.LEADER:
             self.session_broken = True
 
@@ -348,6 +398,7 @@ class Proposer:
             # Far behind (or a peer reported nonsense): catch up before leading,
             # rather than re-proposing a huge range.
             self.promises = {}
+            self.pages = {}
             self.step_down(None)
             if floor_from is not None:
                 self.request_catchup(floor_from)
@@ -385,6 +436,7 @@ class Proposer:
             self._propose(self.next_slot, NOOP)
             self.next_slot += 1
         self.promises = {}
+        self.pages = {}
         if floor_from is not None and floor > self.replica.applied + 1:
             self.request_catchup(floor_from)
             if floor - 1 > self.replica.known_commit:

@@ -10,7 +10,7 @@ phase 1 learned (Acceptor.adopt). The proof sketch is in docs/design.md.
 from __future__ import annotations
 
 from .config import ClusterConfig
-from .messages import Nack, PreVote, PreVoteReply, Promise, RecoverPrepare
+from .messages import AcceptedEntry, Nack, PreVote, PreVoteReply, Promise, RecoverPrepare
 from .outbox import Outbox
 from .types import Ballot
 
@@ -23,6 +23,9 @@ class Recovery:
         self.max_seen = max_seen
         self.ballot: Ballot | None = None
         self.promises: dict[int, Promise] = {}
+        #: Reports coming in pages (Promise.upto): votes so far, the next
+        #: page's first slot, the highest floor.
+        self.pages: dict[int, tuple[list[AcceptedEntry], int, int]] = {}
         self.elapsed = 0
         self.rounds = 0
         #: Pre-vote (cfg.prevote): the ballot a reachability probe asks about,
@@ -44,8 +47,24 @@ class Recovery:
             return  # done asking; the node adopts once its learner caught up
         self.elapsed += 1
         idle = self.ballot is None and self.probe is None
-        if idle or self.elapsed >= 2 * self.cfg.retransmit_ticks:
+        rt = self.cfg.retransmit_ticks
+        if self.ballot is not None and self.pages and self.elapsed < 4 * rt:
+            # Reports are coming in pages (issue 12): a lost page is asked
+            # for again, not the whole round started over (a report of a
+            # hundred pages would never finish on a lossy network).
+            if self.elapsed % rt == 0:
+                self._ask_again()
+            return
+        if idle or self.elapsed >= 2 * rt:
             self.start()
+
+    def _ask_again(self) -> None:
+        """The next page each peer in the middle of its report owes us. (A
+        lost first answer is not asked again: only a new round gets one.)"""
+        assert self.ballot is not None
+        inc = self.ballot.round + 1
+        for a, (_votes, start, _floor) in self.pages.items():
+            self.out.send(a, RecoverPrepare(self.ballot, self.id, inc, start))
 
     def start(self) -> None:
         if not self.cfg.prevote:
@@ -53,6 +72,7 @@ class Recovery:
             return
         self.ballot = None
         self.promises = {}
+        self.pages = {}
         self.elapsed = 0
         self.probe = Ballot(self.max_seen.round + 1, self.id)
         self.reachable = set()
@@ -76,6 +96,7 @@ class Recovery:
         self.ballot = Ballot(self.max_seen.round + 1, self.id)
         self.max_seen = self.ballot
         self.promises = {}
+        self.pages = {}
         self.elapsed = 0
         self.rounds += 1
         # Incarnations are ordered: a new disk is 1, a recovered one is its
@@ -102,7 +123,24 @@ class Recovery:
             # sender never recorded the new incarnation: counting it breaks
             # both steps of the amnesia argument (design.md, section 8a).
             return None
-        self.promises[m.acceptor] = m
+        a = m.acceptor
+        if a in self.promises:
+            return None
+        votes, start, floor = self.pages.get(a, ([], 0, 0))
+        if m.from_slot != start:
+            return None  # a late duplicate of an earlier page
+        votes = [*votes, *m.entries]
+        floor = max(floor, m.floor)
+        if m.upto != -1:
+            # A report larger than a frame comes in pages (issue 12): ask for
+            # the next; a page is progress, so this round does not time out.
+            self.pages[a] = (votes, m.upto + 1, floor)
+            self.elapsed = 0
+            self.out.send(a, RecoverPrepare(self.ballot, self.id, m.recover_inc, m.upto + 1))
+            return None
+        self.pages.pop(a, None)
+        self.promises[a] = Promise(m.ballot, a, floor, tuple(votes), m.inc, m.peer_incs,
+                                   recover_inc=m.recover_inc)  # fmt: skip
         # A quorum (f+1) of the 2f others: it intersects every phase-1 quorum
         # of any ballot this acceptor could have voted in before the loss.
         if len(self.promises) >= self.cfg.quorum:

@@ -24,6 +24,7 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from . import builders as b
+from . import rotation
 from .status import (
     SETTLE_SECONDS,
     RestartPlan,
@@ -372,6 +373,37 @@ async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
                   "on an empty disk now recovers before it votes")  # fmt: skip
     for k, v in summary.items():
         patch.status[k] = v
+    expected = spec["acceptors"] + spec.get("learners", 0)
+    await asyncio.to_thread(_rotate_key, body, members, expected)
+
+
+def _rotate_key(body: kopf.Body, members: dict[str, Obj | None], expected: int) -> None:
+    """One step of a key rotation the user asked for (rotation.py), decided
+    on the Secret and the members' answers read in this cycle."""
+    md = body["metadata"]
+    request = (md.get("annotations") or {}).get(rotation.REQUEST)
+    if not request:
+        return
+    core = kubernetes.client.CoreV1Api(_api())
+    name = b.names(md["name"])["secret"]
+    sec: Any = core.read_namespaced_secret(name, md["namespace"])
+    text = base64.b64decode((sec.data or {}).get("cluster.key", "")).decode()
+    mark = (sec.metadata.annotations or {}).get(rotation.MARK)
+    try:
+        step = rotation.plan(request, text, mark, members, expected, secrets.token_hex(32))
+    except ValueError as e:
+        kopf.warn(body, reason="KeyRotationStuck", message=str(e))
+        return
+    if isinstance(step, rotation.Wait):
+        log.info("%s/%s: %s", md["namespace"], md["name"], step.message)
+        return
+    if step is None:
+        return
+    core.patch_namespaced_secret(name, md["namespace"], {
+        "metadata": {"annotations": {rotation.MARK: step.mark}},
+        "data": {"cluster.key": base64.b64encode(step.text.encode()).decode()},
+    })  # fmt: skip
+    kopf.info(body, reason="KeyRotation", message=step.message)
 
 
 async def _none() -> None:

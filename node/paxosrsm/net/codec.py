@@ -103,18 +103,19 @@ def encode_obj(msg: PeerMessage | ClientRequest | ClientReply) -> list[Any]:
         return [T_HB_ACK, _b(msg.ballot), msg.probe, msg.acceptor, _b(msg.promised)]
     if t is Prepare:
         assert isinstance(msg, Prepare)
-        return [T_PREPARE, _b(msg.ballot), msg.from_slot]
+        return [T_PREPARE, _b(msg.ballot), msg.from_slot, msg.nonce]
     if t is Promise:
         assert isinstance(msg, Promise)
         return [T_PROMISE, _b(msg.ballot), msg.acceptor, msg.floor,
                 [[e.slot, _b(e.ballot), _val(e.value)] for e in msg.entries], msg.inc,
-                [list(p) for p in msg.peer_incs], msg.from_slot, msg.recover_inc]  # fmt: skip
+                [list(p) for p in msg.peer_incs], msg.from_slot, msg.recover_inc, msg.nonce,
+                msg.upto]  # fmt: skip
     if t is Nack:
         assert isinstance(msg, Nack)
         return [T_NACK, _b(msg.ballot), _b(msg.promised), msg.acceptor]
     if t is RecoverPrepare:
         assert isinstance(msg, RecoverPrepare)
-        return [T_RECOVER, _b(msg.ballot), msg.acceptor, msg.inc]
+        return [T_RECOVER, _b(msg.ballot), msg.acceptor, msg.inc, msg.from_slot]
     if t is Fenced:
         assert isinstance(msg, Fenced)
         return [T_FENCED, _b(msg.ballot), msg.acceptor, msg.stale]
@@ -240,20 +241,22 @@ def decode_obj(o: object) -> PeerMessage | ClientRequest | ClientReply:
         if tag == T_HB_ACK and n == 5:
             return HeartbeatAck(_ballot(a[1]), _int(a[2], "probe"), _int(a[3], "acceptor"),
                                 _ballot(a[4]))  # fmt: skip
-        if tag == T_PREPARE and n == 3:
-            return Prepare(_ballot(a[1]), _int(a[2], "from_slot"))
-        if tag == T_PROMISE and n == 9:
+        if tag == T_PREPARE and n == 4:
+            return Prepare(_ballot(a[1]), _int(a[2], "from_slot"), _int(a[3], "nonce"))
+        if tag == T_PROMISE and n == 11:
             entries = []
             for e in _list(a[4], None, "entries"):
                 s, b, v = _list(e, 3, "entry")
                 entries.append(AcceptedEntry(_int(s, "slot"), _ballot(b), _value(v)))
             return Promise(_ballot(a[1]), _int(a[2], "acceptor"), _int(a[3], "floor"),
                            tuple(entries), _int(a[5], "inc"), _pairs(a[6]),
-                           _int(a[7], "from_slot"), _int(a[8], "recover_inc"))  # fmt: skip
+                           _int(a[7], "from_slot"), _int(a[8], "recover_inc"),
+                           _int(a[9], "nonce"), _int(a[10], "upto"))  # fmt: skip
         if tag == T_NACK and n == 4:
             return Nack(_ballot(a[1]), _ballot(a[2]), _int(a[3], "acceptor"))
-        if tag == T_RECOVER and n == 4:
-            return RecoverPrepare(_ballot(a[1]), _int(a[2], "acceptor"), _int(a[3], "inc"))
+        if tag == T_RECOVER and n == 5:
+            return RecoverPrepare(_ballot(a[1]), _int(a[2], "acceptor"), _int(a[3], "inc"),
+                                  _int(a[4], "from_slot"))  # fmt: skip
         if tag == T_FENCED and n == 4:
             return Fenced(_ballot(a[1]), _int(a[2], "acceptor"), _int(a[3], "stale"))
         if tag == T_CATCHUP_REQ and n == 2:

@@ -1188,6 +1188,10 @@ class NodeServer:
             "fsync_p50_ms": round(fs[len(fs) // 2] * 1000, 3) if fs else None,
             "fsync_p99_ms": round(fs[int(len(fs) * 0.99)] * 1000, 3) if fs else None,
             "storage": self._storage_status(),
+            # The key file as this node runs it (the operator's key rotation
+            # advances once every member runs the file as it stands).
+            "keys": sorted(self.key.masters),
+            "key_primary": self.key.primary,
             "counters": dict(self.stats),
         }
 

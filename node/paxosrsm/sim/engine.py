@@ -194,6 +194,8 @@ class SimParams:
             eager_propose=rng.random() < 0.5,
             propose_slots_per_call=rng.choice((0, 0, 1, 2)),
             prevote=rng.random() < 0.7,
+            # Small pages make long Promises common (issue 12: paging).
+            promise_bytes=rng.choice((16 << 20, 16 << 20, 300, 2000)),
         )
         kinds: tuple[str, ...] = (
             "partition",
@@ -567,6 +569,8 @@ class Simulator:
         assert drv is not None
         node = sn.node
         was_leader = node.is_leader
+        if isinstance(env.msg, Promise) and env.msg.upto != -1:
+            self.count("recovery_pages" if env.msg.recover_inc else "promise_pages")
         drv.step(env.src, env.msg, revalidate=False)
         node.check_invariants()
         if node.is_leader and not was_leader:
