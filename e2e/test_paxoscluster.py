@@ -64,10 +64,6 @@ def test_apply_becomes_available_and_serves(k8s: Any, namespace: str) -> None:
     assert cm.data["PAXOS_INITIAL_CLUSTER_STATE"] == "existing"
 
 
-@pytest.mark.parametrize(
-    ("spec", "msg"),
-    [({"acceptors": 4}, "acceptors"), ({"storage": {"size": "-1Gi"}}, "size")],
-)
 def test_the_operator_rotates_the_cluster_key_under_load(k8s: Any, namespace: str) -> None:
     """Issue 12: keys rotate without downtime, and the operator drives it. An
     annotation asks; the operator adds the new key, makes it the one sent,
@@ -118,6 +114,10 @@ def test_the_operator_rotates_the_cluster_key_under_load(k8s: Any, namespace: st
     c.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "rot")
 
 
+@pytest.mark.parametrize(
+    ("spec", "msg"),
+    [({"acceptors": 4}, "acceptors"), ({"storage": {"size": "-1Gi"}}, "size")],
+)
 def test_invalid_crs_are_rejected(k8s: Any, namespace: str, spec: dict[str, Any], msg: str) -> None:
     from kubernetes.client.rest import ApiException
 
