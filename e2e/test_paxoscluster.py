@@ -40,7 +40,19 @@ def test_apply_becomes_available_and_serves(k8s: Any, namespace: str) -> None:
     print(f"apply -> Available in {time.monotonic() - t0:.1f}s")
     assert st["readyAcceptors"] >= 2 and st["leader"]
     url = f"http://px.{namespace}.svc.cluster.local:8080/v1/kv/hello"
-    assert exec_http(k8s, namespace, "px-acceptor-0", "PUT", url, "world")[0] == 200
+    # As a client makes it: retried after a timeout (a Service's first
+    # connections can time out while kube-proxy programs the new endpoints).
+    code = 0
+    for i in range(4):
+        try:
+            code = exec_http(k8s, namespace, "px-acceptor-0", "PUT", url, "world")[0]
+        except Exception as e:  # the request timed out inside the pod
+            print(f"PUT try {i + 1} failed: {repr(e)[:200]}")
+            continue
+        if code == 200:
+            break
+        print(f"PUT try {i + 1}: {code}")
+    assert code == 200
     code, body = exec_http(k8s, namespace, "px-acceptor-1", "GET", url)
     assert code == 200 and body["value"] == "world"
     # Never anonymous in Kubernetes (issue 12): any pod reaches this Service.
