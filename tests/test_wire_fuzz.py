@@ -403,14 +403,17 @@ class TcpFuzz:
             asyncio.create_task(self.until_closed(nid, r, w, "hello only", timeout=15.0))
             for nid, (r, w, _fm) in enumerate(hello_only)
         ]
-        sem = asyncio.Semaphore(TCP_CONCURRENCY)
-
-        async def one(i: int, seed: int) -> None:
-            async with sem:
-                await self.case(i % N, random.Random(seed))
-
         n = total - len(silent)
-        await asyncio.gather(*(one(i, rng.getrandbits(64)) for i in range(n)))
+        seeds = (rng.getrandbits(64) for _ in range(n))
+        todo = iter(range(n))
+
+        async def worker() -> None:
+            # A bounded pool pulling from one iterator, not a task per input:
+            # a million tasks waiting on a semaphore take hours to cancel.
+            for i in todo:
+                await self.case(i % N, random.Random(next(seeds)))
+
+        await asyncio.gather(*(worker() for _ in range(TCP_CONCURRENCY)))
         await asyncio.gather(*silent, *hello_checks)
         # A connection past its handshake and its first frame is not timed
         # out however long it idles.
@@ -638,17 +641,18 @@ class HttpFuzz:
         self.done = 0
 
     async def run(self, total: int) -> None:
-        sem = asyncio.Semaphore(HTTP_CONCURRENCY)
         addrs = [h.rsplit(":", 1) for h in self.cluster.layout["http_peers"]]
+        # Made as they are sent (a million cases, some of 600 KB, do not all
+        # fit in memory), by a bounded pool of workers (not a task each).
+        todo = iter(range(total))
 
-        cases = [fz.http_case(self.rng, self.findings) for _ in range(total)]
-
-        async def one(i: int, case: fz.HttpCase) -> None:
-            async with sem:
+        async def worker() -> None:
+            for i in todo:
+                case = fz.http_case(self.rng, self.findings)
                 host, port = addrs[i % N]
                 await self.one(i % N, host, int(port), case)
 
-        await asyncio.gather(*(one(i, case) for i, case in enumerate(cases)))
+        await asyncio.gather(*(worker() for _ in range(HTTP_CONCURRENCY)))
 
     async def one(self, nid: int, host: str, port: int, case: fz.HttpCase) -> None:
         reader, writer = await asyncio.open_connection(host, port)

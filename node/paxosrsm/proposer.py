@@ -300,7 +300,7 @@ class Proposer:
         votes, start, floor = page if page is not None else ([], self.prepare_from, 0)
         if m.from_slot != start:
             return  # a late duplicate of an earlier page
-        votes = [*votes, *m.entries]
+        votes.extend(m.entries)
         floor = max(floor, m.floor)
         if len(votes) > self.cfg.max_reproposals:
             # Far behind (as _become_leader's own check): catch up first.

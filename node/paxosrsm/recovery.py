@@ -129,7 +129,7 @@ class Recovery:
         votes, start, floor = self.pages.get(a, ([], 0, 0))
         if m.from_slot != start:
             return None  # a late duplicate of an earlier page
-        votes = [*votes, *m.entries]
+        votes.extend(m.entries)
         floor = max(floor, m.floor)
         if m.upto != -1:
             # A report larger than a frame comes in pages (issue 12): ask for
