@@ -75,8 +75,14 @@ def delete_paxosclusters(k8s: Any, ns: str, timeout: float = 120) -> None:
     runs: each holds the operator's finalizer, and a namespace deleted after
     the session's operator is gone would stay Terminating for ever."""
     c = custom(k8s)
+    from kubernetes.client.rest import ApiException
+
     for obj in c.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]:
-        c.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, obj["metadata"]["name"])
+        try:
+            c.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, obj["metadata"]["name"])
+        except ApiException as e:
+            if e.status != 404:  # deleted meanwhile (by the test, or its finalizer ran)
+                raise
     try:
         wait_for(lambda: not c.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"],
                  timeout, f"the PaxosClusters of {ns} deleted", every=1.0)  # fmt: skip

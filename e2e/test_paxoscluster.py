@@ -123,7 +123,6 @@ def test_the_operator_rotates_the_cluster_key_under_load(k8s: Any, namespace: st
     print(f"key rotation in {time.monotonic() - t0:.0f}s under load: {res.summary()}")
     assert len(res.acked) > 0 and len(res.errors) <= 2, res.errors[:5]
     assert_all_readable(k8s, namespace, "rot-acceptor-0", "rot", res.acked)
-    c.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "rot")
 
 
 @pytest.mark.parametrize(
