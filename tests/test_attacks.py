@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import subprocess
 import time
 import urllib.request
@@ -112,6 +113,31 @@ def test_http_tokens_roles_and_prefixes(tmp_path: Path) -> None:
         log = (c.root / "node-0" / "node.log").read_text()
         assert "app 127.0.0.1 PUT key='app/x' -> 200" in log, log[-2000:]
         assert "ops 127.0.0.1 PUT key='other' -> 200" in log
+        # The client port's writes are in the access log too (values never).
+        import asyncio
+
+        from paxosrsm.aclient import AsyncClient
+
+        async def by_client_port() -> None:
+            async with AsyncClient(c.addrs, c.key, timeout=5) as cl:
+                await cl.put("by-udp", "secret-value-1")
+                await cl.cas("by-udp", "secret-value-1", "secret-value-2")
+                await cl.get("by-udp")
+
+        asyncio.run(by_client_port())
+        deadline = time.monotonic() + 5
+        pat = re.compile(
+            r"node(\d) INFO node \1: udp 127\.0\.0\.1:\d+ client=\d+ seq=\d+ put key='by-udp'"
+        )
+
+        def logs() -> str:
+            return "".join((c.root / f"node-{i}" / "node.log").read_text() for i in range(3))
+
+        while not pat.search(log := logs()):
+            assert time.monotonic() < deadline, log[-2000:]
+            time.sleep(0.2)
+        assert "cas key='by-udp'" in log and "secret-value" not in log
+        assert "get key='by-udp'" not in log  # reads are not logged
         st = c.status(0)
         assert st is not None and st["counters"].get("dropped_http_forbidden", 0) >= 3
         # Tokens change without a restart (as a Secret volume is updated):
@@ -299,6 +325,7 @@ def test_replays_forgeries_and_a_key_rotation(tmp_path: Path) -> None:
     from paxosrsm.aclient import AsyncClient, ClientError
     from paxosrsm.messages import ClientRequest
     from paxosrsm.net import auth, codec
+    from paxosrsm.net.identity import write_node_keys
     from paxosrsm.statemachine import encode_op
     from paxosrsm.types import Kind
 
@@ -382,13 +409,52 @@ def test_replays_forgeries_and_a_key_rotation(tmp_path: Path) -> None:
         _wait_counter(c, [1], "dropped_bad_handshake",
                       st0["counters"].get("dropped_bad_handshake", 0) + 1, 10)  # fmt: skip
 
-        # The rotation. Every node reads the same key file here.
+        # Each node its own identity: node 1's key file cannot speak as node 2.
+        for i in range(3):
+            st = c.status(i)
+            assert st is not None and st["identity"] is True
+            assert st["pair_peers"] == [j for j in range(3) if j != i]
+        ring1 = auth.load_key(c.root / "keys" / "node-1.key")
+
+        def to_node0(ring: auth.Keyring, sender: int) -> int:
+            """dropped_unauthenticated at node 0 after one datagram from ``sender``."""
+            before = c.status(0)
+            assert before is not None
+            n0 = before["counters"].get("dropped_unauthenticated", 0)
+            s = auth.Sealer(ring, auth.ORIGIN_NODE, sender, time.time_ns())
+            sock.sendto(s.seal(b"\x90", auth.ORIGIN_NODE, 0), c.addrs[0])
+            time.sleep(0.5)
+            after = c.status(0)
+            assert after is not None
+            return int(after["counters"].get("dropped_unauthenticated", 0)) - int(n0)
+
+        assert to_node0(ring1, 1) == 0  # as itself: authentic
+        assert to_node0(ring1, 2) == 1  # as node 2: refused
+        assert to_node0(c.key, 2) == 1  # the master key alone: refused
+
+        async def hello_to_node0(sender: int) -> bytes:
+            r, w = await asyncio.open_connection(*c.addrs[0])
+            body = msgpack.packb(["hello", 1, auth.ORIGIN_NODE, sender, "peer", None,
+                                  os.urandom(16)])  # fmt: skip
+            w.write(auth.frame_raw(body, auth.hello_mac(ring1.key(0, auth.PEER, 0) or b"", body)))
+            try:
+                return await asyncio.wait_for(r.read(8), 3)
+            finally:
+                w.close()
+
+        assert asyncio.run(hello_to_node0(1)) != b""  # welcomed
+        assert asyncio.run(hello_to_node0(2)) == b""  # node 1 as node 2: closed
+        print("identity: node 1's key file as node 2 -> datagram and hello refused; as itself -> "
+              "taken; the master key alone -> refused")  # fmt: skip
+
+        # The rotation: cluster.key changes, and each node's own file with it.
         keyf = c.root / "cluster.key"
         old = keyf.read_text().strip()
         new = os.urandom(24).hex()
         steps = [f"0 {old}\n1 {new}\n", f"1 {new}\n0 {old}\n", f"1 {new}\n"]
         for n_step, text in enumerate(steps, start=1):
             keyf.write_text(text)
+            write_node_keys(c.root, range(3))
             _wait_counter(c, [0, 1, 2], "key_reloads", n_step, 15)
             ring = auth.Keyring.parse(text)
             assert asyncio.run(kv(ring, f"rot{n_step}", "v")) == "v", c.logs()

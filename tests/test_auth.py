@@ -12,7 +12,7 @@ import tracemalloc
 
 import pytest
 
-from paxosrsm.net import auth
+from paxosrsm.net import auth, identity
 
 KEY = b"k" * 32
 
@@ -100,7 +100,8 @@ def test_a_client_credential_cannot_speak_as_a_node() -> None:
     # TCP: a hello under the client key is found as a client one, whatever
     # origin its body claims (the connection then refuses a node origin).
     body = b"hello-body"
-    found = auth.hello_key(ring, body, auth.hello_mac(client.key(0, auth.CLIENT) or b"", body))
+    mac = auth.hello_mac(client.key(0, auth.CLIENT) or b"", body)
+    found = auth.hello_key(ring, body, mac, 0)
     assert found is not None and found[1] == auth.CLIENT
 
 
@@ -135,3 +136,93 @@ def test_datagrams_from_before_a_restart_are_refused() -> None:
     with pytest.raises(auth.StaleError):
         restarted.open(captured)
     assert restarted.open(s.seal(b"y", auth.ORIGIN_NODE, 0))[2] == b"y"
+
+
+def _node_rings(n: int, cluster_key: str = "1 " + "m" * 32 + "\n") -> list[auth.Keyring]:
+    ident = b"i" * 32
+    return [
+        auth.Keyring.parse(identity.node_key_file(cluster_key, ident, me, range(n)))
+        for me in range(n)
+    ]
+
+
+def test_each_node_has_its_own_identity() -> None:
+    """Issue 12, "Each node needs its own identity": node 1, holding its own
+    key file, cannot pose as node 2 to node 0, nor read what 0 and 2 say to
+    each other; the master key alone (a client given cluster.key) speaks no
+    peer traffic. Each node talks to every other under its pair key."""
+    rings = _node_rings(3)
+    assert all(r.identity for r in rings)
+    for a in range(3):
+        for b in range(3):
+            if a != b:
+                d = auth.Sealer(rings[a], auth.ORIGIN_NODE, a, 1).seal(b"hi", auth.ORIGIN_NODE, b)
+                assert auth.Opener(rings[b], auth.ORIGIN_NODE, b).open(d) == (0, a, b"hi")
+    # Node 1 claims to be node 2 (sender 2 in the header, its own keys: it
+    # seals with its (1, 0) pair key): node 0 opens with the (2, 0) one.
+    forged = auth.Sealer(rings[1], auth.ORIGIN_NODE, 2, 1).seal(b"promise", auth.ORIGIN_NODE, 0)
+    with pytest.raises(auth.AuthError, match="bad tag"):
+        auth.Opener(rings[0], auth.ORIGIN_NODE, 0).open(forged)
+    # What 0 sends 2 does not open at node 1 even if addressed to it.
+    d02 = auth.Sealer(rings[0], auth.ORIGIN_NODE, 0, 1).seal(b"v", auth.ORIGIN_NODE, 2)
+    o1 = auth.Opener(rings[1], auth.ORIGIN_NODE, 2)  # node 1 posing as receiver 2
+    with pytest.raises(auth.AuthError):
+        o1.open(d02)
+    # The master key alone speaks no peer traffic to an identity-mode node.
+    master = auth.Keyring.parse("1 " + "m" * 32)
+    d = auth.Sealer(master, auth.ORIGIN_NODE, 2, 1).seal(b"x", auth.ORIGIN_NODE, 0)
+    with pytest.raises(auth.AuthError):
+        auth.Opener(rings[0], auth.ORIGIN_NODE, 0).open(d)
+    # ... but clients still talk to nodes with it.
+    c = auth.Sealer(master, auth.ORIGIN_CLIENT, 9, 1).seal(b"get", auth.ORIGIN_NODE, 0)
+    assert auth.Opener(rings[0], auth.ORIGIN_NODE, 0).open(c)[0] == auth.ORIGIN_CLIENT
+    # TCP: node 1's hello claiming sender 2 is not accepted by node 0.
+    body = b"hello-as-2"
+    mac = auth.hello_mac(rings[1].key(1, auth.PEER, 0) or b"", body)
+    assert auth.hello_key(rings[0], body, mac, 2) is None
+    assert auth.hello_key(rings[0], body, mac, 1) == (rings[0].key(1, auth.PEER, 1), auth.PEER)
+
+
+def test_node_key_files_rotate_with_the_master_keys() -> None:
+    """Two master keys: a pair key for each, the first sends; a node whose
+    file has the new key second still opens what one sending with it seals."""
+    old, new = "o" * 32, "n" * 32
+    both = _node_rings(3, f"1 {new}\n0 {old}\n")
+    old_only = _node_rings(3, f"0 {old}\n")
+    d = auth.Sealer(both[0], auth.ORIGIN_NODE, 0, 1).seal(b"x", auth.ORIGIN_NODE, 1)
+    with pytest.raises(auth.AuthError, match="no peer key 1"):
+        auth.Opener(old_only[1], auth.ORIGIN_NODE, 1).open(d)
+    assert auth.Opener(both[1], auth.ORIGIN_NODE, 1).open(d)[2] == b"x"
+    d = auth.Sealer(old_only[0], auth.ORIGIN_NODE, 0, 1).seal(b"y", auth.ORIGIN_NODE, 1)
+    assert auth.Opener(both[1], auth.ORIGIN_NODE, 1).open(d)[2] == b"y"
+
+
+def test_key_file_bounds_and_errors() -> None:
+    with pytest.raises(ValueError, match="pair <key id>"):
+        auth.Keyring.parse("0 " + "m" * 32 + "\npair 0 x 00")
+    with pytest.raises(ValueError, match="not a master key"):
+        auth.Keyring.parse("0 " + "m" * 32 + "\npair 3 1 " + "ab" * 32)
+    with pytest.raises(ValueError, match="twice"):
+        auth.Keyring.parse("0 " + "m" * 32 + ("\npair 0 1 " + "ab" * 32) * 2)
+    many = "0 " + "m" * 32 + "".join(f"\npair 0 {j} " + "ab" * 32 for j in range(4097))
+    with pytest.raises(ValueError, match="more than 4096"):
+        auth.Keyring.parse(many)
+    with pytest.raises(ValueError):
+        identity.parse_identity("short")
+
+
+def test_the_access_log_names_the_op_and_key_never_the_value() -> None:
+    from paxosrsm.net.accesslog import AccessLog, describe
+    from paxosrsm.statemachine import encode_op
+
+    assert describe(encode_op("put", "a/b", "v" * 1000)) == "put key='a/b'"
+    assert describe(encode_op("cas", "k", 'x"key":"evil"', "n")) == "cas key='k'"
+    assert describe(encode_op("delete", 'k"\\q')) == "delete key='k\"\\\\q'"
+    assert describe(b"\x93\x01\x02") == "3 bytes"  # another state machine's
+    assert describe(b'{"op":"put","key":"' + b"z" * 5000).startswith("put key='zzz")
+    a = AccessLog()
+    for i in range(20_005):
+        a.write("udp x", i, 1, b"{}")
+    assert len(a.pending) == 20_000 and a.dropped == 5
+    a.flush(0)
+    assert a.pending == []

@@ -325,3 +325,25 @@ def test_local_up_serves_stops_on_ctrl_c_and_restarts_on_its_data(tmp_path: Path
         finally:
             up.kill()
     assert (data / "node-0" / "IDENTITY").exists()
+
+
+def test_keys_nodes_remakes_each_nodes_own_key_file(tmp_path: Path) -> None:
+    """Without Kubernetes, a rotation edits cluster.key, then ``paxosctl keys
+    nodes`` remakes every node's own file (issue 12: node identities)."""
+    from paxosrsm.ctl import local_layout
+    from paxosrsm.net import auth
+
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(local_layout(tmp_path, 3, 1, 1, 2)))
+    (tmp_path / "cluster.key").write_text("0 " + "a" * 32 + "\n")
+    assert "wrote 4 node key files" in ok(ctl("keys", "nodes", "--data-dir", tmp_path))
+    files = sorted(p.name for p in (tmp_path / "keys").iterdir())
+    assert files == [f"node-{i}.key" for i in range(4)]
+    assert (tmp_path / "keys" / "node-0.key").stat().st_mode & 0o777 == 0o600
+    before = auth.load_key(tmp_path / "keys" / "node-2.key")
+    assert before.identity and sorted(before.pairs[0]) == [0, 1, 3]
+    (tmp_path / "cluster.key").write_text("0 " + "a" * 32 + "\n5 " + "b" * 32 + "\n")
+    ok(ctl("keys", "nodes", "--data-dir", tmp_path))
+    after = auth.load_key(tmp_path / "keys" / "node-2.key")
+    assert sorted(after.pairs) == [0, 5] and after.pairs[0] == before.pairs[0]
+    bad = ctl("keys", "nodes", "--data-dir", tmp_path / "nowhere")
+    assert bad.returncode == 2 and "cannot make the node key files" in bad.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,77 @@ def test_the_client_service_does_not_expose_the_peer_port(monkeypatch: pytest.Mo
     assert "from" not in open_rule and b.PEER_PORT not in {p["port"] for p in open_rule["ports"]}
     rbac = (ROOT / "charts/paxosrsm-operator/templates/rbac.yaml").read_text()
     assert "networkpolicies" in rbac
+
+
+def test_each_member_gets_its_own_key_file_and_sees_no_other(tmp_path: Path) -> None:
+    """Issue 12, node identities: the operator makes every member's key file
+    from the cluster key and an identity secret no pod mounts; the node
+    container mounts only an in-memory directory that the key-sync
+    containers fill with its own file (by ordinal), so a compromised node
+    holds its own pair keys only. The sync script is run here for real."""
+    import subprocess
+
+    from paxosrsm.net import auth
+
+    c = cr(acceptors=3, learners=1)
+    ckey = "2 " + "n" * 32 + "\n1 " + "o" * 32 + "\n"
+    sec = b.node_keys_secret(c, ckey, "i" * 64)
+    assert sec["metadata"]["name"] == "px-node-keys"
+    files = {k: base64.b64decode(v).decode() for k, v in sec["data"].items()}
+    assert sorted(files) == ["node-0", "node-1", "node-2", "node-3"]
+    rings = {int(k[5:]): auth.Keyring.parse(v) for k, v in files.items()}
+    for i, r in rings.items():
+        assert r.identity and r.primary == 2 and sorted(r.masters) == [1, 2]
+        assert sorted(r.pairs[2]) == [j for j in range(4) if j != i]
+    # Pair keys agree between the two ends, and differ between pairs.
+    assert rings[0].key(2, auth.PEER, 3) == rings[3].key(2, auth.PEER, 0)
+    assert rings[0].key(2, auth.PEER, 1) != rings[0].key(2, auth.PEER, 3)
+    # Another identity secret: other pair keys.
+    other = b.node_keys_secret(c, ckey, "j" * 64)
+    assert other["data"]["node-0"] != sec["data"]["node-0"]
+    with pytest.raises(ValueError):
+        b.node_keys_secret(c, ckey, "short")
+    assert b.identity_secret(c, "a" * 64)["metadata"]["name"] == "px-identity"
+
+    for role, offset in (("acceptor", 0), ("learner", 3)):
+        pod = b.statefulset(c, role)["spec"]["template"]["spec"]
+        vols = {v["name"]: v for v in pod["volumes"]}
+        assert vols["node-keys"]["secret"]["secretName"] == "px-node-keys"
+        assert vols["key"]["emptyDir"]["medium"] == "Memory"
+        assert "px-key" not in json.dumps(vols) and "px-identity" not in json.dumps(vols)
+        node = pod["containers"][0]
+        assert {m["name"] for m in node["volumeMounts"]} == {"data", "key", "http-auth", "tmp"}
+        env = {e["name"]: e["value"] for e in node["env"]}
+        assert env["PAXOS_KEY_FILE"] == f"{b.KEY_DIR}/node.key"
+        sync = [x for x in pod["initContainers"] + pod["containers"][1:]]
+        assert [x["name"] for x in sync] == ["data-owner", "node-key", "key-sync"]
+        for x in sync[1:]:
+            assert {m["name"] for m in x["volumeMounts"]} == {"node-keys", "key"}
+            assert x["securityContext"]["runAsNonRoot"]
+            assert {"name": "PAXOS_ORDINAL_OFFSET", "value": str(offset)} in x["env"]
+        assert pod["automountServiceAccountToken"] is False
+
+    # The script, on real directories: it copies member 3's file (learner
+    # ordinal 0), keeps it when unchanged (same inode: no reload), replaces
+    # it atomically when the Secret changes.
+    keys, key = tmp_path / "keys", tmp_path / "key"
+    keys.mkdir()
+    key.mkdir()
+    for k, v in files.items():
+        (keys / k).write_text(v)
+    script = b._KEY_SYNC.format(keys=keys, key=key) + 'test -f "$src" && sync'
+    env = {"HOSTNAME": "px-learner-0", "PAXOS_ORDINAL_OFFSET": "3", "PATH": "/usr/bin:/bin"}
+    subprocess.run(["sh", "-c", script], env=env, check=True)
+    assert (key / "node.key").read_text() == files["node-3"]
+    assert (key / "node.key").stat().st_mode & 0o777 == 0o600
+    ino = (key / "node.key").stat().st_ino
+    subprocess.run(["sh", "-c", script], env=env, check=True)
+    assert (key / "node.key").stat().st_ino == ino
+    (keys / "node-3").write_text(files["node-0"])
+    subprocess.run(["sh", "-c", script], env=env, check=True)
+    assert (key / "node.key").read_text() == files["node-0"]
+    assert (key / "node.key").stat().st_ino != ino
+    # No file for this member (the Secret not made yet): the init step fails.
+    env["HOSTNAME"] = "px-learner-7"
+    assert subprocess.run(["sh", "-c", script], env=env).returncode != 0
+    assert "sleep 2" in b.key_sync_script(True) and "trap" in b.key_sync_script(True)

@@ -695,7 +695,10 @@ def test_wire_fuzz(tmp_path: Path) -> None:
         os.environ.get("FUZZ_UDP", TOTAL - int(TOTAL * TCP_SHARE) - int(TOTAL * HTTP_SHARE))
     )
     print(f"inputs: udp {n_udp}, tcp {n_tcp}, http {n_http}")
-    cluster = ProcCluster(tmp_path, replicas=N, extra=NODE_ARGS).start_all()
+    # The shared cluster key: the fuzzer plays nodes that no cluster has
+    # (ids N and up) with it, which identity mode refuses before decoding
+    # (tests/test_auth.py and test_attacks.py cover identity mode).
+    cluster = ProcCluster(tmp_path, replicas=N, extra=NODE_ARGS, node_keys=False).start_all()
     t0 = time.monotonic()
     try:
         cluster.wait_ready()

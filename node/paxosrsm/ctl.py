@@ -33,6 +33,7 @@ import yaml
 
 from .aclient import AsyncClient, ClientError, KVError, Unavailable, UnknownOutcome
 from .net.auth import load_key
+from .net.identity import node_key_path, write_node_keys
 from .net.options import OptionsError, parse_addr
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNKNOWN, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
@@ -107,9 +108,23 @@ def _client(c: dict[str, Any], timeout: float, ns: argparse.Namespace | None = N
 def cmd_keys(ns: argparse.Namespace) -> int:
     """``keys new``: a fresh master key line (for a rotation: add it second,
     then first, then drop the old one). ``keys client FILE``: the client
-    credentials of a key file, for users who must not speak the peer protocol."""
+    credentials of a key file, for users who must not speak the peer protocol.
+    ``keys nodes``: each node's own key file (its identity) again, after
+    ``cluster.key`` changed, in a local cluster's data directory."""
     if ns.keys_cmd == "new":
         print(f"{ns.id} {secrets.token_hex(32)}")
+        return EXIT_OK
+    if ns.keys_cmd == "nodes":
+        # After an edit of cluster.key (a rotation step) without Kubernetes:
+        # every node's own file again; the nodes reload theirs within 2 s.
+        root = Path(ns.data_dir)
+        try:
+            layout = yaml.safe_load((root / "cluster.yaml").read_text())
+            n = len(layout["acceptors"]) + len(layout["learners"])
+            paths = write_node_keys(root, range(n))
+        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as e:
+            raise UsageError(f"cannot make the node key files in {root}: {e}") from e
+        print(f"wrote {len(paths)} node key files in {root / 'keys'}")
         return EXIT_OK
     ring = load_key(ns.file)
     print(ring.client_lines(), end="")
@@ -276,7 +291,7 @@ def node_command(layout: dict[str, Any], data_dir: Path, nid: int, initial: str)
         "--http-listen", "127.0.0.1",
         "--http-port", http.rsplit(":", 1)[1],
         "--data-dir", str(data_dir / f"node-{nid}"),
-        "--key-file", str(data_dir / "cluster.key"),
+        "--key-file", str(node_key_path(data_dir, nid)),
         "--initial-cluster-state", initial,
     ]  # fmt: skip
 
@@ -320,6 +335,9 @@ def cmd_local_up(ns: argparse.Namespace) -> int:
         keyf.chmod(0o600)
         cfile.write_text(yaml.safe_dump(layout, sort_keys=False))
     n = ns.replicas + ns.learners
+    if not (data / "keys").exists():
+        # Each node its own key file (issue 12: no node can speak as another).
+        write_node_keys(data, range(n))
     procs: list[subprocess.Popen[bytes]] = []
     print(f"{'restarting' if existing else 'starting'} a local cluster in {data}")
     for nid in range(n):
@@ -416,6 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--id", type=int, default=1, choices=range(256), metavar="0-255")
     x = ksub.add_parser("client", help="print the client credentials of a key file")
     x.add_argument("file")
+    x = ksub.add_parser(
+        "nodes", help="remake each node's own key file from cluster.key (local clusters)"
+    )
+    x.add_argument("--data-dir", default=DEFAULT_DIR)
     loc = sub.add_parser("local", help="run a cluster as local processes")
     lsub = loc.add_subparsers(dest="local_cmd", required=True)
     up = lsub.add_parser("up", help="start (or restart) a local cluster; Ctrl-C stops it")

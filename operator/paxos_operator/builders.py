@@ -12,6 +12,8 @@ import copy
 import re
 from typing import Any
 
+from paxosrsm.net import identity as ident
+
 GROUP = "paxosrsm.dev"
 VERSION = "v1alpha1"
 PLURAL = "paxosclusters"
@@ -23,6 +25,9 @@ CLIENT_PORT = 7001
 HTTP_PORT = 8080
 DATA_DIR = "/var/lib/paxosrsm"
 KEY_DIR = "/etc/paxosrsm/key"
+#: Where the key-sync containers see every node's key file; the node
+#: container never mounts it: it sees its own file in KEY_DIR only.
+NODE_KEYS_DIR = "/etc/paxosrsm/node-keys"
 HTTP_AUTH_DIR = "/etc/paxosrsm/http-auth"
 UID = 65534
 #: Learner slots (ids N .. N+MAX_LEARNERS-1); the CRD's maximum for spec.learners.
@@ -44,6 +49,10 @@ def names(name: str) -> dict[str, str]:
         "acceptors": f"{name}-acceptor",
         "learners": f"{name}-learner",
         "secret": f"{name}-key",
+        # Node identities (issue 12): the secret the node key files are made
+        # from (the operator's alone: no pod mounts it), and those files.
+        "identity": f"{name}-identity",
+        "node_keys": f"{name}-node-keys",
         "http_auth": f"{name}-http-auth",  # bearer tokens of the HTTP API
         "config": f"{name}-config",
         "pdb": f"{name}-acceptors",
@@ -220,6 +229,65 @@ def secret(cr: Obj, key_b64: str) -> Obj:
     }
 
 
+def identity_secret(cr: Obj, secret_hex: str) -> Obj:
+    """The identity secret: with the cluster key it makes every node's key
+    file (paxosrsm.net.identity). Only the operator reads it."""
+    md = cr["metadata"]
+    ident.parse_identity(secret_hex)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(cr, names(md["name"])["identity"], "identity"),
+        "type": "Opaque",
+        "data": {"identity.key": base64.b64encode(secret_hex.encode()).decode()},
+    }
+
+
+def member_ids(cr: Obj) -> list[int]:
+    s = spec_with_defaults(cr["spec"])
+    return list(range(s["acceptors"] + s["learners"]))
+
+
+def node_keys_secret(cr: Obj, cluster_key: str, identity_secret: str) -> Obj:
+    """Every member's own key file (``node-<id>``), made from the cluster key
+    as it stands (a rotation changes them all) and the identity secret. Each
+    pod's key-sync containers copy their own file to the node container."""
+    md = cr["metadata"]
+    secret_b = ident.parse_identity(identity_secret)
+    ids = member_ids(cr)
+    data = {
+        f"node-{i}": base64.b64encode(
+            ident.node_key_file(cluster_key, secret_b, i, ids).encode()
+        ).decode()
+        for i in ids
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(cr, names(md["name"])["node_keys"], "node-keys"),
+        "type": "Opaque",
+        "data": data,
+    }
+
+
+#: The key-sync containers' script: copy this member's own key file (by
+#: ordinal + offset) to the node's in-memory key directory when it changed,
+#: atomically; with ``loop``, every 2 s (a rotation reaches the Secret volume,
+#: then the node, which reloads it).
+_KEY_SYNC = (
+    'src="{keys}/node-$(( ${{HOSTNAME##*-}} + PAXOS_ORDINAL_OFFSET ))"; dst={key}/node.key; '
+    'sync() {{ if ! cmp -s "$src" "$dst"; then cp "$src" "$dst.tmp" && chmod 600 "$dst.tmp" '
+    '&& mv -f "$dst.tmp" "$dst"; fi; }}; '
+)
+
+
+def key_sync_script(loop: bool) -> str:
+    base = _KEY_SYNC.format(keys=NODE_KEYS_DIR, key=KEY_DIR)
+    if not loop:
+        return base + 'test -f "$src" && sync'
+    return base + "trap 'exit 0' TERM; while :; do sync; sleep 2 & wait $!; done"
+
+
 def http_auth_secret_name(cr: Obj) -> str:
     """The Secret whose ``tokens`` file the nodes' HTTP API checks: the
     user's own (``spec.auth.httpTokensSecret``) or the one the operator made."""
@@ -296,7 +364,8 @@ def statefulset(cr: Obj, role: str) -> Obj:
         "env": [
             {"name": "PAXOS_ORDINAL_OFFSET", "value": str(offset)},
             {"name": "PAXOS_DATA_DIR", "value": DATA_DIR},
-            {"name": "PAXOS_KEY_FILE", "value": f"{KEY_DIR}/cluster.key"},
+            # Its own key file (an identity), copied in by the key-sync containers.
+            {"name": "PAXOS_KEY_FILE", "value": f"{KEY_DIR}/node.key"},
             {"name": "PAXOS_PORT", "value": str(PEER_PORT)},
             {"name": "PAXOS_CLIENT_PORT_OFFSET", "value": str(CLIENT_PORT - PEER_PORT)},
             {"name": "PAXOS_HTTP_PORT", "value": str(HTTP_PORT)},
@@ -355,6 +424,36 @@ def statefulset(cr: Obj, role: str) -> Obj:
         },
         "volumeMounts": [{"name": "data", "mountPath": DATA_DIR}],
     }
+    sync_sc: Obj = {
+        "runAsNonRoot": True,
+        "runAsUser": UID,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    sync_mounts = [
+        {"name": "node-keys", "mountPath": NODE_KEYS_DIR, "readOnly": True},
+        {"name": "key", "mountPath": KEY_DIR},
+    ]
+    sync_env = [{"name": "PAXOS_ORDINAL_OFFSET", "value": str(offset)}]
+    key_init: Obj = {
+        "name": "node-key",
+        "image": s["image"],
+        "imagePullPolicy": s["imagePullPolicy"],
+        "command": ["sh", "-c", key_sync_script(False)],
+        "env": sync_env,
+        "securityContext": sync_sc,
+        "volumeMounts": sync_mounts,
+    }
+    key_sync: Obj = {
+        **key_init,
+        "name": "key-sync",
+        "command": ["sh", "-c", key_sync_script(True)],
+        "resources": {
+            "requests": {"cpu": "5m", "memory": "8Mi"},
+            "limits": {"memory": "32Mi"},
+        },
+    }
     pod_spec: Obj = {
         "securityContext": {"fsGroup": UID},
         # A node stops within STOP_DEADLINE (6 s, paxosrsm.net.main) of
@@ -363,10 +462,15 @@ def statefulset(cr: Obj, role: str) -> Obj:
         # grace period ends, which held a StatefulSet's replacement back by
         # the whole period (issue 10: a pod healed after 54 s).
         "terminationGracePeriodSeconds": TERMINATION_GRACE,
-        "initContainers": [init],
-        "containers": [container],
+        "initContainers": [init, key_init],
+        "containers": [container, key_sync],
+        # The node needs no Kubernetes API: no token in its pod.
+        "automountServiceAccountToken": False,
         "volumes": [
-            {"name": "key", "secret": {"secretName": n["secret"]}},
+            # Every node's key file: mounted in the key-sync containers only.
+            {"name": "node-keys", "secret": {"secretName": n["node_keys"], "defaultMode": 0o440}},
+            # This node's own key file, in memory.
+            {"name": "key", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
             {"name": "http-auth", "secret": {"secretName": http_auth_secret_name(cr)}},
             {"name": "tmp", "emptyDir": {}},
         ],

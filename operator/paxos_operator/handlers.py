@@ -264,15 +264,34 @@ def _create_secret_once(cr: Obj, name: str, obj: Any = None) -> None:
             raise
 
 
+def _secret_text(name: str, ns: str, field: str) -> str:
+    sec: Any = kubernetes.client.CoreV1Api(_api()).read_namespaced_secret(name, ns)
+    return base64.b64decode((sec.data or {}).get(field, "")).decode()
+
+
+def _node_keys(cr: Obj) -> Obj:
+    """The node key files, made from the cluster key and the identity
+    secret as they stand now (read in this cycle)."""
+    md = cr["metadata"]
+    n = b.names(md["name"])
+    return b.node_keys_secret(
+        cr,
+        _secret_text(n["secret"], md["namespace"], "cluster.key"),
+        _secret_text(n["identity"], md["namespace"], "identity.key"),
+    )
+
+
 def _ensure(cr: Any, status: Obj) -> None:
     md = cr["metadata"]
     n = b.names(md["name"])
     _create_secret_once(cr, n["secret"])
+    _create_secret_once(cr, n["identity"], b.identity_secret(cr, secrets.token_hex(32)))
     if b.http_auth_secret_name(cr) == n["http_auth"]:
         # No tokens of the user's own: make an admin token (never anonymous).
         _create_secret_once(cr, n["http_auth"], b.http_auth_secret(cr, secrets.token_urlsafe(32)))
     initial = "existing" if status.get("everAvailable") else "new"
     objs = [
+        _node_keys(cr),
         b.configmap(cr, initial),
         b.headless_service(cr),
         b.client_service(cr),
@@ -403,6 +422,8 @@ def _rotate_key(body: kopf.Body, members: dict[str, Obj | None], expected: int) 
         "metadata": {"annotations": {rotation.MARK: step.mark}},
         "data": {"cluster.key": base64.b64encode(step.text.encode()).decode()},
     })  # fmt: skip
+    # Each node's own key file follows at once (the reconcile would too).
+    apply(_node_keys({"metadata": dict(md), "spec": b.spec_with_defaults(dict(body["spec"]))}))
     kopf.info(body, reason="KeyRotation", message=step.message)
 
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from paxosrsm.net import identity as ident
+
 REQUEST = "paxosrsm.dev/rotate-key"
 MARK = "paxosrsm.dev/key-rotation"
 
@@ -41,16 +43,7 @@ class Wait:
 
 def parse(text: str) -> list[tuple[int, str]]:
     """The key file's master keys in order (a lone token is key 0)."""
-    rows = [ln.split("#", 1)[0].split() for ln in text.splitlines()]
-    rows = [r for r in rows if r]
-    if len(rows) == 1 and len(rows[0]) == 1:
-        return [(0, rows[0][0])]
-    out = []
-    for r in rows:
-        if len(r) != 2 or not r[0].isdigit():
-            raise ValueError(f"not a key line: {' '.join(r)[:20]}...")
-        out.append((int(r[0]), r[1]))
-    return out
+    return ident.parse_masters(text)
 
 
 def render(keys: list[tuple[int, str]]) -> str:

@@ -86,6 +86,8 @@ REPLAY_WINDOW = 4096
 START_SLACK_MS = 0
 MIN_KEY_BYTES = 16
 MAX_KEYS = 16
+#: Pair lines in a node's key file (members x master keys).
+MAX_PAIRS = 4096
 
 
 class AuthError(ValueError):
@@ -110,11 +112,22 @@ def class_of(origin: int, other_origin: int) -> str:
 
 
 class Keyring:
-    """Master keys (nodes) or client keys (clients) by id; ``primary`` sends."""
+    """Master keys (nodes) or client keys (clients) by id; ``primary`` sends.
 
-    __slots__ = ("client", "masters", "peer", "primary")
+    With ``pair`` lines (``paxosrsm.net.identity``) the ring is a node's own:
+    peer traffic with node ``j`` under key ``k`` uses the key derived from
+    master ``k``'s peer key and the pair secret of ``(self, j)``, and there is
+    no peer key for a node without a pair line."""
 
-    def __init__(self, masters: dict[int, bytes], clients: dict[int, bytes], primary: int) -> None:
+    __slots__ = ("client", "masters", "pairs", "peer", "primary")
+
+    def __init__(
+        self,
+        masters: dict[int, bytes],
+        clients: dict[int, bytes],
+        primary: int,
+        pairs: dict[int, dict[int, bytes]] | None = None,
+    ) -> None:
         self.masters = dict(masters)
         self.peer = {k: _mac(m, b"paxosrsm/v2/peer") for k, m in masters.items()}
         self.client = {k: _mac(m, b"paxosrsm/v2/client") for k, m in masters.items()}
@@ -122,17 +135,39 @@ class Keyring:
         self.primary = primary
         if primary not in self.client:
             raise ValueError(f"primary key {primary} is not in the key ring")
+        #: kid -> peer node -> the key of that pair (identity mode), or empty.
+        self.pairs: dict[int, dict[int, bytes]] = {}
+        for kid, row in (pairs or {}).items():
+            if kid not in self.peer:
+                raise ValueError(f"pair keys for key {kid}, which is not a master key here")
+            self.pairs[kid] = {j: _mac(self.peer[kid], b"pair" + s) for j, s in row.items()}
 
     @property
     def has_peer_keys(self) -> bool:
         return bool(self.peer)
 
-    def key(self, kid: int, cls: str) -> bytes | None:
-        return (self.peer if cls == PEER else self.client).get(kid)
+    @property
+    def identity(self) -> bool:
+        """Whether this ring holds its own pair keys (a node's identity)."""
+        return bool(self.pairs)
 
-    def keys(self, cls: str) -> list[tuple[int, bytes]]:
-        """Every key of a class, the primary first."""
-        d = self.peer if cls == PEER else self.client
+    def key(self, kid: int, cls: str, other: int = -1) -> bytes | None:
+        """The key of class ``cls`` and id ``kid`` for traffic with ``other``
+        (a node id; only peer keys depend on it, and only in identity mode)."""
+        if cls != PEER:
+            return self.client.get(kid)
+        if self.pairs:
+            return self.pairs.get(kid, {}).get(other)
+        return self.peer.get(kid)
+
+    def keys(self, cls: str, other: int = -1) -> list[tuple[int, bytes]]:
+        """Every key of a class for traffic with ``other``, the primary first."""
+        if cls != PEER:
+            d = self.client
+        elif self.pairs:
+            d = {k: row[other] for k, row in self.pairs.items() if other in row}
+        else:
+            d = self.peer
         return sorted(d.items(), key=lambda kv: kv[0] != self.primary)
 
     def client_lines(self) -> str:
@@ -147,8 +182,32 @@ class Keyring:
             lines = [["0", lines[0][0]]]  # a lone token: master key 0
         masters: dict[int, bytes] = {}
         clients: dict[int, bytes] = {}
+        pairs: dict[int, dict[int, bytes]] = {}
+        n_pairs = 0
         order: list[int] = []
         for n, parts in enumerate(lines, start=1):
+            if parts[0] == "pair":
+                if (
+                    len(parts) != 4
+                    or not parts[1].isdigit()
+                    or not parts[2].isdigit()
+                    or not 0 <= int(parts[1]) <= 255
+                ):
+                    raise ValueError(f"{source}: line {n}: want 'pair <key id> <node> <hex>'")
+                try:
+                    secret = bytes.fromhex(parts[3])
+                except ValueError:
+                    raise ValueError(f"{source}: line {n}: a pair key is hex") from None
+                if len(secret) < MIN_KEY_BYTES:
+                    raise ValueError(f"{source}: line {n}: a pair key of {len(secret)} bytes")
+                row = pairs.setdefault(int(parts[1]), {})
+                if int(parts[2]) in row:
+                    raise ValueError(f"{source}: line {n}: pair {parts[1]} {parts[2]} twice")
+                row[int(parts[2])] = secret
+                n_pairs += 1
+                if n_pairs > MAX_PAIRS:
+                    raise ValueError(f"{source}: more than {MAX_PAIRS} pair keys")
+                continue
             is_client = parts[0] == "client"
             if is_client:
                 parts = parts[1:]
@@ -177,7 +236,10 @@ class Keyring:
             raise ValueError(f"{source}: no key")
         if len(order) > MAX_KEYS:
             raise ValueError(f"{source}: more than {MAX_KEYS} keys")
-        return cls(masters, clients, order[0])
+        try:
+            return cls(masters, clients, order[0], pairs)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
 
 
 KeyLike = bytes | Keyring
@@ -241,7 +303,7 @@ class Sealer:
         self.sender = sender
         self.epoch = epoch
         self.counter = 0
-        self.aeads: dict[tuple[int, str], AESGCM] = {}
+        self.aeads: dict[tuple[int, str, int], AESGCM] = {}
 
     def rekey(self, key: KeyLike) -> None:
         """A new key ring (a rotation): the primary key seals from now on."""
@@ -253,12 +315,15 @@ class Sealer:
         self.counter += 1
         cls = class_of(self.origin, dst_origin)
         kid = self.ring.primary
-        aead = self.aeads.get((kid, cls))
+        # Peer keys are per receiver in identity mode (its pair key).
+        other = dst if cls == PEER else -1
+        aead = self.aeads.get((kid, cls, other))
         if aead is None:
-            ck = self.ring.key(kid, cls)
+            ck = self.ring.key(kid, cls, other)
             if ck is None:
-                raise AuthError(f"no {cls} key {kid} to send with")
-            aead = self.aeads[(kid, cls)] = _run_key(ck, self.origin, self.sender, self.epoch)
+                raise AuthError(f"no {cls} key {kid} to send to node {dst} with")
+            aead = _run_key(ck, self.origin, self.sender, self.epoch)
+            self.aeads[(kid, cls, other)] = aead
         head = _HDR.pack(
             MAGIC, VERSION, self.origin, kid, self.sender, self.epoch, self.counter,
             time.time_ns() // 1_000_000,
@@ -333,9 +398,12 @@ class Opener:
         if origin not in (ORIGIN_NODE, ORIGIN_CLIENT):
             raise AuthError(f"bad origin {origin}")
         cls = class_of(origin, self.my_origin)
-        ck = self.ring.key(kid, cls)
+        ck = self.ring.key(kid, cls, sender)
         if ck is None:
-            raise AuthError(f"no {cls} key {kid} here (another cluster, or a rotated-out key)")
+            raise AuthError(
+                f"no {cls} key {kid} for {'a client' if origin else f'node {sender}'} here "
+                "(another cluster, a rotated-out key, or no pair key with that node)"
+            )
         ak = (kid, cls, origin, sender, epoch)
         aead = self.aeads.get(ak)
         fresh = aead is None
@@ -377,11 +445,13 @@ class Opener:
 FRAME_HDR = struct.Struct(">I")
 
 
-def hello_key(ring: Keyring, body: bytes, mac: bytes) -> tuple[bytes, str] | None:
+def hello_key(ring: Keyring, body: bytes, mac: bytes, sender: int) -> tuple[bytes, str] | None:
     """The class key that made a hello's MAC, and its class (a server tries
-    its keys: the hello's origin is only read once it is authentic)."""
+    its keys; the hello's origin is only trusted once it is authentic).
+    ``sender`` is the node id the hello claims: in identity mode only that
+    pair's keys can have made a node's hello."""
     for cls in (PEER, CLIENT):
-        for _kid, k in ring.keys(cls):
+        for _kid, k in ring.keys(cls, sender):
             if hmac.compare_digest(hello_mac(k, body), mac):
                 return k, cls
     return None

@@ -62,8 +62,11 @@ class FramedConn(asyncio.Protocol):
         on_bad: Callable[[str, str], None],
         max_unsent: int = MAX_UNSENT,
         refuse: str | None = None,
+        peer_id: int = -1,
     ) -> None:
         self.ring = auth.as_keyring(key)
+        #: The node this (connecting) side talks to: its pair key is used.
+        self.peer_id = peer_id
         #: The class key of this connection (peer or client): on the client
         #: side the primary one of the hello's class, on the server side the
         #: one that made the hello.
@@ -120,7 +123,7 @@ class FramedConn(asyncio.Protocol):
             body = msgpack.packb([*self.hello, self.nonce_c], use_bin_type=True)
             origin = self.hello[2] if len(self.hello) > 2 else auth.ORIGIN_CLIENT
             cls = auth.class_of(origin, auth.ORIGIN_NODE)  # servers are nodes
-            self.key = self.ring.key(self.ring.primary, cls) or b""
+            self.key = self.ring.key(self.ring.primary, cls, self.peer_id) or b""
             if not self.key:
                 self.bad("bad_handshake", f"no {cls} key to connect with")
                 return
@@ -220,13 +223,16 @@ class FramedConn(asyncio.Protocol):
         body, mac = frame[: -auth.MAC_LEN], frame[-auth.MAC_LEN :]
         try:
             if self.hello is None:  # server side: expect hello
-                found = auth.hello_key(self.ring, body, mac)
-                if found is None:
-                    raise auth.AuthError("bad hello MAC")
-                self.key, cls = found
+                # Read (bounded) before it is authentic only to find which
+                # pair key to try: the claimed sender.
                 h = msgpack.unpackb(body, raw=False, max_bin_len=64, max_str_len=64)
                 if type(h) is not list or not h or h[0] != "hello" or type(h[-1]) is not bytes:
                     raise auth.AuthError("malformed hello")
+                sender = h[3] if len(h) > 3 and type(h[3]) is int else -1
+                found = auth.hello_key(self.ring, body, mac, sender)
+                if found is None:
+                    raise auth.AuthError("bad hello MAC")
+                self.key, cls = found
                 if len(h) > 2 and auth.class_of(h[2], auth.ORIGIN_NODE) != cls:
                     # A client key cannot open a node's connection (issue 12).
                     raise auth.AuthError(f"a hello from origin {h[2]!r} under a {cls} key")

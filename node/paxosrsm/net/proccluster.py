@@ -22,6 +22,7 @@ import yaml
 from paxosrsm.aclient import AsyncClient, Client
 from paxosrsm.ctl import local_layout, node_command
 from paxosrsm.net.auth import load_key
+from paxosrsm.net.identity import write_node_keys
 from paxosrsm.net.options import parse_addr
 
 
@@ -48,8 +49,15 @@ def free_ports(n: int) -> list[int]:
 
 class ProcCluster:
     def __init__(
-        self, root: Path, replicas: int = 3, learners: int = 0, extra: list[str] | None = None
+        self,
+        root: Path,
+        replicas: int = 3,
+        learners: int = 0,
+        extra: list[str] | None = None,
+        node_keys: bool = True,
     ) -> None:
+        """``node_keys``: each node its own key file (``net/identity.py``);
+        without, every node runs the shared ``cluster.key``."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         n = replicas + learners
@@ -59,6 +67,8 @@ class ProcCluster:
         self.layout["learners"] = [f"127.0.0.1:{ports[replicas + i]}" for i in range(learners)]
         self.layout["http_peers"] = [f"127.0.0.1:{ports[n + i]}" for i in range(n)]
         (self.root / "cluster.key").write_text(os.urandom(24).hex())
+        if node_keys:
+            write_node_keys(self.root, range(n))  # each node its own identity
         (self.root / "cluster.yaml").write_text(yaml.safe_dump(self.layout))
         self.key = load_key(self.root / "cluster.key")
         self.replicas = replicas

@@ -67,6 +67,7 @@ from ..statemachine import ALARMS_QUERY, KVStore, StateMachine, encode_alarm
 from ..storage import Identity, SQLiteStorage
 from ..types import Ballot, Kind, ProtocolError
 from . import auth, codec
+from .accesslog import AccessLog
 from .admission import Admission
 from .conn import FramedConn, fd_budget
 from .options import NodeOptions
@@ -126,6 +127,16 @@ class _Udp(asyncio.DatagramProtocol):
         self.server.stats["udp_errors"] += 1
 
 
+def _who(route: tuple[str, Any]) -> str:
+    """Where a client request came from, for the access log."""
+    how, where = route
+    if how == "udp":
+        addr = where[0]
+        return f"udp {addr[0]}:{addr[1]}"
+    peer = getattr(where, "peer", "?")
+    return f"{how} {peer}"
+
+
 class NodeServer:
     def __init__(
         self, opts: NodeOptions, *, sm_factory: Callable[[], StateMachine] = KVStore
@@ -139,6 +150,8 @@ class NodeServer:
                 f"{opts.key_file} holds client credentials only: a node needs the cluster key"
             )
         self._key_stamp = _stat(opts.key_file)
+        #: Who wrote what by the client port (issue 12; HTTP has its own).
+        self.access = AccessLog()
         self.sm_factory = sm_factory
         self.stats: Counter[str] = Counter()
         self.msg_in: Counter[str] = Counter()
@@ -342,6 +355,10 @@ class NodeServer:
             # election timeout before it reads the heartbeats waiting for it.
             await asyncio.sleep(period)
             self.last_tick = time.monotonic()
+            self.access.flush(self.id)
+            if self.access.dropped:
+                self.stats["access_log_dropped"] += self.access.dropped
+                self.access.dropped = 0
             driver = self.driver
             assert driver is not None
             ticks += 1
@@ -745,7 +762,12 @@ class NodeServer:
     ) -> None:
         assert self.sealer is not None and self.udp is not None
         body = codec.pack_encoded(encoded)
-        self.udp.sendto(self.sealer.seal(body, dst_origin, dst), addr)
+        try:
+            sealed = self.sealer.seal(body, dst_origin, dst)
+        except auth.AuthError as e:  # no pair key with that node (identity mode)
+            self._bad("no_key", str(e))
+            return
+        self.udp.sendto(sealed, addr)
 
     def _connect(
         self, dst: int, hello: list[Any], on_lost: Callable[[FramedConn], None]
@@ -763,6 +785,7 @@ class NodeServer:
             on_frame=self._on_frame,
             on_lost=on_lost,
             on_bad=self._bad,
+            peer_id=dst,
         )
         conn.meta = {"peer": dst}
 
@@ -963,6 +986,8 @@ class NodeServer:
             if len(self.client_routes) > MAX_CLIENT_ROUTES:
                 self.client_routes.popitem(last=False)
             self.msg_in["ClientRequest"] += 1
+            if m.kind == Kind.WRITE:
+                self.access.write(_who(route), m.client_id, m.seq, m.payload)
             if self.disk_full:
                 self._bad("disk_full", "client request while the disk is full")
                 continue
@@ -1191,6 +1216,9 @@ class NodeServer:
             # The key file as this node runs it (the operator's key rotation
             # advances once every member runs the file as it stands).
             "keys": sorted(self.key.masters),
+            # Identity mode: the nodes this one holds pair keys with.
+            "identity": self.key.identity,
+            "pair_peers": sorted({j for row in self.key.pairs.values() for j in row}),
             "key_primary": self.key.primary,
             "counters": dict(self.stats),
         }

@@ -53,6 +53,7 @@ from typing import Any
 from ..aclient import AsyncClient, ClientError, KVError, Unavailable, UnknownOutcome
 from ..check.linearizability import Op, check_history
 from ..net.auth import load_key
+from ..net.identity import node_key_path, write_node_keys
 
 NEMESES = ("none", "halves", "bridge", "ring", "isolate-leader", "kill", "pause", "wipe")
 PEER_PORT = 7000
@@ -134,6 +135,7 @@ class Cluster:
         self.acceptors = [f"{nets.ip(i)}:{PEER_PORT}" for i in range(self.n)]
         self.http = [f"{nets.ip(i)}:{HTTP_PORT}" for i in range(self.n)]
         (root / "cluster.key").write_text(os.urandom(24).hex())
+        write_node_keys(root, range(self.n))  # each node its own identity
         self.key = load_key(root / "cluster.key")
         self.cluster_id = f"jepsen-{os.urandom(3).hex()}"
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
@@ -152,7 +154,7 @@ class Cluster:
             "--listen", "0.0.0.0", "--port", str(PEER_PORT),
             "--http-listen", "0.0.0.0", "--http-port", str(HTTP_PORT),
             "--http-anonymous", "true",  # a test network of namespaces
-            "--data-dir", str(self.data(i)), "--key-file", str(self.root / "cluster.key"),
+            "--data-dir", str(self.data(i)), "--key-file", str(node_key_path(self.root, i)),
             "--initial-cluster-state", initial,
         ]  # fmt: skip
         with open(self.root / f"node-{i}.log", "ab") as logf:
