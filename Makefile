@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: check chromium e2e e2e-campaign fuzz-campaign helm-lint wheelhouse images demo sim-demo test lint typecheck unit jepsen-slice jepsen sim-sweep bench bench-net bench-storage bench-recovery bench-flood clean
+.PHONY: protos check chromium etcd-tools e2e e2e-campaign fuzz-campaign helm-lint wheelhouse images demo sim-demo test lint typecheck unit jepsen-slice jepsen sim-sweep bench bench-net bench-storage bench-recovery bench-flood clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -40,7 +40,15 @@ chromium:
 	  apt-get update -q >/dev/null 2>&1 || true; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
 
-unit: $(STAMP) chromium
+# etcd 3.4 and etcdctl (Debian's etcd-server and etcd-client): the etcd v3 API
+# tests run etcdctl against a real etcd and against paxosrsm, side by side.
+etcd-tools:
+	@command -v etcd >/dev/null 2>&1 && command -v etcdctl >/dev/null 2>&1 || { \
+	  echo "installing Debian's etcd-server and etcd-client (the etcd API tests use them)"; \
+	  apt-get update -q >/dev/null 2>&1 || true; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server etcd-client >/dev/null; }
+
+unit: $(STAMP) chromium etcd-tools
 	$(BIN)/pytest -n 2 -q -m "not jepsen"
 
 # The Jepsen-style slice runs alone: its liveness figures are timings of real
@@ -122,7 +130,7 @@ clean:
 # Wheels of the runtime dependencies, for the container images (built offline).
 wheelhouse: $(STAMP)
 	rm -rf wheelhouse/node && mkdir -p wheelhouse/node
-	$(BIN)/pip wheel -q -w wheelhouse/node msgpack aiohttp prometheus-client pyyaml uvloop cryptography
+	$(BIN)/pip wheel -q -w wheelhouse/node msgpack aiohttp prometheus-client pyyaml uvloop cryptography 'grpcio>=1.85.4' 'protobuf>=7.35.1'
 	rm -rf wheelhouse/operator && mkdir -p wheelhouse/operator
 	$(BIN)/pip wheel -q -w wheelhouse/operator kopf kubernetes aiohttp
 
@@ -132,3 +140,9 @@ TAG ?= dev
 images: wheelhouse
 	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) -f Dockerfile.node -t paxosrsm/node:$(TAG) .
 	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) -f Dockerfile.operator -t paxosrsm/operator:$(TAG) .
+
+# The etcd v3 API's Python modules, from etcdapi/pb/*.proto (a test checks they match).
+protos: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I node --python_out=node --grpc_python_out=node \
+	  node/paxosrsm/etcdapi/pb/kv.proto node/paxosrsm/etcdapi/pb/rpc.proto
+	rm -f node/paxosrsm/etcdapi/pb/kv_pb2_grpc.py

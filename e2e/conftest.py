@@ -169,9 +169,15 @@ def exec_http(k8s: Any, ns: str, pod: str, method: str, url: str, body: str | No
     out = stream(
         k8s.client.CoreV1Api().connect_get_namespaced_pod_exec, pod, ns,
         command=["python3", "-c", code], stderr=True, stdin=False, stdout=True, tty=False,
+        container=member_container(pod),
     )  # fmt: skip
     status, text = json.loads(out.strip().splitlines()[-1])
     return status, (json.loads(text) if text.startswith("{") else text)
+
+
+def member_container(pod: str) -> str | None:
+    """The container to exec in: a member pod also runs its key-sync sidecar."""
+    return "node" if "-acceptor-" in pod or "-learner-" in pod else None
 
 
 def load_yaml(path: Path) -> Any:

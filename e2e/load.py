@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from conftest import AUTH_HEADER, NODE_IMAGE, TOKEN_FILE, wait_for
+from conftest import AUTH_HEADER, NODE_IMAGE, TOKEN_FILE, member_container, wait_for
 
 _SCRIPT = (
     r"""
@@ -198,7 +198,8 @@ def read_keys(k8s: Any, ns: str, pod: str, base: str, keys: list[str]) -> dict[s
         chunk = keys[i : i + 400]
         text = stream(core.connect_get_namespaced_pod_exec, pod, ns,
                       command=["python3", "-c", _READER, base, json.dumps(chunk)],
-                      stderr=True, stdin=False, stdout=True, tty=False)  # fmt: skip
+                      stderr=True, stdin=False, stdout=True, tty=False,
+                      container=member_container(pod))  # fmt: skip
         out.update(json.loads(text.strip().splitlines()[-1]))
     return out
 

@@ -24,6 +24,7 @@ from conftest import (
     exec_http,
     healthy,
     helm,
+    member_container,
     pod_ready,
     wait_for,
 )
@@ -171,7 +172,7 @@ def _answers(k8s: Any, ns: str, from_pod: str, url: str) -> bool:
             "except Exception as e:\n print('DOWN', e)")  # fmt: skip
     out = stream(k8s.client.CoreV1Api().connect_get_namespaced_pod_exec, from_pod, ns,
                  command=["python3", "-c", code], stderr=True, stdin=False, stdout=True,
-                 tty=False)  # fmt: skip
+                 tty=False, container=member_container(from_pod))  # fmt: skip
     return "UP" in out
 
 

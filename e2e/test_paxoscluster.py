@@ -97,6 +97,22 @@ def test_the_operator_rotates_the_cluster_key_under_load(k8s: Any, namespace: st
         return text, (sec.metadata.annotations or {}).get("paxosrsm.dev/key-rotation", "")
 
     old_text, _ = secret()
+    # Each member its own identity, and only its own key file in sight.
+    from kubernetes.stream import stream
+
+    for i in range(3):
+        code, st = exec_http(k8s, namespace, f"rot-acceptor-{i}",
+                             "GET", "http://127.0.0.1:8080/v1/status")  # fmt: skip
+        assert code == 200 and st["identity"] is True, st
+        assert st["pair_peers"] == [j for j in range(3) if j != i], st
+        seen = stream(core.connect_get_namespaced_pod_exec, f"rot-acceptor-{i}", namespace,
+                      command=["sh", "-c", "ls -A /etc/paxosrsm /etc/paxosrsm/key; "
+                               "ls /var/run/secrets/kubernetes.io 2>&1 | head -1"],
+                      container="node", stderr=True, stdin=False, stdout=True,
+                      tty=False)  # fmt: skip
+        assert "node-keys" not in seen and "node.key" in seen, seen
+        assert "No such file" in seen, seen  # no service account token either
+    print("each member runs its own key file; its node container sees no other")
     t0 = time.monotonic()
     with LoadGen(k8s, namespace, "rot", rate=10) as load:
         c.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "rot",

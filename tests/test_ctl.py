@@ -232,10 +232,12 @@ class LocalUp:
     def __init__(self, data: Path, port: int, http: int, log: Path) -> None:
         self.http = http
         self.log = log
+        (grpc,) = free_ports(1)
         with open(log, "wb") as f:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "paxosrsm.ctl", "local", "up", "--replicas", "1",
-                 "--data-dir", str(data), "--base-port", str(port), "--http-base", str(http)],
+                 "--data-dir", str(data), "--base-port", str(port), "--http-base", str(http),
+                 "--grpc-base", str(grpc)],
                 stdout=f, stderr=subprocess.STDOUT, env=env(), start_new_session=True,
             )  # fmt: skip
 

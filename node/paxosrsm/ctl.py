@@ -267,9 +267,11 @@ async def _bench(ns: argparse.Namespace) -> int:
 
 
 def local_layout(data_dir: Path, replicas: int, learners: int, base_port: int,
-                 http_base: int) -> dict[str, Any]:  # fmt: skip
+                 http_base: int, grpc_base: int = 0) -> dict[str, Any]:  # fmt: skip
     n = replicas + learners
+    grpc = {"grpc_peers": [f"127.0.0.1:{grpc_base + i}" for i in range(n)]} if grpc_base else {}
     return {
+        **grpc,
         "cluster_id": f"local-{secrets.token_hex(4)}",
         "acceptors": [f"127.0.0.1:{base_port + i}" for i in range(replicas)],
         "learners": [f"127.0.0.1:{base_port + replicas + i}" for i in range(learners)],
@@ -290,6 +292,8 @@ def node_command(layout: dict[str, Any], data_dir: Path, nid: int, initial: str)
         "--listen", "127.0.0.1",
         "--http-listen", "127.0.0.1",
         "--http-port", http.rsplit(":", 1)[1],
+        *(["--grpc-port", layout["grpc_peers"][nid].rsplit(":", 1)[1],
+            "--grpc-peers", ",".join(layout["grpc_peers"])] if layout.get("grpc_peers") else []),
         "--data-dir", str(data_dir / f"node-{nid}"),
         "--key-file", str(node_key_path(data_dir, nid)),
         "--initial-cluster-state", initial,
@@ -329,7 +333,8 @@ def cmd_local_up(ns: argparse.Namespace) -> int:
         if len(layout["learners"]) != ns.learners:
             raise UsageError(f"{data} was created with --learners {len(layout['learners'])}")
     else:
-        layout = local_layout(data, ns.replicas, ns.learners, ns.base_port, ns.http_base)
+        layout = local_layout(data, ns.replicas, ns.learners, ns.base_port, ns.http_base,
+                              ns.grpc_base)  # fmt: skip
         keyf = data / "cluster.key"
         keyf.write_text(secrets.token_urlsafe(32) + "\n")
         keyf.chmod(0o600)
@@ -356,6 +361,9 @@ def cmd_local_up(ns: argparse.Namespace) -> int:
     print(f"cluster file: {cfile}   (export PAXOS_CLUSTER={cfile})")
     print(f"try:  paxosctl -c {cfile} put hello world && paxosctl -c {cfile} get hello")
     print(f"      paxosctl -c {cfile} status     (or open http://{layout['http_peers'][0]}/)")
+    if layout.get("grpc_peers"):
+        print(f"      etcdctl --endpoints {','.join(layout['grpc_peers'])} get --prefix ''"
+              "     (etcd's v3 API)")  # fmt: skip
     print("Ctrl-C stops the cluster; running this again restarts it on the same data.")
     stop = False
 
@@ -446,6 +454,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", default=DEFAULT_DIR)
     up.add_argument("--base-port", type=int, default=7100)
     up.add_argument("--http-base", type=int, default=8100)
+    up.add_argument(
+        "--grpc-base",
+        type=int,
+        default=2379,
+        help="etcd v3 gRPC API ports from here (etcdctl --endpoints); 0: none",
+    )
     up.add_argument("--exit-on-failure", action="store_true", help=argparse.SUPPRESS)
     return p
 

@@ -64,6 +64,18 @@ async def run(opts: NodeOptions) -> int:
             await server.stop()
             return EXIT_CONFIG
         await http.start()
+    etcd = None
+    if opts.grpc_port and http is not None:
+        from ..etcdapi.server import EtcdApi
+
+        etcd = EtcdApi(server, http)
+        try:
+            await etcd.start(opts.http_listen, opts.grpc_port)
+        except RuntimeError as e:  # grpc: the port is taken
+            print(f"paxosrsm-node: gRPC on port {opts.grpc_port}: {e}", file=sys.stderr)
+            await http.stop()
+            await server.stop()
+            return EXIT_CONFIG
     loop = asyncio.get_running_loop()
     # SIGUSR1 prints every thread's stack to stderr (the node's log): how a
     # hung node is diagnosed without stopping it (the Jepsen harness does it
@@ -82,6 +94,8 @@ async def run(opts: NodeOptions) -> int:
         t0 = loop.time()
         watchdog = _stop_watchdog(opts.node_id, STOP_DEADLINE)
         try:
+            if etcd is not None:
+                await etcd.stop()
             if http is not None:
                 await http.stop()
             await server.stop()

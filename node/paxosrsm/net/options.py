@@ -81,6 +81,11 @@ class NodeOptions:
     #: Web origins allowed to call the API from a browser (CORS), e.g.
     #: https://dash.example.com (comma-separated). None by default.
     http_cors_origins: str = ""
+    #: etcd's v3 gRPC API (issue 13; etcdapi/server.py) on this port, on
+    #: --http-listen's address and under its tokens; 0 disables it.
+    grpc_port: int = 0
+    #: gRPC addresses of all nodes in id order (MemberList's client URLs).
+    grpc_peers: list[tuple[str, int]] = field(default_factory=list)
     data_dir: str = "./paxos-data"
     #: Storage quota (etcd's --quota-backend-bytes): at this many bytes held
     #: (net/quota.py) the node raises a NOSPACE alarm through the log and
@@ -206,6 +211,10 @@ class NodeOptions:
                 "who reaches it read and write every key: give --http-auth-file, listen on "
                 "127.0.0.1, or say --http-anonymous true"
             )
+        if self.grpc_port and not self.http_port:
+            raise OptionsError("--grpc-port needs the HTTP API (its tokens guard gRPC too)")
+        if self.grpc_peers and len(self.grpc_peers) != total:
+            raise OptionsError(f"--grpc-peers must list {total} addresses, one per node")
         if self.http_peers and len(self.http_peers) != total:
             raise OptionsError(f"--http-peers must list {total} addresses, one per node")
         try:
@@ -227,7 +236,7 @@ class NodeOptions:
         return [(h, p + self.client_port_offset) for h, p in self.acceptors]
 
 
-_LISTS = {"acceptors", "learners", "http_peers"}
+_LISTS = {"acceptors", "learners", "http_peers", "grpc_peers"}
 #: Listen addresses that only this machine reaches.
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 

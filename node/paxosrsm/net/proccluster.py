@@ -61,11 +61,13 @@ class ProcCluster:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         n = replicas + learners
-        ports = free_ports(2 * n)
+        ports = free_ports(3 * n)
         self.layout = local_layout(self.root, replicas, learners, 0, 0)
         self.layout["acceptors"] = [f"127.0.0.1:{ports[i]}" for i in range(replicas)]
         self.layout["learners"] = [f"127.0.0.1:{ports[replicas + i]}" for i in range(learners)]
         self.layout["http_peers"] = [f"127.0.0.1:{ports[n + i]}" for i in range(n)]
+        # etcd's v3 API on every node (issue 13)
+        self.layout["grpc_peers"] = [f"127.0.0.1:{ports[2 * n + i]}" for i in range(n)]
         (self.root / "cluster.key").write_text(os.urandom(24).hex())
         if node_keys:
             write_node_keys(self.root, range(n))  # each node its own identity
@@ -79,6 +81,9 @@ class ProcCluster:
     @property
     def addrs(self) -> list[tuple[str, int]]:
         return [parse_addr(a) for a in self.layout["acceptors"]]
+
+    def grpc(self, nid: int) -> str:
+        return str(self.layout["grpc_peers"][nid])
 
     def http(self, nid: int) -> str:
         return "http://" + str(self.layout["http_peers"][nid])

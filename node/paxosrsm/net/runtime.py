@@ -60,10 +60,11 @@ from ..messages import (
     Promise,
     Status,
 )
+from ..mvcc import MVCCStore
 from ..node import Node, NodeStatus
 from ..outbox import SafetyViolation
 from ..records import AcceptRec, DecideRec, Record
-from ..statemachine import ALARMS_QUERY, KVStore, StateMachine, encode_alarm
+from ..statemachine import ALARMS_QUERY, StateMachine, encode_alarm
 from ..storage import Identity, SQLiteStorage
 from ..types import Ballot, Kind, ProtocolError
 from . import auth, codec
@@ -139,7 +140,7 @@ def _who(route: tuple[str, Any]) -> str:
 
 class NodeServer:
     def __init__(
-        self, opts: NodeOptions, *, sm_factory: Callable[[], StateMachine] = KVStore
+        self, opts: NodeOptions, *, sm_factory: Callable[[], StateMachine] = MVCCStore
     ) -> None:
         self.opts = opts
         self.id = opts.node_id

@@ -1,0 +1,456 @@
+"""etcd's v3 gRPC API on a paxosrsm node (issue 13): ``KV``, ``Maintenance``
+(``Status``, ``Alarm`` list), ``Cluster`` (``MemberList``) and ``Auth``
+(``Authenticate`` only), served by ``grpcio``'s asyncio server beside the
+HTTP API. Every write goes through the Paxos log as an ``MVCCStore`` request
+(``paxosrsm.mvcc``), by the node's own client (leader redirection, retries);
+a linearizable Range is a ``Kind.READ`` (a read index confirmed by a quorum),
+a serializable one is answered from this node's replica at once.
+
+Credentials. With ``--http-auth-file`` the same tokens guard gRPC: a call
+carries ``authorization: Bearer <token>``, or etcd's ``token`` metadata that
+``Authenticate(name, password)`` returns for a token line's name and token
+(so ``etcdctl --user name:token`` works). Roles and prefixes apply to keys
+as over HTTP (a range must lie inside the prefix). Without the file the API
+is anonymous, which (as HTTP) the node allows only on loopback or with
+``--http-anonymous true``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from .. import mvcc
+from ..aclient import ClientError, Unavailable, UnknownOutcome
+from ..types import Kind
+from .pb import kv_pb2 as _kv_pb2
+from .pb import rpc_pb2 as _rpc_pb2
+from .pb import rpc_pb2_grpc as _rpc_pb2_grpc
+
+# The generated modules make their classes at import: untyped to mypy.
+kv_pb2: Any = _kv_pb2
+rpc_pb2: Any = _rpc_pb2
+rpc_pb2_grpc: Any = _rpc_pb2_grpc
+
+if TYPE_CHECKING:
+    from ..net.http import HttpApi
+    from ..net.runtime import NodeServer
+
+log = logging.getLogger("paxosrsm.node")
+access_log = logging.getLogger("paxosrsm.access")
+#: What Maintenance.Status reports as the server version: etcd's API level,
+#: with this project as build metadata (semver), for clients that check it.
+VERSION = "3.4.0+paxosrsm"
+#: The largest request accepted (etcd's default --max-request-bytes is 1.5 MiB).
+MAX_REQUEST = 4 << 20
+MAX_SESSIONS = 10_000
+
+_CODES = {
+    "INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,
+    "OUT_OF_RANGE": grpc.StatusCode.OUT_OF_RANGE,
+    "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
+    "FAILED_PRECONDITION": grpc.StatusCode.FAILED_PRECONDITION,
+    "RESOURCE_EXHAUSTED": grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def member_id(cluster_id: str, node: int) -> int:
+    """A stable uint64 member id (etcd's are random uint64s)."""
+    d = hashlib.sha256(f"{cluster_id}/{node}".encode()).digest()
+    return int.from_bytes(d[:8], "big") or 1
+
+
+def cluster_uint(cluster_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(cluster_id.encode()).digest()[:8], "big") or 1
+
+
+def kv_msg(d: dict[str, Any]) -> Any:
+    return kv_pb2.KeyValue(
+        key=d["key"], create_revision=d["create_revision"], mod_revision=d["mod_revision"],
+        version=d["version"], value=d["value"], lease=d["lease"],
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- requests as maps
+
+
+def range_req(r: Any) -> dict[str, Any]:
+    return {
+        "op": "range", "key": r.key, "range_end": r.range_end, "limit": r.limit,
+        "revision": r.revision, "sort_order": r.sort_order, "sort_target": r.sort_target,
+        "keys_only": r.keys_only, "count_only": r.count_only,
+        "min_mod_revision": r.min_mod_revision, "max_mod_revision": r.max_mod_revision,
+        "min_create_revision": r.min_create_revision,
+        "max_create_revision": r.max_create_revision,
+    }  # fmt: skip
+
+
+def put_req(r: Any) -> dict[str, Any]:
+    return {
+        "op": "put", "key": r.key, "value": r.value, "lease": r.lease, "prev_kv": r.prev_kv,
+        "ignore_value": r.ignore_value, "ignore_lease": r.ignore_lease,
+    }  # fmt: skip
+
+
+def delete_req(r: Any) -> dict[str, Any]:
+    return {"op": "delete_range", "key": r.key, "range_end": r.range_end, "prev_kv": r.prev_kv}
+
+
+def compare_map(c: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"key": c.key, "range_end": c.range_end, "result": c.result,
+                           "target": c.target}  # fmt: skip
+    which = c.WhichOneof("target_union")
+    if which is not None:
+        out[which] = getattr(c, which)
+    return out
+
+
+def txn_req(t: Any) -> dict[str, Any]:
+    def op(o: Any) -> dict[str, Any]:
+        which = o.WhichOneof("request")
+        if which == "request_range":
+            return range_req(o.request_range)
+        if which == "request_put":
+            return put_req(o.request_put)
+        if which == "request_delete_range":
+            return delete_req(o.request_delete_range)
+        if which == "request_txn":
+            return txn_req(o.request_txn)
+        return {"op": "none"}
+
+    return {
+        "op": "txn",
+        "compare": [compare_map(c) for c in t.compare],
+        "success": [op(o) for o in t.success],
+        "failure": [op(o) for o in t.failure],
+    }
+
+
+def keys_of(req: dict[str, Any]) -> list[tuple[bytes, bytes, bool]]:
+    """Every (key, range_end, write) a request touches, for authorisation."""
+    op = req.get("op")
+    if op == "txn":
+        out = [(c["key"], c.get("range_end", b""), False) for c in req["compare"]]
+        for branch in ("success", "failure"):
+            for o in req[branch]:
+                out += keys_of(o)
+        return out
+    if op in ("range", "put", "delete_range"):
+        return [(req["key"], req.get("range_end", b""), op != "range")]
+    return []
+
+
+class EtcdApi:
+    """The servicers, sharing the HTTP API's client and tokens."""
+
+    def __init__(self, server: NodeServer, http: HttpApi) -> None:
+        self.s = server
+        self.http = http
+        self.client = http.client
+        o = server.opts
+        self.cluster_id = cluster_uint(o.cluster_id)
+        self.member = member_id(o.cluster_id, server.id)
+        #: etcd "token" metadata handed out by Authenticate -> token digest.
+        self.sessions: dict[str, bytes] = {}
+        self.grpc: grpc.aio.Server | None = None
+
+    # ------------------------------------------------------------ plumbing
+
+    def header(self, revision: int) -> Any:
+        st = self.s.node.status() if self.s.node is not None else None
+        term = st.ballot.round if st is not None and st.ballot is not None else 0
+        return rpc_pb2.ResponseHeader(
+            cluster_id=self.cluster_id, member_id=self.member, revision=revision, raft_term=term
+        )
+
+    def who(self, context: grpc.aio.ServicerContext, req: dict[str, Any]) -> str:
+        """The caller's name; aborts with UNAUTHENTICATED / PERMISSION_DENIED."""
+        auth = self.http.auth
+        auth.maybe_reload()
+        if auth.grants is None:
+            return "anonymous"
+        md = dict(context.invocation_metadata() or ())
+        digest = None
+        h = md.get("authorization", "")
+        if isinstance(h, str) and h.lower().startswith("bearer "):
+            digest = hashlib.sha256(h[7:].strip().encode()).digest()
+        elif isinstance(md.get("token"), str):
+            digest = self.sessions.get(md["token"])
+        grant = auth.grants.get(digest) if digest is not None else None
+        if grant is None:
+            self.s._bad("grpc_unauthenticated", f"gRPC {context.peer()}: no valid token")
+            raise _Abort(grpc.StatusCode.UNAUTHENTICATED, "etcdserver: user name is empty")
+        for key, end, write in keys_of(req):
+            k = key.decode("utf-8", "replace")
+            ok = grant.allows(k, write)
+            if ok and end and grant.prefix:
+                # A range must lie inside the prefix: [key, end) within it.
+                e = end.decode("utf-8", "replace")
+                ok = end != b"\0" and e <= _prefix_end(grant.prefix)
+            if not ok:
+                self.s._bad("grpc_forbidden", f"gRPC {context.peer()}: {grant.name} on {k!r}")
+                raise _Abort(grpc.StatusCode.PERMISSION_DENIED,
+                             "etcdserver: permission denied")  # fmt: skip
+        return grant.name
+
+    async def call(
+        self, context: grpc.aio.ServicerContext, req: dict[str, Any], write: bool,
+        serializable: bool = False,
+    ) -> dict[str, Any]:  # fmt: skip
+        name = self.who(context, req)
+        payload = mvcc.encode(req)
+        if len(payload) > MAX_REQUEST:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: request is too large")
+        try:
+            if serializable:
+                node = self.s.node
+                raw = node.read_local(payload) if node is not None else None
+                if raw is None:
+                    raise _Abort(grpc.StatusCode.UNAVAILABLE, "etcdserver: no replica here")
+            else:
+                kind = Kind.WRITE if write else Kind.READ
+                raw = await self.client.request(kind, payload)
+        except UnknownOutcome as e:
+            raise _Abort(grpc.StatusCode.UNAVAILABLE,
+                         f"etcdserver: request timed out ({e})") from e  # fmt: skip
+        except (Unavailable, ClientError) as e:
+            raise _Abort(grpc.StatusCode.UNAVAILABLE, f"etcdserver: no leader ({e})") from e
+        out = mvcc.decode_result(raw)
+        if write:
+            verdict = "ok" if out.get("ok") else out.get("error")
+            access_log.info("node %s: grpc %s %s %s -> %s", self.s.id, context.peer(), name,
+                            _describe(req), verdict)  # fmt: skip
+        if not out.get("ok"):
+            code = _CODES.get(str(out.get("code")), grpc.StatusCode.INVALID_ARGUMENT)
+            raise _Abort(code, str(out.get("error")))
+        return out
+
+    # ------------------------------------------------------------ KV
+
+    def range_resp(self, out: dict[str, Any]) -> Any:
+        return rpc_pb2.RangeResponse(
+            header=self.header(out["revision"]),
+            kvs=[kv_msg(k) for k in out["kvs"]],
+            more=out["more"],
+            count=out["count"],
+        )
+
+    def put_resp(self, out: dict[str, Any]) -> Any:
+        r = rpc_pb2.PutResponse(header=self.header(out["revision"]))
+        if "prev_kv" in out:
+            r.prev_kv.CopyFrom(kv_msg(out["prev_kv"]))
+        return r
+
+    def delete_resp(self, out: dict[str, Any]) -> Any:
+        return rpc_pb2.DeleteRangeResponse(
+            header=self.header(out["revision"]),
+            deleted=out["deleted"],
+            prev_kvs=[kv_msg(k) for k in out.get("prev_kvs", [])],
+        )
+
+    def txn_resp(self, out: dict[str, Any]) -> Any:
+        resps = []
+        for r in out["responses"]:
+            op = r["op"]
+            if op == "range":
+                resps.append(rpc_pb2.ResponseOp(response_range=self.range_resp(r)))
+            elif op == "put":
+                resps.append(rpc_pb2.ResponseOp(response_put=self.put_resp(r)))
+            elif op == "delete_range":
+                resps.append(rpc_pb2.ResponseOp(response_delete_range=self.delete_resp(r)))
+            else:
+                resps.append(rpc_pb2.ResponseOp(response_txn=self.txn_resp(r)))
+        return rpc_pb2.TxnResponse(
+            header=self.header(out["revision"]), succeeded=out["succeeded"], responses=resps
+        )
+
+    # ------------------------------------------------------------ serving
+
+    async def start(self, host: str, port: int) -> int:
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_REQUEST + 4096),
+                ("grpc.max_send_message_length", 64 << 20),
+                ("grpc.max_concurrent_streams", 1000),
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.max_connection_idle_ms", 600_000),
+            ],
+            maximum_concurrent_rpcs=10_000,
+        )
+        rpc_pb2_grpc.add_KVServicer_to_server(_KV(self), server)
+        rpc_pb2_grpc.add_MaintenanceServicer_to_server(_Maintenance(self), server)
+        rpc_pb2_grpc.add_ClusterServicer_to_server(_Cluster(self), server)
+        rpc_pb2_grpc.add_AuthServicer_to_server(_Auth(self), server)
+        bound = server.add_insecure_port(f"{host}:{port}")
+        await server.start()
+        self.grpc = server
+        log.info("node %d: etcd v3 gRPC API on %s:%d", self.s.id, host, bound)
+        return int(bound)
+
+    async def stop(self) -> None:
+        if self.grpc is not None:
+            await self.grpc.stop(1.0)
+
+
+class _Abort(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _prefix_end(prefix: str) -> str:
+    """The end of the range of keys that start with ``prefix``."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\U0010ffff"
+
+
+def _describe(req: dict[str, Any]) -> str:
+    op = req.get("op")
+    if op == "txn":
+        return f"txn ({len(req['success'])}/{len(req['failure'])} ops)"
+    if "key" in req:
+        end = req.get("range_end") or b""
+        return f"{op} key={req['key']!r}" + (f" range_end={end!r}" if end else "")
+    return str(op)
+
+
+async def _guard(context: grpc.aio.ServicerContext, coro: Any) -> Any:
+    try:
+        return await coro
+    except _Abort as e:
+        await context.abort(e.code, str(e))
+
+
+class _KV:
+    def __init__(self, api: EtcdApi) -> None:
+        self.api = api
+
+    async def Range(self, request: Any, context: Any) -> Any:
+        async def go() -> Any:
+            out = await self.api.call(context, range_req(request), False, request.serializable)
+            return self.api.range_resp(out)
+
+        return await _guard(context, go())
+
+    async def Put(self, request: Any, context: Any) -> Any:
+        async def go() -> Any:
+            return self.api.put_resp(await self.api.call(context, put_req(request), True))
+
+        return await _guard(context, go())
+
+    async def DeleteRange(self, request: Any, context: Any) -> Any:
+        async def go() -> Any:
+            return self.api.delete_resp(await self.api.call(context, delete_req(request), True))
+
+        return await _guard(context, go())
+
+    async def Txn(self, request: Any, context: Any) -> Any:
+        async def go() -> Any:
+            req = txn_req(request)
+            return self.api.txn_resp(await self.api.call(context, req, mvcc.txn_writes(req)))
+
+        return await _guard(context, go())
+
+    async def Compact(self, request: Any, context: Any) -> Any:
+        async def go() -> Any:
+            out = await self.api.call(context, {"op": "compact", "revision": request.revision},
+                                      True)  # fmt: skip
+            return rpc_pb2.CompactionResponse(header=self.api.header(out["revision"]))
+
+        return await _guard(context, go())
+
+
+class _Maintenance:
+    def __init__(self, api: EtcdApi) -> None:
+        self.api = api
+
+    async def Status(self, request: Any, context: Any) -> Any:
+        api = self.api
+        node = api.s.node
+        raw = node.read_local(mvcc.encode({"op": "status"})) if node is not None else None
+        st = mvcc.decode_result(raw) if raw is not None else {"revision": 0}
+        ns = node.status() if node is not None else None
+        leader = None
+        if ns is not None:
+            leader = api.s.id if ns.proposer_state == "leader" else ns.leader_hint
+        storage = api.s._storage_status()
+        return rpc_pb2.StatusResponse(
+            header=api.header(int(st.get("revision", 0))),
+            version=VERSION,
+            dbSize=int(storage.get("used_bytes") or 0),
+            dbSizeInUse=int(storage.get("used_bytes") or 0),
+            leader=member_id(api.s.opts.cluster_id, leader) if leader is not None else 0,
+            raftIndex=int(ns.decided) if ns is not None and ns.decided is not None else 0,
+            raftAppliedIndex=int(ns.applied) if ns is not None and ns.applied is not None else 0,
+            raftTerm=api.header(0).raft_term,
+            isLearner=api.s.id >= api.s.cfg.n_acceptors,
+            errors=[f"NOSPACE alarm: members {sorted(api.s.alarms)}"] if api.s.alarms else [],
+        )
+
+    async def Alarm(self, request: Any, context: Any) -> Any:
+        api = self.api
+        if request.action != rpc_pb2.AlarmRequest.GET:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                                "alarms are raised and cleared by the nodes' quota")  # fmt: skip
+        return rpc_pb2.AlarmResponse(
+            header=api.header(0),
+            alarms=[
+                rpc_pb2.AlarmMember(
+                    memberID=member_id(api.s.opts.cluster_id, m), alarm=rpc_pb2.NOSPACE
+                )
+                for m in sorted(api.s.alarms)
+            ],
+        )
+
+
+class _Cluster:
+    def __init__(self, api: EtcdApi) -> None:
+        self.api = api
+
+    async def MemberList(self, request: Any, context: Any) -> Any:
+        api = self.api
+        o = api.s.opts
+        members = []
+        peers = [*o.acceptors, *o.learners]
+        for i, (host, port) in enumerate(peers):
+            gh, gp = o.grpc_peers[i] if o.grpc_peers else (host, o.grpc_port)
+            grpc_url = [f"http://{gh}:{gp}"] if gp else []
+            members.append(
+                rpc_pb2.Member(
+                    ID=member_id(o.cluster_id, i),
+                    name=f"node-{i}",
+                    peerURLs=[f"udp://{host}:{port}"],
+                    clientURLs=grpc_url,
+                    isLearner=i >= len(o.acceptors),
+                )
+            )
+        return rpc_pb2.MemberListResponse(header=api.header(0), members=members)
+
+
+class _Auth:
+    def __init__(self, api: EtcdApi) -> None:
+        self.api = api
+
+    async def Authenticate(self, request: Any, context: Any) -> Any:
+        api = self.api
+        auth = api.http.auth
+        auth.maybe_reload()
+        if auth.grants is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                "etcdserver: authentication is not enabled")  # fmt: skip
+        digest = hashlib.sha256(request.password.encode()).digest()
+        grant = auth.grants.get(digest) if auth.grants is not None else None
+        if grant is None or grant.name != request.name:
+            api.s._bad("grpc_unauthenticated", f"gRPC {context.peer()}: bad Authenticate")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "etcdserver: authentication failed, invalid user ID or password",
+            )
+        token = secrets.token_urlsafe(24)
+        if len(api.sessions) >= MAX_SESSIONS:
+            api.sessions.pop(next(iter(api.sessions)))
+        api.sessions[token] = digest
+        return rpc_pb2.AuthenticateResponse(header=api.header(0), token=token)

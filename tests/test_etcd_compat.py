@@ -1,0 +1,154 @@
+"""etcd v3 API compatibility (issue 13): Debian's ``etcdctl`` against a
+paxosrsm cluster and against a real etcd 3.4 (Debian's ``etcd-server``),
+started here; every command's output must be the same on both, after
+dropping what names the server (cluster and member ids, raft term).
+
+The tools are installed by ``make test`` (``make etcd-tools``); without
+them these tests fail, they do not skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from netcluster import ProcCluster, free_ports
+
+ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
+
+
+class Etcd:
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        client, peer = free_ports(2)
+        self.endpoint = f"127.0.0.1:{client}"
+        self.log = open(root / "etcd.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [ETCD, "--data-dir", str(root / "data"), "--name", "e0",
+             "--listen-client-urls", f"http://{self.endpoint}",
+             "--advertise-client-urls", f"http://{self.endpoint}",
+             "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-cluster", f"e0=http://127.0.0.1:{peer}"],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while run(self.endpoint, "endpoint", "health").returncode != 0:
+            assert self.proc.poll() is None, (root / "etcd.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "etcd did not start"
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+
+
+def run(endpoints: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {"ETCDCTL_API": "3", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    return subprocess.run(
+        [ETCDCTL, "--endpoints", endpoints, "--dial-timeout", "5s", "--command-timeout", "10s",
+         *args],
+        capture_output=True, text=True, input=stdin, env=env, timeout=30,
+    )  # fmt: skip
+
+
+_SERVER_IDS = re.compile(r'"(cluster_id|member_id|raft_term)":\d+,?')
+
+
+def normal(p: subprocess.CompletedProcess[str]) -> tuple[int, str, str]:
+    """The output without what names the server; an error's last line only
+    (etcdctl logs its retries with timestamps before it)."""
+    out = _SERVER_IDS.sub("", p.stdout).replace(",}", "}")
+    err = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ""
+    return p.returncode, out, err
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    root = tmp_path_factory.mktemp("etcd-compat")
+    etcd = Etcd(root / "etcd")
+    cluster = ProcCluster(root / "paxos", 3).start_all()
+    try:
+        cluster.wait_ready()
+        yield etcd.endpoint, ",".join(cluster.layout["grpc_peers"])
+    finally:
+        cluster.close()
+        etcd.close()
+
+
+#: Commands run in this order against both servers (revisions match: both
+#: stores start at revision 1). ``stdin`` for txn.
+SCRIPT: list[tuple[list[str], str | None]] = [
+    (["put", "foo", "bar"], None),
+    (["put", "foo1", "v1"], None),
+    (["put", "foo2", "v2"], None),
+    (["put", "fop", "x"], None),
+    (["put", "foo", "bar2", "--prev-kv"], None),
+    (["get", "foo"], None),
+    (["get", "foo", "-w", "json"], None),
+    (["get", "--prefix", "foo"], None),
+    (["get", "--prefix", "foo", "-w", "json"], None),
+    (["get", "--prefix", "foo", "--keys-only"], None),
+    (["get", "--prefix", "foo", "--count-only", "-w", "json"], None),
+    (["get", "--prefix", "foo", "--limit", "2", "-w", "json"], None),
+    (["get", "--prefix", "f", "--sort-by", "MODIFY", "--order", "DESCEND"], None),
+    (["get", "--from-key", "foo1"], None),
+    (["get", "foo", "fop"], None),
+    (["get", "foo", "--rev", "2"], None),
+    (["get", "foo", "--rev", "99"], None),
+    (["get", "nothing"], None),
+    (["get", "foo", "--consistency", "s"], None),
+    (["del", "foo1", "--prev-kv"], None),
+    (["del", "--prefix", "foo"], None),
+    (["del", "nothing"], None),
+    (["put", "foo", "again"], None),
+    (["get", "foo", "-w", "json"], None),
+    (["txn"], 'value("foo") = "again"\n\nput foo ok\nget foo\n\nput foo no\n\n'),
+    (["txn"], 'value("foo") = "again"\n\nput foo ok\n\nput foo no\ndel fop\n\n'),
+    (["txn", "-w", "json"], 'mod("foo") > "1"\nversion("foo") = "3"\n\nget foo\n\n\n'),
+    (["txn"], 'create("nope") = "0"\n\nput nope 1\n\n\n'),
+    (["get", "--prefix", ""], None),
+    (["compaction", "5"], None),
+    (["get", "foo", "--rev", "4"], None),
+    (["get", "foo", "--rev", "5"], None),
+    (["compaction", "3"], None),
+    (["put", "", "empty-key"], None),
+]
+
+
+def test_etcdctl_gives_the_same_answers_as_etcd(both: tuple[str, str]) -> None:
+    etcd, ours = both
+    diffs = []
+    for args, stdin in SCRIPT:
+        want, got = normal(run(etcd, *args, stdin=stdin)), normal(run(ours, *args, stdin=stdin))
+        if want != got:
+            diffs.append(f"etcdctl {' '.join(args)}\n  etcd: {want}\n  ours: {got}")
+    assert not diffs, "\n".join(diffs)
+
+
+def test_endpoint_status_and_member_list(both: tuple[str, str]) -> None:
+    _etcd, ours = both
+    eps = ours.split(",")
+    st = run(ours, "endpoint", "status", "-w", "json")
+    assert st.returncode == 0, st.stderr
+    rows = json.loads(st.stdout)
+    assert sorted(r["Endpoint"] for r in rows) == sorted(eps)
+    leaders = {r["Status"]["leader"] for r in rows}
+    assert len(leaders) == 1 and 0 not in leaders, rows  # one leader, known to all
+    assert all(r["Status"]["version"].startswith("3.4") for r in rows)
+    ml = run(ours, "member", "list", "-w", "json")
+    assert ml.returncode == 0, ml.stderr
+    members = json.loads(ml.stdout)["members"]
+    assert len(members) == 3 and {m["name"] for m in members} == {"node-0", "node-1", "node-2"}
+    assert sorted(u for m in members for u in m["clientURLs"]) == sorted(f"http://{e}" for e in eps)
+    ids = {m["ID"] for m in members}
+    assert leaders <= ids
