@@ -130,7 +130,7 @@ clean:
 # Wheels of the runtime dependencies, for the container images (built offline).
 wheelhouse: $(STAMP)
 	rm -rf wheelhouse/node && mkdir -p wheelhouse/node
-	$(BIN)/pip wheel -q -w wheelhouse/node msgpack aiohttp prometheus-client pyyaml uvloop cryptography 'grpcio>=1.85.4' 'protobuf>=7.35.1'
+	$(BIN)/pip wheel -q -w wheelhouse/node msgpack aiohttp prometheus-client pyyaml uvloop cryptography 'grpcio>=1.85.4' 'protobuf>=7.35.1' sortedcontainers
 	rm -rf wheelhouse/operator && mkdir -p wheelhouse/operator
 	$(BIN)/pip wheel -q -w wheelhouse/operator kopf kubernetes aiohttp
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
+from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from .statemachine import NOSPACE, KVStore
 from .types import ProtocolError
@@ -43,6 +44,11 @@ ERR_TOO_MANY_OPS = "etcdserver: too many operations in txn request"
 MAX_TXN_OPS = 128
 #: Bounds on what one request may ask (the frame limit bounds the bytes).
 MAX_TXN_DEPTH = 8
+#: Automatic compaction (etcd's --auto-compaction-mode=revision): once the
+#: history spans twice this many revisions, it is compacted to keep this
+#: many. Part of the replicated state (every replica compacts at the same
+#: revision), so reads at a revision answer alike everywhere.
+AUTO_RETAIN = 10_000
 
 # Compare results and targets (etcd's enums).
 EQUAL, GREATER, LESS, NOT_EQUAL = 0, 1, 2, 3
@@ -137,10 +143,15 @@ def in_range(key: bytes, start: bytes, end: bytes) -> bool:
 class MVCCStore:
     """The default state machine from issue 13 on (see the module's docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, retain: int = AUTO_RETAIN) -> None:
         self.rev = 1  # etcd's store starts at revision 1
         self.compact_rev = 0
-        self.keys: list[bytes] = []  # sorted: every key with a version kept
+        self.retain = retain
+        self.keys: Any = SortedList()  # every key with a version kept
+        #: Keys that a compaction may shorten: written since the last one,
+        #: or left by it with more than one version (or a tombstone). A
+        #: compaction visits these only, not every key.
+        self.compactable: set[bytes] = set()
         self.hist: dict[bytes, list[Version]] = {}
         self.leases: dict[int, Lease] = {}
         self.alarms: set[int] = set()
@@ -171,11 +182,9 @@ class MVCCStore:
     def _keys_in(self, start: bytes, end: bytes) -> list[bytes]:
         if not end:
             return [start] if start in self.hist else []
-        lo = bisect.bisect_left(self.keys, start)
         if end == b"\0":
-            return self.keys[lo:]
-        hi = bisect.bisect_left(self.keys, end, lo)
-        return self.keys[lo:hi]
+            return list(self.keys.irange(start))
+        return list(self.keys.irange(start, end, inclusive=(True, False)))
 
     def range(self, req: dict[str, Any]) -> dict[str, Any]:
         key, end = _bytes(req, "key"), _bytes(req, "range_end")
@@ -266,11 +275,31 @@ class MVCCStore:
             out["prev_kv"] = kv_dict(key, prev)
         return out
 
+    def _fast_put(self, key: bytes, value: bytes) -> None:
+        """A put with no lease, alone in its revision (the KV store's JSON
+        put, the common case): what ``_put`` does, without its options."""
+        self.rev += 1
+        rev = self.rev
+        self.compactable.add(key)
+        h = self.hist.get(key)
+        if h is None:
+            self.hist[key] = [Version(rev, 0, rev, 1, value, 0)]
+            self.keys.add(key)
+            return
+        prev = h[-1]
+        if prev.version:
+            h.append(Version(rev, 0, prev.create, prev.version + 1, value, 0))
+            if prev.lease and prev.lease in self.leases:
+                self.leases[prev.lease].keys.discard(key)
+        else:
+            h.append(Version(rev, 0, rev, 1, value, 0))
+
     def _append(self, key: bytes, v: Version) -> None:
+        self.compactable.add(key)
         h = self.hist.get(key)
         if h is None:
             self.hist[key] = [v]
-            bisect.insort(self.keys, key)
+            self.keys.add(key)
         elif h[-1].mod == v.mod:
             h[-1] = v  # the same key twice in one transaction: the last wins
         else:
@@ -377,22 +406,30 @@ class MVCCStore:
             raise MVCCError(ERR_FUTURE_REV, "OUT_OF_RANGE")
         self.compact_rev = rev
         gone = []
-        for k in self.keys:
-            h = self.hist[k]
+        todo, self.compactable = self.compactable, set()
+        for k in sorted(todo):
+            h = self.hist.get(k)
+            if h is None:
+                continue
             # Keep the newest version at or below rev (what a read at rev
             # sees), unless it is a tombstone, and everything above.
-            i = bisect.bisect_right([x.mod for x in h], rev) - 1
-            if i >= 0:
-                keep_from = i if h[i].version else i + 1
-                if keep_from:
-                    del h[:keep_from]
+            if h[-1].mod <= rev:  # the common case: nothing above rev
+                if not h[-1].version:
+                    h.clear()
+                elif len(h) > 1:
+                    del h[:-1]
+            elif h[0].mod <= rev:
+                i = 0
+                while h[i + 1].mod <= rev:
+                    i += 1
+                del h[: i if h[i].version else i + 1]
             if not h:
                 gone.append(k)
+            elif len(h) > 1 or not h[0].version:
+                self.compactable.add(k)
         for k in gone:
             del self.hist[k]
-        if gone:
-            g = set(gone)
-            self.keys = [k for k in self.keys if k not in g]
+            self.keys.remove(k)
         return {"revision": self.rev}
 
     def _lease_grant(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -417,6 +454,10 @@ class MVCCStore:
                 rev, sub = self._next()
                 self._append(k, Version(rev, sub, 0, 0, b"", 0))
         return {"revision": self.rev}
+
+    def _auto_compact(self) -> None:
+        if self.retain and self.rev - self.compact_rev >= 2 * self.retain:
+            self._compact({"revision": self.rev - self.retain})
 
     _WRITES: dict[str, Any] = {
         "put": _put,
@@ -464,10 +505,12 @@ class MVCCStore:
                 self._check_txn(req, 0)
             snap = self._undo_point()
             try:
-                return self._ok(fn(self, req))
+                out = self._ok(fn(self, req))
             except MVCCError:
                 self._undo(snap)  # a refused request changes nothing
                 raise
+            self._auto_compact()
+            return out
         except MVCCError as e:
             return self._err(str(e), e.code)
         finally:
@@ -549,7 +592,7 @@ class MVCCStore:
                 h.pop()
             if not h:
                 del self.hist[k]
-        self.keys = [k for k in self.keys if k in self.hist]
+                self.keys.remove(k)
         self.rev = rev
         self._rebuild_lease_keys()
 
@@ -590,11 +633,14 @@ class MVCCStore:
             return KVStore.precheck(self._as_kv(), payload) or b""
         self._writing = False
         try:
+            self._auto_compact()
             if op == "put":
                 v = body.get("value")
                 if not isinstance(v, str):
                     return _json_err("put needs a string value")
-                self._put({"key": key, "value": v.encode()})
+                if not key:
+                    return _json_err(ERR_EMPTY_KEY)
+                self._fast_put(key, v.encode())
                 return b'{"ok":true,"value":null}'
             if op == "delete":
                 n = self._delete_range({"key": key})["deleted"]
@@ -638,6 +684,7 @@ class MVCCStore:
             "v": 1,
             "rev": self.rev,
             "compact": self.compact_rev,
+            "retain": self.retain,
             "keys": [
                 [k, [[v.mod, v.sub, v.create, v.version, v.value, v.lease] for v in self.hist[k]]]
                 for k in self.keys
@@ -663,16 +710,22 @@ class MVCCStore:
         try:
             st = msgpack.unpackb(data[len(TAG) :], raw=False)
             self.rev, self.compact_rev = int(st["rev"]), int(st["compact"])
+            self.retain = int(st.get("retain", AUTO_RETAIN))
+            prev = None
             for k, versions in st["keys"]:
+                if not isinstance(k, bytes) or (prev is not None and k <= prev) or not versions:
+                    raise ValueError("keys out of order")
+                prev = k
                 self.hist[k] = [Version(*row) for row in versions]
-                self.keys.append(k)
+            self.keys.update(self.hist)
+            self.compactable = {
+                k for k, h in self.hist.items() if len(h) > 1 or not h[0].version
+            }
             for lid, ttl in st["leases"]:
                 self.leases[lid] = Lease(lid, ttl)
             self.alarms = set(st["alarms"])
         except Exception as e:
             raise ProtocolError(f"mvcc snapshot: {e}") from None
-        if self.keys != sorted(self.keys):
-            raise ProtocolError("mvcc snapshot: keys out of order")
         self._rebuild_lease_keys()
 
 

@@ -6,12 +6,16 @@ import argparse
 import asyncio
 import contextlib
 import faulthandler
+import importlib
 import logging
 import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from typing import Any
 
+from ..statemachine import StateMachine
 from ..storage import StorageError
 from .options import NodeOptions, OptionsError, add_arguments, from_sources
 from .runtime import NodeServer
@@ -40,10 +44,24 @@ def _stop_watchdog(node_id: int, deadline: float) -> threading.Timer:
     return t
 
 
+def load_factory(spec: str) -> Callable[[], StateMachine]:
+    """``module:factory`` -> the factory (``--state-machine``)."""
+    mod, _, attr = spec.partition(":")
+    obj: Any = importlib.import_module(mod)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"--state-machine {spec}: {attr} is not callable")
+    f: Callable[[], StateMachine] = obj
+    return f
+
+
 async def run(opts: NodeOptions) -> int:
     try:
-        server = NodeServer(opts)
-    except (OSError, ValueError) as e:  # the key file: missing, unreadable, too short
+        factory = load_factory(opts.state_machine) if opts.state_machine else None
+        server = NodeServer(opts) if factory is None else NodeServer(opts, sm_factory=factory)
+    except (OSError, ValueError, ImportError, AttributeError) as e:
+        # the key file (missing, unreadable, too short), or --state-machine
         print(f"paxosrsm-node: {e}", file=sys.stderr)
         return EXIT_CONFIG
     http = None

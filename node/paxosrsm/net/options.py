@@ -86,6 +86,11 @@ class NodeOptions:
     grpc_port: int = 0
     #: gRPC addresses of all nodes in id order (MemberList's client URLs).
     grpc_peers: list[tuple[str, int]] = field(default_factory=list)
+    #: The replicated state machine, as ``module:factory`` (a callable that
+    #: returns a ``paxosrsm.statemachine.StateMachine``); empty: the MVCC
+    #: store (etcd's data model, ``paxosrsm.mvcc``). Every node of a cluster
+    #: must run the same one.
+    state_machine: str = ""
     data_dir: str = "./paxos-data"
     #: Storage quota (etcd's --quota-backend-bytes): at this many bytes held
     #: (net/quota.py) the node raises a NOSPACE alarm through the log and
@@ -211,6 +216,8 @@ class NodeOptions:
                 "who reaches it read and write every key: give --http-auth-file, listen on "
                 "127.0.0.1, or say --http-anonymous true"
             )
+        if self.state_machine and not re.fullmatch(r"[\w.]+:[\w.]+", self.state_machine):
+            raise OptionsError("--state-machine must be module:factory")
         if self.grpc_port and not self.http_port:
             raise OptionsError("--grpc-port needs the HTTP API (its tokens guard gRPC too)")
         if self.grpc_peers and len(self.grpc_peers) != total:
