@@ -718,9 +718,7 @@ class MVCCStore:
                 prev = k
                 self.hist[k] = [Version(*row) for row in versions]
             self.keys.update(self.hist)
-            self.compactable = {
-                k for k, h in self.hist.items() if len(h) > 1 or not h[0].version
-            }
+            self.compactable = {k for k, h in self.hist.items() if len(h) > 1 or not h[0].version}
             for lid, ttl in st["leases"]:
                 self.leases[lid] = Lease(lid, ttl)
             self.alarms = set(st["alarms"])
