@@ -110,6 +110,9 @@ def test_http_tokens_roles_and_prefixes(tmp_path: Path) -> None:
         assert _call(u + "/v1/kv/app%2Fx", "DELETE", token=ro) == 403
         assert _call(u + "/v1/kv/other", "PUT", b"3", adm) == 200
         assert _call(u + "/v1/kv/app%2Fx", "GET") == 401
+        # Bytes that are not UTF-8 in the token (decoded with surrogates)
+        # are a wrong token: 401, not a 500.
+        assert _call(u + "/v1/kv/app%2Fx", "PUT", b"1", "\xff\xfe" + "x" * 20) == 401
         log = (c.root / "node-0" / "node.log").read_text()
         assert "app 127.0.0.1 PUT key='app/x' -> 200" in log, log[-2000:]
         assert "ops 127.0.0.1 PUT key='other' -> 200" in log

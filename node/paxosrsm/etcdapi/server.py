@@ -26,6 +26,7 @@ import grpc
 
 from .. import mvcc
 from ..aclient import ClientError, Unavailable, UnknownOutcome
+from ..net.httpauth import token_digest
 from ..types import Kind
 from .pb import kv_pb2 as _kv_pb2
 from .pb import rpc_pb2 as _rpc_pb2
@@ -177,7 +178,7 @@ class EtcdApi:
         digest = None
         h = md.get("authorization", "")
         if isinstance(h, str) and h.lower().startswith("bearer "):
-            digest = hashlib.sha256(h[7:].strip().encode()).digest()
+            digest = token_digest(h[7:].strip())
         elif isinstance(md.get("token"), str):
             digest = self.sessions.get(md["token"])
         grant = auth.grants.get(digest) if digest is not None else None
@@ -441,7 +442,7 @@ class _Auth:
         if auth.grants is None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 "etcdserver: authentication is not enabled")  # fmt: skip
-        digest = hashlib.sha256(request.password.encode()).digest()
+        digest = token_digest(request.password)
         grant = auth.grants.get(digest) if auth.grants is not None else None
         if grant is None or grant.name != request.name:
             api.s._bad("grpc_unauthenticated", f"gRPC {context.peer()}: bad Authenticate")

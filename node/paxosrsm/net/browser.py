@@ -83,7 +83,10 @@ class BrowserGuard:
         return _is_ip(host) or host in self.hosts
 
     def _same_origin(self, origin: str, host_header: str) -> bool:
-        u = urllib.parse.urlsplit(origin)
+        try:
+            u = urllib.parse.urlsplit(origin)
+        except ValueError:  # "http://[abc": not a URL (found by the fuzz campaign)
+            return False
         if u.scheme not in ("http", "https") or not u.netloc:
             return False
         oh, op = split_host(u.netloc)

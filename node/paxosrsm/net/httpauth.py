@@ -55,8 +55,10 @@ class Grant:
         return key.startswith(self.prefix)
 
 
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
+def tokentoken_digest(token: str) -> bytes:
+    # surrogateescape: a header's bytes that are not UTF-8 reach us as
+    # surrogates; such a token is merely wrong (it was a 500).
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
 def load_grants(path: str | Path) -> dict[bytes, Grant]:
@@ -81,7 +83,7 @@ def load_grants(path: str | Path) -> dict[bytes, Grant]:
             raise AuthFileError(f"{path}:{n}: role must be one of {', '.join(ROLES)}")
         if len(token) < MIN_TOKEN:
             raise AuthFileError(f"{path}:{n}: a token needs at least {MIN_TOKEN} characters")
-        d = _digest(token)
+        d = token_digest(token)
         if d in grants:
             raise AuthFileError(f"{path}:{n}: the same token twice")
         grants[d] = Grant(name, role, "" if prefix == "*" else prefix)
@@ -160,7 +162,7 @@ class HttpAuth:
             return "anonymous"
         h = request.headers.get("Authorization", "")
         scheme, _, token = h.partition(" ")
-        grant = self.grants.get(_digest(token.strip())) if scheme.lower() == "bearer" else None
+        grant = self.grants.get(token_digest(token.strip())) if scheme.lower() == "bearer" else None
         if grant is None:
             self.on_refuse("http_unauthenticated", f"HTTP {request.remote}: no valid token")
             raise web.HTTPUnauthorized(
