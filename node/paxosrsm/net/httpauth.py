@@ -55,7 +55,7 @@ class Grant:
         return key.startswith(self.prefix)
 
 
-def tokentoken_digest(token: str) -> bytes:
+def token_digest(token: str) -> bytes:
     # surrogateescape: a header's bytes that are not UTF-8 reach us as
     # surrogates; such a token is merely wrong (it was a 500).
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
