@@ -152,3 +152,55 @@ def test_endpoint_status_and_member_list(both: tuple[str, str]) -> None:
     assert sorted(u for m in members for u in m["clientURLs"]) == sorted(f"http://{e}" for e in eps)
     ids = {m["ID"] for m in members}
     assert leaders <= ids
+
+
+def _watch(endpoints: str, *args: str) -> subprocess.Popen[str]:
+    env = {"ETCDCTL_API": "3", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    return subprocess.Popen(
+        [ETCDCTL, "--endpoints", endpoints, "watch", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+
+
+def _stop(p: subprocess.Popen[str]) -> str:
+    p.terminate()
+    out, _err = p.communicate(timeout=10)
+    return out
+
+
+def test_etcdctl_watch_gives_the_same_events_as_etcd(both: tuple[str, str]) -> None:
+    """Watches from a past revision (replayed from the history) and live
+    ones (started before the writes), with --prev-kv and on a prefix."""
+    etcd, ours = both
+    outputs = {}
+    for name, ep in (("etcd", etcd), ("ours", ours)):
+        live = _watch(ep, "--prefix", "w/")
+        live_prev = _watch(ep, "--prev-kv", "w/a")
+        time.sleep(1.5)  # the watches are created
+        start = json.loads(run(ep, "get", "nothing", "-w", "json").stdout)["header"]["revision"]
+        for args in (["put", "w/a", "1"], ["put", "w/b", "2"], ["put", "w/a", "3"],
+                     ["del", "w/a"], ["put", "x/other", "9"], ["del", "--prefix", "w/"]):  # fmt: skip
+            assert run(ep, *args).returncode == 0
+        time.sleep(1.5)  # the events are out
+        past = _watch(ep, "--prefix", "w/", "--rev", str(start + 1))
+        time.sleep(1.5)
+        outputs[name] = (_stop(live), _stop(live_prev), _stop(past))
+    assert outputs["ours"] == outputs["etcd"], outputs
+    assert outputs["ours"][0].count("PUT") == 3 and outputs["ours"][0].count("DELETE") == 2
+
+
+def test_a_watch_from_a_compacted_revision_is_cancelled(both: tuple[str, str]) -> None:
+    etcd, ours = both
+    outs = []
+    for ep in (etcd, ours):
+        rev = json.loads(run(ep, "put", "c/k", "1", "-w", "json").stdout)["header"]["revision"]
+        run(ep, "put", "c/k", "2")
+        assert run(ep, "compaction", str(rev + 1)).returncode == 0
+        p = _watch(ep, "c/k", "--rev", str(rev))
+        try:
+            out, err = p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            out, err = _stop(p), ""
+        outs.append((p.returncode, out, err.strip().splitlines()[-1:] if err else []))
+    assert outs[0] == outs[1], outs
+    assert outs[0][0] != 0 and "canceled" in str(outs[0][2]), outs

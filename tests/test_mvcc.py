@@ -283,3 +283,43 @@ def test_history_is_compacted_automatically() -> None:
     t = MVCCStore()
     t.restore(s.snapshot())
     assert t.retain == 50 and t.snapshot() == s.snapshot()
+
+
+def test_events_for_watches() -> None:
+    s = MVCCStore()
+    w(s, op="put", key=b"a", value=b"1")  # 2
+    w(s, op="put", key=b"b", value=b"1")  # 3
+    w(s, op="put", key=b"a", value=b"2")  # 4
+    w(s, op="delete_range", key=b"a")  # 5
+    txn = {"op": "txn", "success": [{"op": "put", "key": b"a1", "value": b"x"},
+                                    {"op": "put", "key": b"a2", "value": b"y"}]}  # fmt: skip
+    w(s, **txn)  # 6: two events
+
+    def ev(**q: Any) -> dict[str, Any]:
+        return decode_result(s.query(encode({"op": "events", **q})))
+
+    out = ev(start=1, key=b"a", range_end=b"b", prev_kv=True)
+    got = [(e["type"], e["kv"]["key"], e["kv"]["mod_revision"]) for e in out["events"]]
+    assert got == [(0, b"a", 2), (0, b"a", 4), (1, b"a", 5), (0, b"a1", 6), (0, b"a2", 6)]
+    assert out["events"][1]["prev_kv"]["value"] == b"1"
+    assert out["events"][2]["prev_kv"]["value"] == b"2" and out["next"] == 7
+    # A limit stops at a revision's boundary, never inside one.
+    out = ev(start=1, key=b"a", range_end=b"b", limit=4)
+    assert len(out["events"]) == 5 and out["next"] == 7
+    out = ev(start=1, key=b"a", range_end=b"b", limit=1)
+    assert len(out["events"]) == 1 and out["next"] == 3
+    assert ev(start=7, key=b"a")["events"] == []
+    # Compacted: the error; the change log is trimmed with the history.
+    w(s, op="compact", revision=4)
+    assert ev(start=3, key=b"a")["error"] == mvcc.ERR_COMPACTED
+    assert [e["kv"]["mod_revision"] for e in ev(start=4, key=b"a")["events"]] == [4, 5]
+    # Rebuilt at a restore; a refused transaction leaves no event.
+    t = MVCCStore()
+    t.restore(s.snapshot())
+    assert ev(start=4, key=b"\0", range_end=b"\0") == decode_result(
+        t.query(encode({"op": "events", "start": 4, "key": b"\0", "range_end": b"\0"}))
+    )
+    bad = {"op": "txn", "success": [{"op": "put", "key": b"z", "value": b"1"},
+           {"op": "put", "key": b"z2", "value": b"1", "lease": 9}]}  # fmt: skip
+    w(s, **bad)
+    assert ev(start=7, key=b"z")["events"] == [] and len(s.changes) == len(t.changes)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import json
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,6 +153,10 @@ class MVCCStore:
         #: or left by it with more than one version (or a tombstone). A
         #: compaction visits these only, not every key.
         self.compactable: set[bytes] = set()
+        #: Every change in order, (revision, key), from the compaction
+        #: revision on: what watches read (``events``). Derived from the
+        #: history (rebuilt at a restore), so never in a snapshot.
+        self.changes: deque[tuple[int, bytes]] = deque()
         self.hist: dict[bytes, list[Version]] = {}
         self.leases: dict[int, Lease] = {}
         self.alarms: set[int] = set()
@@ -232,6 +237,49 @@ class MVCCStore:
         out["kvs"] = [] if count_only else [kv_dict(k, v, keys_only) for k, v in found]
         return out
 
+    def events(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The changes to keys in ``[key, range_end)`` at revisions from
+        ``start`` on, in order (etcd's watch events), whole revisions only
+        and up to about ``limit`` events. ``next`` is where to go on from."""
+        start = max(1, _int(req, "start"))
+        key, end = _bytes(req, "key"), _bytes(req, "range_end")
+        limit = max(1, min(_int(req, "limit", 1000), 10_000))
+        prev_kv = _bool(req, "prev_kv")
+        if start < self.compact_rev:
+            raise MVCCError(ERR_COMPACTED, "OUT_OF_RANGE")
+        ch = self.changes
+        i = bisect.bisect_left(ch, (start, b""))
+        out: list[dict[str, Any]] = []
+        last = start - 1
+        n = len(ch)
+        scanned = 0
+        while i < n:
+            rev, k = ch[i]
+            if (len(out) >= limit or scanned >= 50_000) and rev != last:
+                break  # at a revision's boundary: the next call goes on from it
+            scanned += 1
+            i += 1
+            last = rev
+            if not in_range(k, key, end):
+                continue
+            h = self.hist.get(k)
+            if not h:
+                continue
+            j = next((x for x in range(len(h) - 1, -1, -1) if h[x].mod == rev), None)
+            if j is None:
+                continue
+            v = h[j]
+            if v.version:
+                ev: dict[str, Any] = {"type": 0, "kv": kv_dict(k, v)}
+            else:
+                ev = {"type": 1, "kv": {"key": k, "create_revision": 0, "mod_revision": rev,
+                                        "version": 0, "value": b"", "lease": 0}}  # fmt: skip
+            if prev_kv and j > 0 and h[j - 1].version:
+                ev["prev_kv"] = kv_dict(k, h[j - 1])
+            out.append(ev)
+        nxt = self.rev + 1 if i >= n else last + 1
+        return {"events": out, "next": nxt, "revision": self.rev}
+
     # ------------------------------------------------------------ writing
 
     def _next(self) -> tuple[int, int]:
@@ -281,6 +329,7 @@ class MVCCStore:
         self.rev += 1
         rev = self.rev
         self.compactable.add(key)
+        self.changes.append((rev, key))
         h = self.hist.get(key)
         if h is None:
             self.hist[key] = [Version(rev, 0, rev, 1, value, 0)]
@@ -297,6 +346,8 @@ class MVCCStore:
     def _append(self, key: bytes, v: Version) -> None:
         self.compactable.add(key)
         h = self.hist.get(key)
+        if h is None or h[-1].mod != v.mod:
+            self.changes.append((v.mod, key))
         if h is None:
             self.hist[key] = [v]
             self.keys.add(key)
@@ -405,6 +456,8 @@ class MVCCStore:
         if rev > self.rev:
             raise MVCCError(ERR_FUTURE_REV, "OUT_OF_RANGE")
         self.compact_rev = rev
+        while self.changes and self.changes[0][0] < rev:
+            self.changes.popleft()
         gone = []
         todo, self.compactable = self.compactable, set()
         for k in sorted(todo):
@@ -527,6 +580,10 @@ class MVCCStore:
                 # A transaction of compares and ranges only: a read.
                 self._check_txn(req, 0)
                 return self._ok(self._txn(req))
+            if req.get("op") == "events":
+                return self._ok(self.events(req))
+            if req.get("op") == "rev":
+                return self._ok({"revision": self.rev, "compact_revision": self.compact_rev})
             if req.get("op") == "status":
                 return self._ok(
                     {"revision": self.rev, "compact_revision": self.compact_rev,
@@ -586,6 +643,8 @@ class MVCCStore:
         rev = snap[0]
         if self.rev == rev:
             return
+        while self.changes and self.changes[-1][0] > rev:
+            self.changes.pop()
         for k in list(self.keys):
             h = self.hist[k]
             while h and h[-1].mod > rev:
@@ -718,6 +777,11 @@ class MVCCStore:
                 prev = k
                 self.hist[k] = [Version(*row) for row in versions]
             self.keys.update(self.hist)
+            self.changes = deque(
+                sorted(
+                    (v.mod, k) for k, h in self.hist.items() for v in h if v.mod >= self.compact_rev
+                )
+            )
             self.compactable = {k for k, h in self.hist.items() if len(h) > 1 or not h[0].version}
             for lid, ttl in st["leases"]:
                 self.leases[lid] = Lease(lid, ttl)

@@ -17,6 +17,8 @@ is anonymous, which (as HTTP) the node allows only on loopback or with
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -158,6 +160,7 @@ class EtcdApi:
         #: etcd "token" metadata handed out by Authenticate -> token digest.
         self.sessions: dict[str, bytes] = {}
         self.grpc: grpc.aio.Server | None = None
+        self.hub = WatchHub(self)
 
     # ------------------------------------------------------------ plumbing
 
@@ -286,6 +289,7 @@ class EtcdApi:
         rpc_pb2_grpc.add_MaintenanceServicer_to_server(_Maintenance(self), server)
         rpc_pb2_grpc.add_ClusterServicer_to_server(_Cluster(self), server)
         rpc_pb2_grpc.add_AuthServicer_to_server(_Auth(self), server)
+        rpc_pb2_grpc.add_WatchServicer_to_server(_Watch(self), server)
         bound = server.add_insecure_port(f"{host}:{port}")
         await server.start()
         self.grpc = server
@@ -293,8 +297,71 @@ class EtcdApi:
         return int(bound)
 
     async def stop(self) -> None:
+        await self.hub.stop()
         if self.grpc is not None:
             await self.grpc.stop(1.0)
+
+
+#: Watches one stream may hold; responses one stream may have queued (a slow
+#: reader blocks its own watchers, which fall behind and, past the
+#: compaction, are cancelled with etcd's "compacted" error: nothing is
+#: buffered without bound).
+MAX_WATCHES_PER_STREAM = 1_000
+STREAM_QUEUE = 64
+#: A watch with progress_notify gets an empty response after this long
+#: without events (etcd: 10 minutes).
+PROGRESS_EVERY = 600.0
+
+
+class WatchHub:
+    """Wakes the watches when this node's replica applies a new revision
+    (polled every 10 ms from the replica: one cheap query for all watches)."""
+
+    def __init__(self, api: EtcdApi) -> None:
+        self.api = api
+        self.rev = 0
+        self.changed = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    def local(self, req: dict[str, Any]) -> dict[str, Any]:
+        node = self.api.s.node
+        raw = node.read_local(mvcc.encode(req)) if node is not None else None
+        if raw is None:
+            raise _Abort(grpc.StatusCode.UNAVAILABLE, "etcdserver: no replica on this node")
+        return mvcc.decode_result(raw)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            try:
+                rev = int(self.local({"op": "rev"}).get("revision", 0))
+            except _Abort:
+                continue
+            if rev != self.rev:
+                self.rev = rev
+                ev, self.changed = self.changed, asyncio.Event()
+                ev.set()
+
+    async def wait_past(self, rev: int, timeout: float) -> None:
+        """Until the replica holds revision ``rev``, or ``timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.rev < rev:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), left)
 
 
 class _Abort(Exception):
@@ -455,3 +522,125 @@ class _Auth:
             api.sessions.pop(next(iter(api.sessions)))
         api.sessions[token] = digest
         return rpc_pb2.AuthenticateResponse(header=api.header(0), token=token)
+
+
+def event_msg(e: dict[str, Any]) -> Any:
+    ev = kv_pb2.Event(type=e["type"], kv=kv_msg(e["kv"]))
+    if "prev_kv" in e:
+        ev.prev_kv.CopyFrom(kv_msg(e["prev_kv"]))
+    return ev
+
+
+class _Watch:
+    """etcd's Watch: one bidirectional stream carries many watches. Events
+    come from this node's replica (any node serves watches, learners too),
+    in revision order, from the watch's start revision on: none lost or
+    repeated across a reconnect that resumes from the last revision seen."""
+
+    def __init__(self, api: EtcdApi) -> None:
+        self.api = api
+
+    async def Watch(self, request_iterator: Any, context: Any) -> Any:
+        api = self.api
+        api.hub.start()
+        out: asyncio.Queue[Any] = asyncio.Queue(STREAM_QUEUE)
+        watches: dict[int, asyncio.Task[None]] = {}
+        next_id = 0
+
+        async def watch(wid: int, c: Any, start: int) -> None:
+            req = {"op": "range", "key": c.key, "range_end": c.range_end}
+            no_put = rpc_pb2.WatchCreateRequest.NOPUT in c.filters
+            no_del = rpc_pb2.WatchCreateRequest.NODELETE in c.filters
+            quiet_since = asyncio.get_running_loop().time()
+            while True:
+                await api.hub.wait_past(start, PROGRESS_EVERY)
+                q = {"op": "events", "start": start, "prev_kv": c.prev_kv, "limit": 1000}
+                q.update(key=req["key"], range_end=req["range_end"])
+                try:
+                    got = api.hub.local(q)
+                except _Abort:
+                    await asyncio.sleep(0.1)
+                    continue
+                if not got.get("ok"):
+                    compact = int(api.hub.local({"op": "rev"}).get("compact_revision", 0))
+                    await out.put(rpc_pb2.WatchResponse(
+                        header=api.header(api.hub.rev), watch_id=wid, canceled=True,
+                        compact_revision=compact, cancel_reason=str(got.get("error")),
+                    ))  # fmt: skip
+                    return
+                evs = [
+                    e for e in got["events"]
+                    if not (no_put and e["type"] == 0) and not (no_del and e["type"] == 1)
+                ]  # fmt: skip
+                start = int(got["next"])
+                now = asyncio.get_running_loop().time()
+                if evs:
+                    quiet_since = now
+                    await out.put(rpc_pb2.WatchResponse(
+                        header=api.header(int(got["revision"])), watch_id=wid,
+                        events=[event_msg(e) for e in evs],
+                    ))  # fmt: skip
+                elif c.progress_notify and now - quiet_since >= PROGRESS_EVERY:
+                    quiet_since = now
+                    await out.put(rpc_pb2.WatchResponse(
+                        header=api.header(int(got["revision"])), watch_id=wid
+                    ))  # fmt: skip
+
+        async def read() -> None:
+            nonlocal next_id
+            async for r in request_iterator:
+                which = r.WhichOneof("request_union")
+                if which == "create_request":
+                    c = r.create_request
+                    try:
+                        api.who(context, {"op": "range", "key": c.key, "range_end": c.range_end})
+                    except _Abort as e:
+                        await out.put(rpc_pb2.WatchResponse(
+                            header=api.header(api.hub.rev), watch_id=-1, created=True,
+                            canceled=True, cancel_reason=str(e),
+                        ))  # fmt: skip
+                        continue
+                    if len(watches) >= MAX_WATCHES_PER_STREAM:
+                        api.s._bad("grpc_too_many_watches", f"gRPC {context.peer()}")
+                        await out.put(rpc_pb2.WatchResponse(
+                            header=api.header(api.hub.rev), watch_id=-1, created=True,
+                            canceled=True, cancel_reason="too many watches on one stream",
+                        ))  # fmt: skip
+                        continue
+                    wid = c.watch_id if c.watch_id else next_id
+                    next_id = max(next_id, wid) + 1
+                    # "From now": after the revision this replica holds as
+                    # the watch is created (before its "created" answer).
+                    start = c.start_revision or api.hub.rev + 1
+                    if not c.start_revision:
+                        with contextlib.suppress(_Abort):
+                            start = int(api.hub.local({"op": "rev"})["revision"]) + 1
+                    await out.put(rpc_pb2.WatchResponse(
+                        header=api.header(api.hub.rev), watch_id=wid, created=True
+                    ))  # fmt: skip
+                    watches[wid] = asyncio.get_running_loop().create_task(watch(wid, c, start))
+                elif which == "cancel_request":
+                    wid = r.cancel_request.watch_id
+                    t = watches.pop(wid, None)
+                    if t is not None:
+                        t.cancel()
+                    await out.put(rpc_pb2.WatchResponse(
+                        header=api.header(api.hub.rev), watch_id=wid, canceled=True
+                    ))  # fmt: skip
+                elif which == "progress_request":
+                    await out.put(rpc_pb2.WatchResponse(
+                        header=api.header(api.hub.rev), watch_id=-1
+                    ))  # fmt: skip
+            await out.put(None)  # the client closed its side
+
+        reader = asyncio.get_running_loop().create_task(read())
+        try:
+            while True:
+                resp = await out.get()
+                if resp is None:
+                    return
+                yield resp
+        finally:
+            reader.cancel()
+            for t in watches.values():
+                t.cancel()
