@@ -205,3 +205,103 @@ def test_a_watch_from_a_compacted_revision_is_cancelled(both: tuple[str, str]) -
         outs.append((p.returncode, out, err.strip().splitlines()[-1:] if err else []))
     assert outs[0] == outs[1], outs
     assert outs[0][0] != 0 and "canceled" in str(outs[0][2]), outs
+
+
+_LEASE_ID = re.compile(r"\b[0-9a-f]{15,16}\b")
+
+
+def test_etcdctl_leases_compared_with_etcd(both: tuple[str, str]) -> None:
+    """grant, put --lease, timetolive --keys, list, revoke: the same output
+    (lease ids differ, and are replaced by LEASE)."""
+    etcd, ours = both
+    outs = []
+    for ep in (etcd, ours):
+        g = run(ep, "lease", "grant", "300")
+        assert g.returncode == 0, g.stderr
+        lid = g.stdout.split()[1]
+        steps = [
+            run(ep, "put", "l/a", "1", "--lease", lid),
+            run(ep, "put", "l/b", "2", "--lease", lid),
+            run(ep, "lease", "timetolive", lid, "--keys"),
+            run(ep, "lease", "list"),
+            run(ep, "get", "--prefix", "l/", "-w", "json"),
+            run(ep, "lease", "revoke", lid),
+            run(ep, "get", "--prefix", "l/"),
+            run(ep, "lease", "timetolive", lid),
+            run(ep, "put", "l/c", "3", "--lease", lid),
+        ]
+        text = [g.stdout] + [normal(p)[1] + normal(p)[2] for p in steps]
+        # ids, and remaining seconds that may differ by the second
+        text = [_LEASE_ID.sub("LEASE", t.replace(str(int(lid, 16)), "LEASEDEC")) for t in text]
+        text = [re.sub(r"remaining\(\d+s\)", "remaining(Ns)", t) for t in text]
+        text = [re.sub(r'"ID":-?\d+|"revision":\d+|,"lease":\d+', "", t) for t in text]
+        outs.append(text)
+    assert outs[0] == outs[1]
+    assert "LEASE granted with TTL(300s)" in outs[1][0] and "l/a" in outs[1][3]
+
+
+def test_a_lease_expires_without_keepalives_and_lives_with_them(both: tuple[str, str]) -> None:
+    _etcd, ours = both
+    g = run(ours, "lease", "grant", "2")
+    lid = g.stdout.split()[1]
+    assert run(ours, "put", "exp/dies", "x", "--lease", lid).returncode == 0
+    g2 = run(ours, "lease", "grant", "2")
+    kept = g2.stdout.split()[1]
+    assert run(ours, "put", "exp/lives", "y", "--lease", kept).returncode == 0
+    keeper = subprocess.Popen(
+        [ETCDCTL, "--endpoints", ours, "lease", "keep-alive", kept],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={"ETCDCTL_API": "3", "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+    )  # fmt: skip
+    try:
+        t0 = time.monotonic()
+        while run(ours, "get", "exp/dies", "--print-value-only").stdout.strip():
+            assert time.monotonic() - t0 < 10, "a lease without keepalives did not expire"
+            time.sleep(0.2)
+        gone_after = time.monotonic() - t0
+        time.sleep(3)
+        assert run(ours, "get", "exp/lives", "--print-value-only").stdout.strip() == "y"
+    finally:
+        keeper.terminate()
+        keeper.wait()
+    assert 1.0 <= gone_after, gone_after  # not before its TTL (less the grant's own time)
+    t1 = time.monotonic()
+    while run(ours, "get", "exp/lives", "--print-value-only").stdout.strip():
+        assert time.monotonic() - t1 < 10, "the lease did not expire once its keepalives stopped"
+        time.sleep(0.2)
+    print(f"lease of 2 s: gone {gone_after:.1f} s after its grant; kept alive 3 s more, "
+          f"then gone {time.monotonic() - t1:.1f} s after the keepalives stopped")  # fmt: skip
+
+
+def test_no_lease_expires_early_across_a_failover(tmp_path: Path) -> None:
+    """Issue 13: no key expires before its TTL, measured from the last
+    acknowledged keepalive, when the leader fails: the new leader starts
+    every lease's deadline over (as etcd does)."""
+    c = ProcCluster(tmp_path / "c", 3).start_all()
+    try:
+        c.wait_ready()
+        eps = ",".join(c.layout["grpc_peers"])
+        lid = run(eps, "lease", "grant", "4").stdout.split()[1]
+        assert run(eps, "put", "fo/k", "v", "--lease", lid).returncode == 0
+        leader = next(i for i in range(3) if (c.status(i) or {}).get("is_leader"))
+        survivors = ",".join(c.layout["grpc_peers"][i] for i in range(3) if i != leader)
+        ka = run(eps, "lease", "keep-alive", "--once", lid)
+        t_ack = time.monotonic()
+        assert ka.returncode == 0 and "TTL(4)" in ka.stdout, ka
+        c.kill(leader)
+        seen_until = t_ack
+        while time.monotonic() - t_ack < 30:
+            p = run(survivors, "get", "fo/k", "--print-value-only")
+            if p.returncode == 0 and p.stdout.strip() == "":
+                break
+            if p.returncode == 0:
+                seen_until = time.monotonic()
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the lease never expired after the failover")
+        gone = time.monotonic() - t_ack
+        print(f"TTL 4 s: the key lived {seen_until - t_ack:.1f} s after the last keepalive "
+              f"across a failover, gone at {gone:.1f} s")  # fmt: skip
+        assert seen_until - t_ack >= 4.0 - 0.3, (seen_until - t_ack, c.logs())
+    finally:
+        c.close()

@@ -323,3 +323,33 @@ def test_events_for_watches() -> None:
            {"op": "put", "key": b"z2", "value": b"1", "lease": 9}]}  # fmt: skip
     w(s, **bad)
     assert ev(start=7, key=b"z")["events"] == [] and len(s.changes) == len(t.changes)
+
+
+def test_lease_deadlines_are_the_leaders_soft_state() -> None:
+    now = [100.0]
+    s = MVCCStore()
+    s.clock = lambda: now[0]
+
+    def q(**req: Any) -> dict[str, Any]:
+        return decode_result(s.query(encode(req)))
+
+    w(s, op="lease_grant", id=5, ttl=10)
+    w(s, op="put", key=b"k", value=b"v", lease=5)
+    assert q(op="lease_expired")["expired"] == []  # first seen: now + ttl
+    revoke = encode({"op": "lease_revoke", "id": 5, "expire": True})
+    assert s.precheck(revoke) is not None  # not expired by this clock
+    now[0] = 108.0
+    assert q(op="lease_keepalive", id=5)["ttl"] == 10  # deadline 118
+    now[0] = 115.0
+    assert q(op="lease_expired")["expired"] == [] and q(op="lease", id=5)["remaining"] == 3
+    now[0] = 118.5
+    assert q(op="lease_expired")["expired"] == [5]
+    assert s.precheck(revoke) is None  # the leader's clock agrees: propose it
+    # A new leader starts every deadline over.
+    assert q(op="lease_reset")["leases"] == 1
+    assert q(op="lease_expired")["expired"] == [] and s.precheck(revoke) is not None
+    now[0] = 200.0
+    assert s.precheck(revoke) is None
+    assert w(s, **decode_result(b"\x80") | {"op": "lease_revoke", "id": 5, "expire": True})["ok"]
+    assert r(s, key=b"k")["kvs"] == [] and s.deadlines == {}
+    assert q(op="lease_keepalive", id=5)["code"] == "NOT_FOUND"

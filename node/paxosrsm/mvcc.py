@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,6 +159,14 @@ class MVCCStore:
         #: revision on: what watches read (``events``). Derived from the
         #: history (rebuilt at a restore), so never in a snapshot.
         self.changes: deque[tuple[int, bytes]] = deque()
+        #: Lease deadlines (monotonic seconds): soft state of the node that
+        #: leads, never replicated nor used by ``apply``. Keepalives (reads
+        #: at the leader) move them; the leader revokes what expired through
+        #: the log, and ``precheck`` refuses an expiry its own clock does not
+        #: confirm. A new leader restarts every deadline (``lease_reset``):
+        #: no lease expires early because of a failover.
+        self.deadlines: dict[int, float] = {}
+        self.clock: Any = time.monotonic
         self.hist: dict[bytes, list[Version]] = {}
         self.leases: dict[int, Lease] = {}
         self.alarms: set[int] = set()
@@ -499,6 +509,7 @@ class MVCCStore:
     def _lease_revoke(self, req: dict[str, Any]) -> dict[str, Any]:
         lid = _int(req, "id")
         ls = self.leases.pop(lid, None)
+        self.deadlines.pop(lid, None)
         if ls is None:
             raise MVCCError(ERR_LEASE_NOT_FOUND, "NOT_FOUND")
         for k in sorted(ls.keys):  # sorted: deterministic sub-revisions
@@ -589,19 +600,57 @@ class MVCCStore:
                     {"revision": self.rev, "compact_revision": self.compact_rev,
                      "keys": len(self.keys), "leases": len(self.leases)}
                 )  # fmt: skip
+            if req.get("op") in ("lease_keepalive", "lease_expired", "lease_reset"):
+                return self._ok(self._lease_soft(req))
             if req.get("op") == "leases":
                 return self._ok({"leases": sorted(self.leases), "revision": self.rev})
             if req.get("op") == "lease":
                 ls = self.leases.get(_int(req, "id"))
                 if ls is None:
                     raise MVCCError(ERR_LEASE_NOT_FOUND, "NOT_FOUND")
-                return self._ok({"id": ls.id, "ttl": ls.ttl, "keys": sorted(ls.keys),
-                                 "revision": self.rev})  # fmt: skip
+                now = self.clock()
+                dl = self.deadlines.get(ls.id)
+                left = ls.ttl if dl is None else max(0, math.ceil(dl - now))
+                return self._ok({"id": ls.id, "ttl": ls.ttl, "remaining": left,
+                                 "keys": sorted(ls.keys), "revision": self.rev})  # fmt: skip
             raise MVCCError(f"not a read: {req.get('op')!r}")
         except MVCCError as e:
             return self._err(str(e), e.code)
 
+    def _lease_soft(self, req: dict[str, Any]) -> dict[str, Any]:
+        now = self.clock()
+        op = req["op"]
+        if op == "lease_keepalive":
+            ls = self.leases.get(_int(req, "id"))
+            if ls is None:
+                raise MVCCError(ERR_LEASE_NOT_FOUND, "NOT_FOUND")
+            self.deadlines[ls.id] = now + ls.ttl
+            return {"id": ls.id, "ttl": ls.ttl, "revision": self.rev}
+        if op == "lease_reset":
+            self.deadlines = {i: now + ls.ttl for i, ls in self.leases.items()}
+            return {"leases": len(self.leases)}
+        expired = []
+        for i, ls in self.leases.items():
+            dl = self.deadlines.setdefault(i, now + ls.ttl)
+            if dl <= now:
+                expired.append(i)
+        for i in [i for i in self.deadlines if i not in self.leases]:
+            del self.deadlines[i]
+        return {"expired": sorted(expired)[:1000]}
+
     def precheck(self, payload: bytes) -> bytes | None:
+        if payload.startswith(TAG) and b"expire" in payload:
+            try:
+                req = self._parse(payload)
+            except MVCCError:
+                return None
+            if req.get("op") == "lease_revoke" and req.get("expire") is True:
+                # An expiry is the leader's decision: its own clock must agree
+                # (a deposed leader's request, forwarded here, is refused).
+                lid = req.get("id")
+                dl = self.deadlines.get(lid) if type(lid) is int else None
+                if dl is None or dl > self.clock():
+                    return self._err("etcdserver: lease not expired here", "FAILED_PRECONDITION")
         if not self.alarms:
             return None
         if not payload.startswith(TAG):

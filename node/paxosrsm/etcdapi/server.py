@@ -161,6 +161,7 @@ class EtcdApi:
         self.sessions: dict[str, bytes] = {}
         self.grpc: grpc.aio.Server | None = None
         self.hub = WatchHub(self)
+        self.expiry: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ plumbing
 
@@ -171,8 +172,13 @@ class EtcdApi:
             cluster_id=self.cluster_id, member_id=self.member, revision=revision, raft_term=term
         )
 
-    def who(self, context: grpc.aio.ServicerContext, req: dict[str, Any]) -> str:
-        """The caller's name; aborts with UNAUTHENTICATED / PERMISSION_DENIED."""
+    def who(
+        self, context: grpc.aio.ServicerContext, req: dict[str, Any],
+        lease_write: bool | None = None,
+    ) -> str:  # fmt: skip
+        """The caller's name; aborts with UNAUTHENTICATED / PERMISSION_DENIED.
+        ``lease_write``: a lease call (no key): a grant or revoke needs a role
+        that writes, a keepalive or a lookup any role."""
         auth = self.http.auth
         auth.maybe_reload()
         if auth.grants is None:
@@ -188,6 +194,9 @@ class EtcdApi:
         if grant is None:
             self.s._bad("grpc_unauthenticated", f"gRPC {context.peer()}: no valid token")
             raise _Abort(grpc.StatusCode.UNAUTHENTICATED, "etcdserver: user name is empty")
+        if lease_write and grant.role == "read":
+            self.s._bad("grpc_forbidden", f"gRPC {context.peer()}: {grant.name} on leases")
+            raise _Abort(grpc.StatusCode.PERMISSION_DENIED, "etcdserver: permission denied")
         for key, end, write in keys_of(req):
             k = key.decode("utf-8", "replace")
             ok = grant.allows(k, write)
@@ -203,9 +212,9 @@ class EtcdApi:
 
     async def call(
         self, context: grpc.aio.ServicerContext, req: dict[str, Any], write: bool,
-        serializable: bool = False,
+        serializable: bool = False, lease: bool = False,
     ) -> dict[str, Any]:  # fmt: skip
-        name = self.who(context, req)
+        name = self.who(context, req, lease_write=write if lease else None)
         payload = mvcc.encode(req)
         if len(payload) > MAX_REQUEST:
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: request is too large")
@@ -290,13 +299,48 @@ class EtcdApi:
         rpc_pb2_grpc.add_ClusterServicer_to_server(_Cluster(self), server)
         rpc_pb2_grpc.add_AuthServicer_to_server(_Auth(self), server)
         rpc_pb2_grpc.add_WatchServicer_to_server(_Watch(self), server)
+        rpc_pb2_grpc.add_LeaseServicer_to_server(_Lease(self), server)
+        self.expiry = asyncio.get_running_loop().create_task(self._expire_leases())
         bound = server.add_insecure_port(f"{host}:{port}")
         await server.start()
         self.grpc = server
         log.info("node %d: etcd v3 gRPC API on %s:%d", self.s.id, host, bound)
         return int(bound)
 
+    async def _expire_leases(self) -> None:
+        """On the leader: revoke, through the log, the leases its clock says
+        expired (each a write its own precheck confirms). On becoming leader,
+        every deadline starts over (etcd extends leases at a failover)."""
+        was_leader = False
+        while True:
+            await asyncio.sleep(LEASE_CHECK_EVERY)
+            node = self.s.node
+            st = node.status() if node is not None else None
+            leader = st is not None and st.proposer_state == "leader"
+            try:
+                if leader and not was_leader:
+                    self.hub.local({"op": "lease_reset"})
+                was_leader = leader
+                if not leader:
+                    continue
+                expired = self.hub.local({"op": "lease_expired"}).get("expired", [])
+            except _Abort:
+                continue
+            for lid in expired:
+                req = mvcc.encode({"op": "lease_revoke", "id": lid, "expire": True})
+                try:
+                    out = mvcc.decode_result(await self.client.request(Kind.WRITE, req))
+                except (ClientError, ValueError):
+                    break  # no quorum now: the next round tries again
+                if out.get("ok"):
+                    log.info("node %d: lease %x expired and revoked", self.s.id, lid)
+                    self.s.stats["leases_expired"] += 1
+
     async def stop(self) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.expiry
         await self.hub.stop()
         if self.grpc is not None:
             await self.grpc.stop(1.0)
@@ -308,6 +352,8 @@ class EtcdApi:
 #: buffered without bound).
 MAX_WATCHES_PER_STREAM = 1_000
 STREAM_QUEUE = 64
+#: How often the leader looks for expired leases.
+LEASE_CHECK_EVERY = 0.5
 #: A watch with progress_notify gets an empty response after this long
 #: without events (etcd: 10 minutes).
 PROGRESS_EVERY = 600.0
@@ -644,3 +690,73 @@ class _Watch:
             reader.cancel()
             for t in watches.values():
                 t.cancel()
+
+
+class _Lease:
+    """etcd's Lease. Grants and revocations go through the log; a keepalive
+    is a read at the leader (a quorum round, no log write) that moves the
+    lease's deadline there; expiry is the leader's (``_expire_leases``)."""
+
+    def __init__(self, api: EtcdApi) -> None:
+        self.api = api
+
+    async def LeaseGrant(self, request: Any, context: Any) -> Any:
+        async def go() -> Any:
+            lid = request.ID or secrets.randbits(62) + 1
+            req = {"op": "lease_grant", "id": lid, "ttl": request.TTL}
+            out = await self.api.call(context, req, True, lease=True)
+            return rpc_pb2.LeaseGrantResponse(
+                header=self.api.header(out["revision"]), ID=out["id"], TTL=out["ttl"]
+            )
+
+        return await _guard(context, go())
+
+    async def LeaseRevoke(self, request: Any, context: Any) -> Any:
+        async def go() -> Any:
+            req = {"op": "lease_revoke", "id": request.ID}
+            out = await self.api.call(context, req, True, lease=True)
+            return rpc_pb2.LeaseRevokeResponse(header=self.api.header(out["revision"]))
+
+        return await _guard(context, go())
+
+    async def LeaseTimeToLive(self, request: Any, context: Any) -> Any:
+        async def go() -> Any:
+            try:
+                out = await self.api.call(context, {"op": "lease", "id": request.ID}, False,
+                                          lease=True)  # fmt: skip
+            except _Abort as e:
+                if e.code != grpc.StatusCode.NOT_FOUND:
+                    raise
+                # etcd answers an unknown (expired) lease with TTL -1.
+                return rpc_pb2.LeaseTimeToLiveResponse(
+                    header=self.api.header(self.api.hub.rev), ID=request.ID, TTL=-1
+                )
+            return rpc_pb2.LeaseTimeToLiveResponse(
+                header=self.api.header(out["revision"]), ID=out["id"], TTL=out["remaining"],
+                grantedTTL=out["ttl"], keys=out["keys"] if request.keys else [],
+            )  # fmt: skip
+
+        return await _guard(context, go())
+
+    async def LeaseLeases(self, request: Any, context: Any) -> Any:
+        async def go() -> Any:
+            out = await self.api.call(context, {"op": "leases"}, False, lease=True)
+            return rpc_pb2.LeaseLeasesResponse(
+                header=self.api.header(out["revision"]),
+                leases=[rpc_pb2.LeaseStatus(ID=i) for i in out["leases"]],
+            )
+
+        return await _guard(context, go())
+
+    async def LeaseKeepAlive(self, request_iterator: Any, context: Any) -> Any:
+        async for r in request_iterator:
+            try:
+                out = await self.api.call(context, {"op": "lease_keepalive", "id": r.ID}, False,
+                                          lease=True)  # fmt: skip
+                ttl = int(out["ttl"])
+                rev = int(out["revision"])
+            except _Abort as e:
+                if e.code != grpc.StatusCode.NOT_FOUND:
+                    await context.abort(e.code, str(e))
+                ttl, rev = 0, self.api.hub.rev  # etcd: TTL 0 for an unknown lease
+            yield rpc_pb2.LeaseKeepAliveResponse(header=self.api.header(rev), ID=r.ID, TTL=ttl)
