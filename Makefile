@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: protos check chromium etcd-tools e2e e2e-campaign fuzz-campaign helm-lint wheelhouse images demo sim-demo test lint typecheck unit jepsen-slice jepsen sim-sweep bench bench-net bench-storage bench-recovery bench-flood clean
+.PHONY: protos check chromium etcd-tools e2e e2e-on-paxos e2e-on-paxos-smoke e2e-campaign fuzz-campaign helm-lint wheelhouse images demo sim-demo test lint typecheck unit jepsen-slice jepsen sim-sweep bench bench-net bench-storage bench-recovery bench-flood clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -58,7 +58,7 @@ jepsen-slice: $(STAMP)
 
 check: lint typecheck helm-lint unit jepsen-slice
 
-test: check e2e
+test: check e2e e2e-on-paxos-smoke
 
 # helm lint through helm-sdkpy (the real Helm library), which needs Python >= 3.12.
 PY312 ?= $(shell ls -d /root/.pyenv/versions/3.12*/bin/python3 2>/dev/null | head -1 || true)$(if $(wildcard /root/.pyenv/versions/3.12*),,$(shell command -v python3.12))
@@ -71,6 +71,15 @@ $(HELM_VENV)/.installed:
 # End-to-end on a real cluster ($KUBECONFIG, or the local Kubernetes): see e2e/README.md.
 e2e: $(STAMP) $(HELM_VENV)/.installed
 	e2e/run.sh
+
+# Kubernetes on paxosrsm (issue 13): kube-apiserver keeps its objects in a
+# 3-node paxosrsm cluster through etcd's v3 API. The smoke runs in `make test`;
+# the whole e2e suite on it is `make e2e-on-paxos`.
+e2e-on-paxos-smoke: $(STAMP) etcd-tools
+	e2e/on-paxos.sh smoke
+
+e2e-on-paxos: $(STAMP) $(HELM_VENV)/.installed etcd-tools
+	e2e/on-paxos.sh full
 
 # The operator's campaign (issue 10): 20 applies, 20 pod deletions, 10 rolling
 # upgrades under load, each with its limit (20 s; never two acceptors down).
