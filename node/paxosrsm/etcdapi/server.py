@@ -45,9 +45,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("paxosrsm.node")
 access_log = logging.getLogger("paxosrsm.access")
-#: What Maintenance.Status reports as the server version: etcd's API level,
-#: with this project as build metadata (semver), for clients that check it.
-VERSION = "3.4.0+paxosrsm"
+#: What Maintenance.Status (and the gateway's /version) report as the server
+#: version: the etcd API level served, which clients parse as x.y.z and
+#: check (etcd3gw picks its paths by it). paxosrsm's own version is in
+#: /version's "paxosrsm" field and in /v1/status.
+VERSION = "3.4.0"
 #: The largest request accepted (etcd's default --max-request-bytes is 1.5 MiB).
 MAX_REQUEST = 4 << 20
 MAX_SESSIONS = 10_000
@@ -300,12 +302,16 @@ class EtcdApi:
         rpc_pb2_grpc.add_AuthServicer_to_server(_Auth(self), server)
         rpc_pb2_grpc.add_WatchServicer_to_server(_Watch(self), server)
         rpc_pb2_grpc.add_LeaseServicer_to_server(_Lease(self), server)
-        self.expiry = asyncio.get_running_loop().create_task(self._expire_leases())
         bound = server.add_insecure_port(f"{host}:{port}")
         await server.start()
         self.grpc = server
         log.info("node %d: etcd v3 gRPC API on %s:%d", self.s.id, host, bound)
         return int(bound)
+
+    def start_background(self) -> None:
+        """The lease expiry loop (gRPC or the JSON gateway alike)."""
+        if self.expiry is None:
+            self.expiry = asyncio.get_running_loop().create_task(self._expire_leases())
 
     async def _expire_leases(self) -> None:
         """On the leader: revoke, through the log, the leases its clock says

@@ -81,16 +81,25 @@ async def run(opts: NodeOptions) -> int:
             print(f"paxosrsm-node: {e}", file=sys.stderr)
             await server.stop()
             return EXIT_CONFIG
-        await http.start()
     etcd = None
-    if opts.grpc_port and http is not None:
+    if http is not None and not opts.state_machine:
+        # etcd's v3 API: the JSON gateway on the HTTP port, and gRPC on
+        # --grpc-port (the MVCC store's API: not with a state machine of one's own).
+        from ..etcdapi.gateway import Gateway
         from ..etcdapi.server import EtcdApi
 
         etcd = EtcdApi(server, http)
+        http.app.add_routes(Gateway(etcd).routes())
+    if http is not None:
+        await http.start()
+    if etcd is not None:
+        etcd.start_background()
+    if etcd is not None and opts.grpc_port:
         try:
             await etcd.start(opts.http_listen, opts.grpc_port)
         except RuntimeError as e:  # grpc: the port is taken
             print(f"paxosrsm-node: gRPC on port {opts.grpc_port}: {e}", file=sys.stderr)
+            assert http is not None
             await http.stop()
             await server.stop()
             return EXIT_CONFIG

@@ -218,6 +218,8 @@ class NodeOptions:
             )
         if self.state_machine and not re.fullmatch(r"[\w.]+:[\w.]+", self.state_machine):
             raise OptionsError("--state-machine must be module:factory")
+        if self.grpc_port and self.state_machine:
+            raise OptionsError("--grpc-port serves the MVCC store: not with --state-machine")
         if self.grpc_port and not self.http_port:
             raise OptionsError("--grpc-port needs the HTTP API (its tokens guard gRPC too)")
         if self.grpc_peers and len(self.grpc_peers) != total:
