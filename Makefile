@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: protos check chromium etcd-tools e2e e2e-on-paxos e2e-on-paxos-smoke e2e-campaign fuzz-campaign helm-lint wheelhouse images demo sim-demo test lint typecheck unit jepsen-slice jepsen sim-sweep bench bench-net bench-storage bench-recovery bench-flood clean
+.PHONY: protos check chromium etcd-tools etcd-compat-table e2e e2e-on-paxos e2e-on-paxos-smoke e2e-campaign fuzz-campaign helm-lint wheelhouse images demo sim-demo test lint typecheck unit jepsen-slice jepsen sim-sweep bench bench-net bench-storage bench-recovery bench-flood clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -71,6 +71,11 @@ $(HELM_VENV)/.installed:
 # End-to-end on a real cluster ($KUBECONFIG, or the local Kubernetes): see e2e/README.md.
 e2e: $(STAMP) $(HELM_VENV)/.installed
 	e2e/run.sh
+
+# docs/etcd-compat.md: the compatibility table, written by the tests that run
+# etcdctl against paxosrsm and a real etcd 3.4 side by side.
+etcd-compat-table: $(STAMP) etcd-tools
+	ETCD_COMPAT_TABLE=docs/etcd-compat.md $(BIN)/pytest -q -p no:xdist tests/test_etcd_compat.py
 
 # Kubernetes on paxosrsm (issue 13): kube-apiserver keeps its objects in a
 # 3-node paxosrsm cluster through etcd's v3 API. The smoke runs in `make test`;

@@ -169,7 +169,10 @@ class EtcdApi:
 
     def header(self, revision: int) -> Any:
         st = self.s.node.status() if self.s.node is not None else None
-        term = st.ballot.round if st is not None and st.ballot is not None else 0
+        # etcd's raft term: the ballot round this node leads with, or the
+        # highest it promised (an acceptor's), as a term a follower knows.
+        b = None if st is None else (st.ballot or st.promised)
+        term = b.round if b is not None else 0
         return rpc_pb2.ResponseHeader(
             cluster_id=self.cluster_id, member_id=self.member, revision=revision, raft_term=term
         )
