@@ -349,3 +349,56 @@ def test_keys_nodes_remakes_each_nodes_own_key_file(tmp_path: Path) -> None:
     assert sorted(after.pairs) == [0, 5] and after.pairs[0] == before.pairs[0]
     bad = ctl("keys", "nodes", "--data-dir", tmp_path / "nowhere")
     assert bad.returncode == 2 and "cannot make the node key files" in bad.stderr
+
+
+# ------------------------------------------------------------------ the MVCC store (issue 13)
+
+
+def test_prefixes_revisions_stdin_and_json(cf: list[str]) -> None:
+    p = subprocess.run(
+        [sys.executable, "-m", "paxosrsm.ctl", *cf, "put", "cli/a", "-", "-w", "json"],
+        input="from stdin\n", capture_output=True, text=True, timeout=30, env=env(),
+    )  # fmt: skip
+    assert p.returncode == EXIT_OK, p.stderr
+    rev = json.loads(p.stdout)["revision"]
+    ok(ctl(*cf, "put", "cli/b", "2"))
+    ok(ctl(*cf, "put", "cli/a", "changed"))
+    assert ok(ctl(*cf, "get", "cli/", "--prefix")) == "cli/a\nchanged\ncli/b\n2\n"
+    assert ok(ctl(*cf, "get", "cli/a", "--rev", str(rev))) == "from stdin\n\n"
+    doc = json.loads(ok(ctl(*cf, "get", "cli/", "--prefix", "--limit", "1", "-w", "json")))
+    assert doc["count"] == 2 and doc["more"] and doc["kvs"][0]["key"] == "cli/a"
+    assert doc["kvs"][0]["version"] == 2 and doc["kvs"][0]["create_revision"] == rev
+    table = ok(ctl(*cf, "get", "cli/", "--prefix", "-w", "table")).splitlines()
+    assert table[0].split() == ["KEY", "VALUE", "CREATE", "MOD", "VERSION", "LEASE"]
+    assert ctl(*cf, "get", "cli/missing", "-w", "json").returncode == 1
+    assert ok(ctl("--version")).startswith("paxosctl ")
+
+
+def test_leases_and_watch(cf: list[str]) -> None:
+    out = ok(ctl(*cf, "lease", "grant", "60"))
+    assert out.startswith("lease ") and "granted with TTL(60s)" in out
+    lid = out.split()[1]
+    ok(ctl(*cf, "put", "cl/leased", "v", "--lease", lid))
+    ttl = ok(ctl(*cf, "lease", "timetolive", lid))
+    assert f"lease {lid} granted with TTL(60s)" in ttl and "attached keys([cl/leased])" in ttl
+    assert "keepalived with TTL(60)" in ok(ctl(*cf, "lease", "keepalive", lid, "--once"))
+    w = subprocess.Popen(
+        [sys.executable, "-m", "paxosrsm.ctl", *cf, "watch", "cl/", "--prefix", "--prev-kv"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
+    )  # fmt: skip
+    try:
+        time.sleep(2.0)  # the watch starts from now
+        ok(ctl(*cf, "put", "cl/w", "1"))
+        ok(ctl(*cf, "put", "cl/w", "2"))
+        assert ok(ctl(*cf, "lease", "revoke", lid)) == f"lease {lid} revoked\n"
+        time.sleep(1.0)
+    finally:
+        w.terminate()
+        text, _err = w.communicate(timeout=10)
+    assert text.splitlines() == [
+        "PUT", "cl/w", "1",
+        "PUT", "cl/w", "1", "cl/w", "2",
+        "DELETE", "cl/leased", "v", "cl/leased", "",
+    ], text  # fmt: skip
+    assert ctl(*cf, "get", "cl/leased").returncode == 1
+    assert ctl(*cf, "lease", "timetolive", "zz").returncode == 2

@@ -1,7 +1,11 @@
 """``paxosctl``: talk to a cluster, or run one locally.
 
     paxosctl local up [--replicas 3] [--learners 0] [--data-dir ./paxos-data]
-    paxosctl put KEY VALUE | get KEY [--stale] | delete KEY | cas KEY EXPECTED NEW
+    paxosctl put KEY VALUE|- [--lease ID] | get KEY [--stale] [--prefix] [--rev N] [--limit N]
+             [-w simple|json|table] | delete KEY | cas KEY EXPECTED NEW
+    paxosctl watch KEY [--prefix] [--rev N] [--prev-kv] [-w json]
+    paxosctl lease grant TTL | revoke ID | keepalive ID [--once] | timetolive ID
+    paxosctl --version
     paxosctl status
     paxosctl bench [--outstanding 1,10,100,1000] [--seconds 5]
 
@@ -32,6 +36,7 @@ from typing import Any
 import yaml
 
 from .aclient import AsyncClient, ClientError, KVError, Unavailable, UnknownOutcome
+from .mvccclient import MVCCClient
 from .net.auth import load_key
 from .net.identity import node_key_path, write_node_keys
 from .net.options import OptionsError, parse_addr
@@ -137,9 +142,21 @@ def cmd_keys(ns: argparse.Namespace) -> int:
 async def _kv(ns: argparse.Namespace) -> int:
     c = load_cluster(ns)
     async with _client(c, ns.timeout, ns) as cl:
-        if ns.cmd == "put":
+        if ns.cmd == "put" and (ns.value == "-" or ns.lease != "0" or ns.write_out != "simple"):
+            value = sys.stdin.buffer.read(MAX_STDIN + 1) if ns.value == "-" else ns.value.encode()
+            if len(value) > MAX_STDIN:
+                raise UsageError(f"a value from stdin is at most {MAX_STDIN} bytes")
+            rev = await MVCCClient(cl).put(ns.key, value, lease=_lease_id(ns.lease))
+            print(json.dumps({"revision": rev}) if ns.write_out == "json" else "OK")
+        elif ns.cmd == "put":
             await cl.put(ns.key, ns.value)
             print("OK")
+        elif ns.cmd == "get" and (ns.prefix or ns.rev or ns.limit or ns.write_out != "simple"):
+            out = await MVCCClient(cl).range(
+                ns.key, prefix=ns.prefix, revision=ns.rev, limit=ns.limit, serializable=ns.stale
+            )
+            _print_range(out, ns.write_out, single=not ns.prefix)
+            return EXIT_OK if out["kvs"] or ns.prefix else EXIT_FAIL
         elif ns.cmd == "get":
             v = await cl.get(ns.key, stale=ns.stale)
             if v is None:
@@ -154,6 +171,93 @@ async def _kv(ns: argparse.Namespace) -> int:
                 print("CAS failed: the key did not hold the expected value", file=sys.stderr)
                 return EXIT_FAIL
             print("OK")
+    return EXIT_OK
+
+
+MAX_STDIN = 1 << 20
+
+
+def _version() -> str:
+    from .net.main import version
+
+    return version()
+
+
+def _lease_id(text: str) -> int:
+    try:
+        return int(text, 16)
+    except ValueError:
+        raise UsageError(f"a lease id is hex (as `lease grant` prints it), got {text!r}") from None
+
+
+def _text(b: bytes) -> str:
+    return b.decode("utf-8", "replace")
+
+
+def _kv_json(kv: dict[str, Any]) -> dict[str, Any]:
+    return {**kv, "key": _text(kv["key"]), "value": _text(kv["value"])}
+
+
+def _print_range(out: dict[str, Any], how: str, single: bool) -> None:
+    if how == "json":
+        doc = {"revision": out["revision"], "count": out["count"], "more": out["more"],
+               "kvs": [_kv_json(kv) for kv in out["kvs"]]}  # fmt: skip
+        print(json.dumps(doc))
+    elif how == "table":
+        rows = [("KEY", "VALUE", "CREATE", "MOD", "VERSION", "LEASE")]
+        rows += [(_text(k["key"]), _text(k["value"]), str(k["create_revision"]),
+                  str(k["mod_revision"]), str(k["version"]), f"{k['lease']:x}")
+                 for k in out["kvs"]]  # fmt: skip
+        widths = [max(len(r[i]) for r in rows) for i in range(6)]
+        for r in rows:
+            print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    elif single:
+        for kv in out["kvs"]:
+            print(_text(kv["value"]))
+    else:
+        for kv in out["kvs"]:
+            print(_text(kv["key"]))
+            print(_text(kv["value"]))
+
+
+async def _mvcc(ns: argparse.Namespace) -> int:
+    c = load_cluster(ns)
+    async with _client(c, ns.timeout, ns) as cl:
+        kv = MVCCClient(cl)
+        if ns.cmd == "watch":
+            async for ev in kv.watch(ns.key, prefix=ns.prefix, start=ns.rev, prev_kv=ns.prev_kv):
+                if ns.write_out == "json":
+                    doc = {"type": "PUT" if ev["type"] == 0 else "DELETE", "kv": _kv_json(ev["kv"])}
+                    if "prev_kv" in ev:
+                        doc["prev_kv"] = _kv_json(ev["prev_kv"])
+                    print(json.dumps(doc), flush=True)
+                    continue
+                print("PUT" if ev["type"] == 0 else "DELETE")
+                if "prev_kv" in ev:
+                    print(_text(ev["prev_kv"]["key"]))
+                    print(_text(ev["prev_kv"]["value"]))
+                print(_text(ev["kv"]["key"]))
+                print(_text(ev["kv"]["value"]), flush=True)
+            return EXIT_OK
+        if ns.lease_cmd == "grant":
+            lid = await kv.lease_grant(ns.ttl)
+            print(f"lease {lid:x} granted with TTL({ns.ttl}s)")
+        elif ns.lease_cmd == "revoke":
+            await kv.lease_revoke(_lease_id(ns.id))
+            print(f"lease {ns.id} revoked")
+        elif ns.lease_cmd == "timetolive":
+            out = await kv.lease_ttl(_lease_id(ns.id))
+            keys = ", ".join(_text(k) for k in out["keys"])
+            print(f"lease {ns.id} granted with TTL({out['ttl']}s), remaining({out['remaining']}s)"
+                  + (f", attached keys([{keys}])" if keys else ""))  # fmt: skip
+        else:
+            lid = _lease_id(ns.id)
+            while True:
+                ttl = await kv.lease_keepalive(lid)
+                print(f"lease {ns.id} keepalived with TTL({ttl})", flush=True)
+                if ns.once:
+                    break
+                await asyncio.sleep(max(0.5, ttl / 3))
     return EXIT_OK
 
 
@@ -418,12 +522,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", help="client certificate (mutual TLS)")
     p.add_argument("--tls-key", help="client certificate's key")
     sub = p.add_subparsers(dest="cmd", required=True)
-    x = sub.add_parser("put", help="set KEY to VALUE")
+    p.add_argument("--version", action="version", version=f"paxosctl {_version()}")
+    x = sub.add_parser("put", help="set KEY to VALUE ('-': read it from stdin)")
     x.add_argument("key")
     x.add_argument("value")
+    x.add_argument("--lease", default="0", help="attach to this lease (hex id, as printed)")
+    x.add_argument("-w", "--write-out", choices=("simple", "json"), default="simple")
     x = sub.add_parser("get", help="read KEY (linearizable unless --stale)")
     x.add_argument("key")
     x.add_argument("--stale", action="store_true", help="read a replica's copy (may be stale)")
+    x.add_argument("--prefix", action="store_true", help="every key that starts with KEY")
+    x.add_argument("--rev", type=int, default=0, help="as of this revision")
+    x.add_argument("--limit", type=int, default=0, help="at most this many keys")
+    x.add_argument("-w", "--write-out", choices=("simple", "json", "table"), default="simple")
+    x = sub.add_parser("watch", help="print the changes to KEY (or a prefix) as they happen")
+    x.add_argument("key")
+    x.add_argument("--prefix", action="store_true")
+    x.add_argument("--rev", type=int, default=0, help="from this revision (0: from now)")
+    x.add_argument("--prev-kv", action="store_true", help="with each key's previous value")
+    x.add_argument("-w", "--write-out", choices=("simple", "json"), default="simple")
+    x = sub.add_parser("lease", help="grant, revoke, keep alive or look up a lease")
+    lsub = x.add_subparsers(dest="lease_cmd", required=True)
+    y = lsub.add_parser("grant", help="a lease of TTL seconds; prints its id")
+    y.add_argument("ttl", type=int)
+    for name in ("revoke", "keepalive", "timetolive"):
+        y = lsub.add_parser(name)
+        y.add_argument("id", help="the lease id (hex, as grant prints it)")
+        if name == "keepalive":
+            y.add_argument("--once", action="store_true")
     x = sub.add_parser("delete", help="delete KEY")
     x.add_argument("key")
     x = sub.add_parser("cas", help="set KEY to NEW if it holds EXPECTED")
@@ -457,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--grpc-base",
         type=int,
-        default=2379,
+        default=2479,
         help="etcd v3 gRPC API ports from here (etcdctl --endpoints); 0: none",
     )
     up.add_argument("--exit-on-failure", action="store_true", help=argparse.SUPPRESS)
@@ -473,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if ns.cmd in ("put", "get", "delete", "cas"):
             return asyncio.run(_kv(ns))
+        if ns.cmd in ("watch", "lease"):
+            return asyncio.run(_mvcc(ns))
         if ns.cmd == "status":
             return cmd_status(ns)
         if ns.cmd == "bench":
