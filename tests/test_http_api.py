@@ -61,6 +61,11 @@ def call(
         return Resp(e.code, e.headers.get("Content-Type", ""), e.read(), time.monotonic() - t0)
 
 
+def fields(d: dict[str, Any], *names: str) -> dict[str, Any]:
+    """The answer's fields from before issue 13 (revisions came on top)."""
+    return {k: d[k] for k in names if k in d}
+
+
 def kv(key: str) -> str:
     return "/v1/kv/" + urllib.parse.quote(key, safe="")
 
@@ -180,11 +185,17 @@ def test_browser_safety(cluster: ProcCluster) -> None:
 def test_put_get_delete_roundtrip(cluster: ProcCluster) -> None:
     b = cluster.http(0)
     r = call("PUT", b + kv("fruit"), b"apple")
-    assert r.status == 200 and r.json() == {"key": "fruit", "ok": True}, r
-    assert call("GET", b + kv("fruit")).json() == {"key": "fruit", "value": "apple"}
+    assert r.status == 200 and fields(r.json(), "key", "ok") == {"key": "fruit", "ok": True}, r
+    assert fields(call("GET", b + kv("fruit")).json(), "key", "value") == {
+        "key": "fruit",
+        "value": "apple",
+    }
     # Overwrite; an empty value is a value, not a missing key.
     assert call("PUT", b + kv("fruit"), b"").status == 200
-    assert call("GET", b + kv("fruit")).json() == {"key": "fruit", "value": ""}
+    assert fields(call("GET", b + kv("fruit")).json(), "key", "value") == {
+        "key": "fruit",
+        "value": "",
+    }
     r = call("DELETE", b + kv("fruit"))
     assert r.status == 200 and r.json() == {"key": "fruit", "deleted": True}, r
     error_of(call("GET", b + kv("fruit")), 404)
@@ -196,7 +207,10 @@ def test_unicode_and_slash_keys_and_values(cluster: ProcCluster) -> None:
     b = cluster.http(1)
     for key, value in [("clé/ñ", "välue ✓"), ("a b?c&d=e#f", "x\ny"), ("k" * 1024, "max key")]:
         assert call("PUT", b + kv(key), value.encode()).status == 200, key
-        assert call("GET", b + kv(key)).json() == {"key": key, "value": value}
+        assert fields(call("GET", b + kv(key)).json(), "key", "value") == {
+            "key": key,
+            "value": value,
+        }
 
 
 def test_missing_key_is_404_json(cluster: ProcCluster) -> None:
@@ -210,10 +224,10 @@ def test_stale_reads(cluster: ProcCluster) -> None:
     # Every replica catches up with the write soon; a stale read of it returns it then.
     for nid in range(cluster.n):
         r = stale_get(cluster.http(nid), "st")
-        assert r.json() == {"key": "st", "value": "v1"}, (nid, r)
+        assert fields(r.json(), "key", "value") == {"key": "st", "value": "v1"}, (nid, r)
     for flag in ("1", "TRUE", "false", "0"):
         r = call("GET", cluster.http(2) + kv("st") + "?stale=" + flag)
-        assert r.json() == {"key": "st", "value": "v1"}, (flag, r)
+        assert fields(r.json(), "key", "value") == {"key": "st", "value": "v1"}, (flag, r)
 
 
 def test_cas_swaps_or_conflicts(cluster: ProcCluster) -> None:
@@ -225,7 +239,10 @@ def test_cas_swaps_or_conflicts(cluster: ProcCluster) -> None:
         )
 
     r = cas(None, "a")  # absent -> a
-    assert r.status == 200 and r.json() == {"key": "lock", "swapped": True}, r
+    assert r.status == 200 and fields(r.json(), "key", "swapped") == {
+        "key": "lock",
+        "swapped": True,
+    }, r
     error_of(cas(None, "b"), 409)  # not absent any more
     error_of(cas("zzz", "b"), 409)  # wrong expectation
     assert call("GET", b + kv("lock")).json()["value"] == "a", "a refused CAS changes nothing"
@@ -420,3 +437,76 @@ def test_large_value_linearizable_read(cluster: ProcCluster) -> None:
     r = call("GET", cluster.http(0) + kv("large"))
     assert r.status == 200, r
     assert r.json()["value"] == value.decode()
+
+
+# ------------------------------------------------------------------ the MVCC store (issue 13)
+
+
+def test_revisions_listing_and_cas_on_mod_revision(cluster: ProcCluster) -> None:
+    b = cluster.http(0)
+    r1 = call("PUT", b + kv("ls/a"), b"1").json()["revision"]
+    r2 = call("PUT", b + kv("ls/b"), b"2").json()["revision"]
+    call("PUT", b + kv("ls/c"), b"3")
+    call("PUT", b + kv("lt/x"), b"other prefix")
+    assert r2 > r1
+    got = call("GET", b + kv("ls/a")).json()
+    assert got["value"] == "1" and got["mod_revision"] == r1 and got["version"] == 1
+    assert got["revision"] >= r2
+    # A listing, a page at a time, at one revision.
+    page = call("GET", b + "/v1/kv?prefix=ls/&limit=2").json()
+    assert [k["key"] for k in page["kvs"]] == ["ls/a", "ls/b"] and page["more"]
+    call("PUT", b + kv("ls/bb"), b"late")  # after the first page: not in this listing
+    rest = call("GET", b + f"/v1/kv?prefix=ls/&limit=2&after={page['next']}"
+                f"&rev={page['revision']}").json()  # fmt: skip
+    assert [k["key"] for k in rest["kvs"]] == ["ls/c"] and not rest["more"]
+    assert [k["key"] for k in call("GET", b + "/v1/kv?prefix=ls/").json()["kvs"]] == [
+        "ls/a", "ls/b", "ls/bb", "ls/c"]  # fmt: skip
+    assert call("GET", b + f"/v1/kv/ls%2Fa?rev={r1 - 1}").status == 404  # before it existed
+    # CAS on mod_revision: only from the revision read.
+    body = json.dumps({"mod_revision": r1, "new": "2"}).encode()
+    ok = call("POST", b + "/v1/cas/ls%2Fa", body).json()
+    assert ok["swapped"] and ok["revision"] > r1
+    assert call("POST", b + "/v1/cas/ls%2Fa", body).status == 409  # r1 is not current any more
+    create = json.dumps({"mod_revision": 0, "new": "fresh"}).encode()
+    assert call("POST", b + "/v1/cas/ls%2Fnew", create).status == 200
+    assert call("POST", b + "/v1/cas/ls%2Fnew", create).status == 409
+
+
+def test_watch_as_server_sent_events(cluster: ProcCluster) -> None:
+    """An SSE stream from a past revision; a resume by Last-Event-ID re-sends
+    nothing seen and misses nothing."""
+    b = cluster.http(0)
+    start = call("PUT", b + kv("sse/a"), b"1").json()["revision"]
+    call("PUT", b + kv("sse/b"), b"2")
+    call("DELETE", b + kv("sse/a"))
+    call("PUT", b + kv("other"), b"x")
+
+    def read_events(n: int, headers: dict[str, str]) -> list[tuple[int, dict[str, Any]]]:
+        req = urllib.request.Request(
+            b + f"/v1/watch/sse%2F?prefix=true&rev={start}&prev_kv=true", headers=headers
+        )
+        out: list[tuple[int, dict[str, Any]]] = []
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.headers["Content-Type"].startswith("text/event-stream")
+            ev_id = 0
+            for raw in r:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("id: "):
+                    ev_id = int(line[4:])
+                elif line.startswith("data: "):
+                    out.append((ev_id, json.loads(line[6:])))
+                    if len(out) == n:
+                        return out
+        return out
+
+    evs = read_events(3, {})
+    assert [(e["type"], e["kv"]["key"]) for _, e in evs] == [
+        ("PUT", "sse/a"), ("PUT", "sse/b"), ("DELETE", "sse/a")]  # fmt: skip
+    assert evs[2][1]["prev_kv"]["value"] == "1" and evs[0][0] == start
+    # Resume after the second event: only the third (and a new one).
+    call("PUT", b + kv("sse/c"), b"3")
+    again = read_events(2, {"Last-Event-ID": str(evs[1][0])})
+    assert [(e["type"], e["kv"]["key"]) for _, e in again] == [
+        ("DELETE", "sse/a"),
+        ("PUT", "sse/c"),
+    ]

@@ -29,8 +29,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..aclient import AsyncClient, KVError, Unavailable, UnknownOutcome
+from .. import mvcc
+from ..aclient import AsyncClient, ClientError, KVError, Unavailable, UnknownOutcome
+from ..mvccclient import prefix_end
 from ..statemachine import NOSPACE, encode_op
+from ..types import Kind
 from .browser import BrowserGuard
 from .conn import fd_budget
 from .httpauth import HttpAuth
@@ -77,6 +80,20 @@ class _RateLimit(logging.Filter):
         record.exc_info = None
         record.exc_text = None
         return True
+
+
+_HTTP_ERRORS: dict[int, type[web.HTTPException]] = {
+    400: web.HTTPBadRequest,
+    404: web.HTTPNotFound,
+    409: web.HTTPConflict,
+    410: web.HTTPGone,
+    503: web.HTTPServiceUnavailable,
+    507: web.HTTPInsufficientStorage,
+}
+
+
+def _http_error(status: int, msg: str) -> web.HTTPException:
+    return _HTTP_ERRORS[status](text=json.dumps({"error": msg}), content_type="application/json")
 
 
 def _err(status: int, msg: str, **extra: Any) -> web.Response:
@@ -206,6 +223,8 @@ class HttpApi:
         app.add_routes(
             [
                 web.get("/", self.index),
+                web.get("/v1/kv", self.kv_list),
+                web.get("/v1/watch/{key}", self.watch),
                 web.get("/v1/kv/{key}", self.kv_get),
                 web.put("/v1/kv/{key}", self.kv_put),
                 web.delete("/v1/kv/{key}", self.kv_delete),
@@ -296,11 +315,150 @@ class HttpApi:
                 text=json.dumps({"error": str(e)}), content_type="application/json"
             ) from e
 
+    # The MVCC store's answers (issue 13): revisions in every answer, prefix
+    # listings, CAS on mod_revision, watches as Server-Sent Events.
+
+    @property
+    def mvcc(self) -> bool:
+        return not self.s.opts.state_machine
+
+    async def _mvcc(self, req: dict[str, Any], kind: Kind) -> dict[str, Any]:
+        try:
+            out = mvcc.decode_result(await self.client.request(kind, mvcc.encode(req)))
+        except UnknownOutcome as e:
+            raise web.HTTPServiceUnavailable(
+                text=json.dumps({"error": f"no quorum in time: {e}", "outcome": "unknown"}),
+                content_type="application/json",
+            ) from e
+        except (Unavailable, ClientError) as e:
+            raise web.HTTPServiceUnavailable(
+                text=json.dumps({"error": f"no quorum in time: {e}", "outcome": "not applied"}),
+                content_type="application/json",
+            ) from e
+        return self._mvcc_ok(out)
+
+    @staticmethod
+    def _mvcc_ok(out: dict[str, Any]) -> dict[str, Any]:
+        if out.get("ok"):
+            return out
+        msg = str(out.get("error"))
+        status = 507 if "space exceeded" in msg or NOSPACE in msg else 400
+        if "compacted" in msg or "future revision" in msg:
+            status = 410 if "compacted" in msg else 400
+        raise _http_error(status, msg)
+
+    def _local(self, req: dict[str, Any]) -> dict[str, Any]:
+        node = self.s.node
+        answer = node.read_local(mvcc.encode(req)) if node is not None else None
+        if answer is None:
+            raise _http_error(503, "this node holds no replica")
+        return self._mvcc_ok(mvcc.decode_result(answer))
+
+    @staticmethod
+    def _int_query(req: web.Request, name: str, default: int = 0) -> int:
+        try:
+            v = int(req.query.get(name, default))
+        except ValueError:
+            raise _http_error(400, f"{name} must be an integer") from None
+        if not 0 <= v < 1 << 62:
+            raise _http_error(400, f"{name} out of range")
+        return v
+
+    @staticmethod
+    def _kv_out(kv: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "key": kv["key"].decode("utf-8", "replace"),
+            "value": kv["value"].decode("utf-8", "replace"),
+            "create_revision": kv["create_revision"], "mod_revision": kv["mod_revision"],
+            "version": kv["version"], "lease": kv["lease"],
+        }  # fmt: skip
+
+    async def kv_list(self, req: web.Request) -> web.Response:
+        """``GET /v1/kv?prefix=P[&limit=N][&after=K][&rev=R][&stale=true]``: the
+        keys under P in order, a page at a time (``next``: pass it as ``after``,
+        and ``revision`` as ``rev``, for a consistent listing)."""
+        if not self.mvcc:
+            return _err(404, "listing needs the MVCC store (not --state-machine)")
+        prefix = req.query.get("prefix", "").encode()
+        limit = min(self._int_query(req, "limit", 1000) or 1000, 10_000)
+        after = req.query.get("after")
+        start = after.encode() + b"\0" if after else (prefix or b"\0")
+        if prefix and not start.startswith(prefix):
+            return _err(400, "after must be a key under the prefix")
+        end = prefix_end(prefix) if prefix else b"\0"
+        q = {"op": "range", "key": start, "range_end": end, "limit": limit,
+             "revision": self._int_query(req, "rev")}  # fmt: skip
+        stale = req.query.get("stale", "false").lower() in ("true", "1")
+        out = self._local(q) if stale else await self._mvcc(q, Kind.READ)
+        kvs = [self._kv_out(k) for k in out["kvs"]]
+        body: dict[str, Any] = {"kvs": kvs, "more": out["more"], "revision": out["revision"]}
+        if out["more"]:
+            body["next"] = kvs[-1]["key"]
+        return web.json_response(body)
+
+    async def watch(self, req: web.Request) -> web.StreamResponse:
+        """``GET /v1/watch/{key}[?prefix=true][&rev=N][&prev_kv=true]``: Server-Sent
+        Events from this node's replica, one per change (``id``: its revision;
+        a browser's EventSource resumes after the last one by ``Last-Event-ID``).
+        Events of one revision share its id; a resume from an id re-sends none."""
+        if not self.mvcc:
+            return _err(404, "watch needs the MVCC store (not --state-machine)")
+        key = self._key(req).encode()
+        prefix = req.query.get("prefix", "false").lower() in ("true", "1")
+        end = prefix_end(key) if prefix else b""
+        start = self._int_query(req, "rev")
+        last = req.headers.get("Last-Event-ID", "")
+        if last.isdigit():
+            start = int(last) + 1
+        if not start:
+            start = int(self._local({"op": "rev"})["revision"]) + 1
+        first = self._local(
+            {"op": "events", "start": start, "key": key, "range_end": end, "limit": 1}
+        )  # fmt: skip (checks the start: 410 if compacted)
+        del first
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await resp.prepare(req)
+        prev_kv = req.query.get("prev_kv", "false").lower() in ("true", "1")
+        quiet = 0.0
+        while True:
+            q = {"op": "events", "start": start, "key": key, "range_end": end,
+                 "prev_kv": prev_kv, "limit": 1000}  # fmt: skip
+            try:
+                out = self._local(q)
+            except web.HTTPException as e:
+                await resp.write(f"event: error\ndata: {e.text}\n\n".encode())
+                return resp
+            for ev in out["events"]:
+                doc = {"type": "PUT" if ev["type"] == 0 else "DELETE",
+                       "kv": self._kv_out(ev["kv"])}  # fmt: skip
+                if "prev_kv" in ev:
+                    doc["prev_kv"] = self._kv_out(ev["prev_kv"])
+                rev = ev["kv"]["mod_revision"]
+                await resp.write(f"id: {rev}\ndata: {json.dumps(doc)}\n\n".encode())
+            start = int(out["next"])
+            if out["events"]:
+                quiet = 0.0
+                continue
+            await asyncio.sleep(0.05)
+            quiet += 0.05
+            if quiet >= 15:  # a comment keeps proxies from closing an idle stream
+                quiet = 0.0
+                await resp.write(b": keepalive\n\n")
+
     async def kv_get(self, req: web.Request) -> web.Response:
         key = self._key(req)
         stale = req.query.get("stale", "false").lower()
         if stale not in ("true", "false", "1", "0"):
             return _err(400, "stale must be true or false")
+        if self.mvcc:
+            q = {"op": "range", "key": key.encode(), "revision": self._int_query(req, "rev")}
+            out = self._local(q) if stale in ("true", "1") else await self._mvcc(q, Kind.READ)
+            if not out["kvs"]:
+                return _err(404, f"no such key: {key}")
+            return web.json_response({**self._kv_out(out["kvs"][0]), "key": key,
+                                      "revision": out["revision"]})  # fmt: skip
         if stale in ("true", "1"):
             node = self.s.node
             answer = node.read_local(encode_op("get", key)) if node is not None else None
@@ -323,6 +481,9 @@ class HttpApi:
             value = raw.decode("utf-8")
         except UnicodeDecodeError:
             return _err(400, "value must be UTF-8 text")
+        if self.mvcc:
+            out = await self._mvcc({"op": "put", "key": key.encode(), "value": raw}, Kind.WRITE)
+            return web.json_response({"key": key, "ok": True, "revision": out["revision"]})
         await self._call(self.client.put(key, value), write=True)
         return web.json_response({"key": key, "ok": True})
 
@@ -344,6 +505,19 @@ class HttpApi:
         if not isinstance(body, dict):
             return _err(400, "body must be a JSON object")
         exp, new = body.get("expected"), body.get("new")
+        mod = body.get("mod_revision")
+        if mod is not None and self.mvcc:
+            # CAS on the key's mod_revision (0: the key must not exist).
+            if type(mod) is not int or mod < 0 or not isinstance(new, str):
+                return _err(400, "mod_revision must be an integer >= 0, new a string")
+            cmp = {"key": key.encode(), "target": mvcc.T_MOD, "result": mvcc.EQUAL,
+                   "mod_revision": mod}  # fmt: skip
+            put = {"op": "put", "key": key.encode(), "value": new.encode()}
+            txn = {"op": "txn", "compare": [cmp], "success": [put], "failure": []}
+            out = await self._mvcc(txn, Kind.WRITE)
+            if not out["succeeded"]:
+                return _err(409, f"compare-and-set failed: {key} is not at mod_revision {mod}")
+            return web.json_response({"key": key, "swapped": True, "revision": out["revision"]})
         if not (exp is None or isinstance(exp, str)) or not isinstance(new, str):
             return _err(400, "expected must be a string or null, new a string")
         ok = await self._call(self.client.cas(key, exp, new), write=True)

@@ -182,6 +182,12 @@ class HttpAuth:
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
+        if path == "/v1/kv" or path.startswith("/v1/watch/"):
+            # A listing (of its prefix) or a watch: reads.
+            key = request.query.get("prefix", "") if path == "/v1/kv" else ""
+            key = key or request.match_info.get("key", "")
+            self.who(request, key, False)
+            return await handler(request)
         if not (path.startswith("/v1/kv/") or path.startswith("/v1/cas/")):
             return await handler(request)
         key = request.match_info.get("key", "")
