@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: protos check chromium etcd-tools etcd-compat-table e2e e2e-on-paxos e2e-on-paxos-smoke e2e-campaign fuzz-campaign helm-lint wheelhouse images demo sim-demo test lint typecheck unit jepsen-slice jepsen sim-sweep bench bench-net bench-storage bench-recovery bench-flood clean
+.PHONY: protos check chromium etcd-tools etcd-compat-table e2e e2e-on-paxos e2e-on-paxos-smoke e2e-campaign fuzz-campaign helm-lint wheelhouse images demo sim-demo test lint typecheck unit jepsen-slice jepsen sim-sweep bench bench-net bench-storage bench-recovery bench-flood bench-etcd clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -136,7 +136,11 @@ bench-net: $(BENCH_STAMP)
 bench-flood: $(BENCH_STAMP)
 	$(BIN)/python bench/flood_bench.py $(BENCH_ARGS)
 
-bench: bench-net bench-storage bench-recovery bench-flood
+# etcd's v3 API: paxosrsm against etcd 3.4 (3 members each), the same gRPC client.
+bench-etcd: $(BENCH_STAMP) etcd-tools
+	$(BIN)/python bench/etcd_bench.py $(BENCH_ARGS)
+
+bench: bench-net bench-storage bench-recovery bench-flood bench-etcd
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

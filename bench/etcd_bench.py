@@ -1,0 +1,194 @@
+"""etcd's v3 API, paxosrsm against a real etcd 3.4, through the same client
+(issue 13): 3 members each on this machine, one run, ratios.
+
+    python bench/etcd_bench.py [--seconds 5] [--levels 1,16,64,256]
+
+Rows: Put throughput over gRPC at each concurrency; Range of one key
+(linearizable and serializable) at each concurrency; watch latency from a
+Put's answer to the watcher's event (p50, p99). The client is grpcio's
+asyncio client with the stubs of paxosrsm/etcdapi/pb (etcd's wire format),
+one channel per member, requests spread over them. Each figure is the median
+of --repeat runs; ratios are ours / etcd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from netcluster import ProcCluster, free_ports
+
+from paxosrsm.etcdapi.pb import rpc_pb2, rpc_pb2_grpc
+
+ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+
+
+class EtcdCluster:
+    """Three etcd 3.4 members on loopback, each with its own data directory."""
+
+    def __init__(self, root: Path) -> None:
+        ports = free_ports(6)
+        self.endpoints = [f"127.0.0.1:{ports[i]}" for i in range(3)]
+        peers = [f"http://127.0.0.1:{ports[3 + i]}" for i in range(3)]
+        initial = ",".join(f"e{i}={peers[i]}" for i in range(3))
+        self.procs = []
+        for i in range(3):
+            log = open(root / f"etcd{i}.log", "wb")  # noqa: SIM115
+            self.procs.append(subprocess.Popen(
+                [ETCD, "--name", f"e{i}", "--data-dir", str(root / f"etcd{i}"),
+                 "--listen-client-urls", f"http://{self.endpoints[i]}",
+                 "--advertise-client-urls", f"http://{self.endpoints[i]}",
+                 "--listen-peer-urls", peers[i], "--initial-advertise-peer-urls", peers[i],
+                 "--initial-cluster", initial, "--initial-cluster-state", "new"],
+                stdout=log, stderr=subprocess.STDOUT,
+            ))  # fmt: skip
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+
+async def wait_ready(endpoints: list[str]) -> None:
+    deadline = time.monotonic() + 60
+    for ep in endpoints:
+        async with grpc.aio.insecure_channel(ep) as ch:
+            kv = rpc_pb2_grpc.KVStub(ch)
+            while True:
+                try:
+                    await kv.Put(rpc_pb2.PutRequest(key=b"ready", value=b"1"), timeout=2)
+                    break
+                except grpc.aio.AioRpcError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+
+
+async def throughput(endpoints: list[str], level: int, seconds: float, op: str) -> float:
+    chans = [grpc.aio.insecure_channel(ep) for ep in endpoints]
+    stubs = [rpc_pb2_grpc.KVStub(c) for c in chans]
+    value = b"x" * 64
+    done = 0
+    stop = time.monotonic() + seconds
+
+    async def worker(w: int) -> None:
+        nonlocal done
+        kv = stubs[w % len(stubs)]
+        i = 0
+        while time.monotonic() < stop:
+            if op == "put":
+                await kv.Put(rpc_pb2.PutRequest(key=b"k%d-%d" % (w, i % 100), value=value))
+            else:
+                await kv.Range(rpc_pb2.RangeRequest(key=b"k0-0", serializable=op == "sread"))
+            i += 1
+            done += 1
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(worker(w) for w in range(level)))
+    rate = done / (time.monotonic() - t0)
+    for c in chans:
+        await c.close()
+    return rate
+
+
+async def watch_latency(endpoints: list[str], n: int) -> tuple[float, float]:
+    async with grpc.aio.insecure_channel(endpoints[1]) as wch, \
+            grpc.aio.insecure_channel(endpoints[0]) as pch:  # fmt: skip
+        watch = rpc_pb2_grpc.WatchStub(wch)
+        kv = rpc_pb2_grpc.KVStub(pch)
+        q: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def reqs() -> Any:
+            yield rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"wl"))
+            await asyncio.Event().wait()
+
+        stream = watch.Watch(reqs())
+
+        async def read() -> None:
+            async for r in stream:
+                for _ in r.events:
+                    q.put_nowait(time.monotonic())
+
+        reader = asyncio.get_running_loop().create_task(read())
+        await asyncio.sleep(0.5)
+        lat = []
+        for i in range(n):
+            await kv.Put(rpc_pb2.PutRequest(key=b"wl", value=b"%d" % i))
+            t_ack = time.monotonic()
+            t_ev = await asyncio.wait_for(q.get(), 10)
+            lat.append(max(0.0, t_ev - t_ack))
+            await asyncio.sleep(0.01)
+        reader.cancel()
+        stream.cancel()
+        lat.sort()
+        return statistics.median(lat) * 1000, lat[int(len(lat) * 0.99)] * 1000
+
+
+async def measure(endpoints: list[str], levels: list[int], seconds: float) -> dict[str, Any]:
+    await wait_ready(endpoints)
+    out: dict[str, Any] = {}
+    for op in ("put", "read", "sread"):
+        for lv in levels:
+            out[(op, lv)] = await throughput(endpoints, lv, seconds, op)
+    out["watch"] = await watch_latency(endpoints, 200)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--levels", default="1,16,64,256")
+    ap.add_argument("--repeat", type=int, default=1)
+    a = ap.parse_args()
+    levels = [int(x) for x in a.levels.split(",")]
+    results: dict[str, list[dict[str, Any]]] = {"etcd": [], "paxosrsm": []}
+    for _ in range(a.repeat):
+        for name in ("etcd", "paxosrsm"):
+            root = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+            if name == "etcd":
+                e = EtcdCluster(root)
+                try:
+                    results[name].append(asyncio.run(measure(e.endpoints, levels, a.seconds)))
+                finally:
+                    e.close()
+            else:
+                c = ProcCluster(root, 3).start_all()
+                try:
+                    c.wait_ready()
+                    eps = list(c.layout["grpc_peers"])
+                    results[name].append(asyncio.run(measure(eps, levels, a.seconds)))
+                finally:
+                    c.close()
+            shutil.rmtree(root, ignore_errors=True)
+
+    def med(name: str, k: Any) -> float:
+        return statistics.median(r[k] for r in results[name])
+
+    print(f"etcd v3 gRPC API, 3 members each, same client (grpcio asyncio), 64 B values, "
+          f"{a.seconds:g} s per figure, median of {a.repeat}; {os.cpu_count()} cores")  # fmt: skip
+    print(f"{'measure':34} {'paxosrsm':>10} {'etcd 3.4':>10} {'ratio':>6}")
+    names = {"put": "Put/s", "read": "Range/s (linearizable)", "sread": "Range/s (serializable)"}
+    for op in ("put", "read", "sread"):
+        for lv in levels:
+            ours, theirs = med("paxosrsm", (op, lv)), med("etcd", (op, lv))
+            print(f"{names[op] + f' at {lv}':34} {ours:10.0f} {theirs:10.0f} {ours / theirs:6.2f}")
+    for i, what in enumerate(("watch latency p50 (ms)", "watch latency p99 (ms)")):
+        ours = statistics.median(r["watch"][i] for r in results["paxosrsm"])
+        theirs = statistics.median(r["watch"][i] for r in results["etcd"])
+        print(f"{what:34} {ours:10.2f} {theirs:10.2f} {ours / max(theirs, 1e-9):6.2f}")
+
+
+if __name__ == "__main__":
+    main()
