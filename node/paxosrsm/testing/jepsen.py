@@ -50,10 +50,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import mvcc
 from ..aclient import AsyncClient, ClientError, KVError, Unavailable, UnknownOutcome
 from ..check.linearizability import Op, check_history
+from ..mvccclient import MVCCClient, prefix_end
 from ..net.auth import load_key
 from ..net.identity import node_key_path, write_node_keys
+from ..types import Kind
 
 NEMESES = ("none", "halves", "bridge", "ring", "isolate-leader", "kill", "pause", "wipe")
 PEER_PORT = 7000
@@ -243,6 +246,10 @@ class RunResult:
     linearizable: bool
     explanation: str = ""
     events: list[str] = field(default_factory=list)
+    #: The etcd-API workload (``api="etcd"``): the watch saw every change of
+    #: the store's log, in order, once, and nothing else (None: not run).
+    watch_ok: bool | None = None
+    watch_events: int = 0
 
 
 def _us(t: float) -> int:
@@ -252,8 +259,15 @@ def _us(t: float) -> int:
 class Workload:
     """Concurrent clients; every operation recorded for the checker."""
 
-    def __init__(self, c: Cluster, workers: int, keys: int, seed: int, prefix: str) -> None:
+    def __init__(
+        self, c: Cluster, workers: int, keys: int, seed: int, prefix: str, api: str = "kv"
+    ) -> None:
         self.c = c
+        #: "kv": the KV store's get/put/cas; "etcd": the MVCC store's
+        #: linearizable Range, Put, and a Txn compare-and-set (issue 13).
+        self.api = api
+        self.prefix = prefix
+        self.watched: list[tuple[int, str, str]] = []  # (revision, key, value) by the watch
         self.workers = workers
         self.keys = [f"{prefix}-k{i}" for i in range(keys)]
         self.rng = random.Random(seed)
@@ -280,16 +294,16 @@ class Workload:
             try:
                 if r < 0.4:
                     kind, arg = "get", ()
-                    res: Any = await client.get(key)
+                    res: Any = await self._get(client, key)
                 elif r < 0.8:
                     kind, arg = "put", (value,)
-                    await client.put(key, value)
+                    await self._put(client, key, value)
                     res = None
                 else:
                     recent = [o.arg[-1] for o in self.ops[-20:] if o.key == key and o.arg]
                     exp = self.rng.choice([None, *recent[-3:]])
                     kind, arg = "cas", (exp, value)
-                    res = await client.cas(key, exp, value)
+                    res = await self._cas(client, key, exp, value)
             except UnknownOutcome:
                 self.unknown += 1
                 self.ops.append(Op(w, kind, key, arg, _us(inv), None, None))
@@ -307,6 +321,52 @@ class Workload:
             self.ops.append(Op(w, kind, key, arg, _us(inv), _us(t), res))
             self.done_at.append(t)
 
+    async def _get(self, client: AsyncClient, key: str) -> str | None:
+        if self.api == "kv":
+            return await client.get(key)
+        out = await MVCCClient(client).range(key)
+        return out["kvs"][0]["value"].decode() if out["kvs"] else None
+
+    async def _put(self, client: AsyncClient, key: str, value: str) -> None:
+        if self.api == "kv":
+            await client.put(key, value)
+        else:
+            await MVCCClient(client).put(key, value)
+
+    async def _cas(self, client: AsyncClient, key: str, exp: str | None, value: str) -> bool:
+        if self.api == "kv":
+            return await client.cas(key, exp, value)
+        k = key.encode()
+        if exp is None:  # absent: version 0
+            cmp = {"key": k, "target": mvcc.T_VERSION, "result": mvcc.EQUAL, "version": 0}
+        else:
+            cmp = {"key": k, "target": mvcc.T_VALUE, "result": mvcc.EQUAL, "value": exp.encode()}
+        put = {"op": "put", "key": k, "value": value.encode()}
+        out = await MVCCClient(client).txn([cmp], [put])
+        return bool(out["succeeded"])
+
+    async def watcher(self, client: AsyncClient, start: int) -> None:
+        """One watch on the workload's keys from ``start``, through the faults
+        (it polls the leader, resuming from the last revision seen)."""
+        kv = MVCCClient(client)
+        while not self.stop:
+            try:
+                async for ev in kv.watch(self.prefix, prefix=True, start=start):
+                    rev = int(ev["kv"]["mod_revision"])
+                    value = ev["kv"]["value"].decode() if ev["type"] == 0 else ""
+                    self.watched.append((rev, ev["kv"]["key"].decode(), value))
+                    start = rev  # a revision's events come together; resume at it
+                    if self.stop:
+                        return
+            except ClientError:
+                await asyncio.sleep(0.1)
+                if self.watched:
+                    # Resume after the last whole revision seen.
+                    last = self.watched[-1][0]
+                    while self.watched and self.watched[-1][0] == last:
+                        self.watched.pop()
+                    start = last
+
     async def run(self, seconds: float, script: Any) -> None:
         clients = [
             await AsyncClient(
@@ -318,6 +378,12 @@ class Workload:
             tasks = [
                 asyncio.create_task(self.worker(w, cl)) for w, cl in enumerate(clients, start=1)
             ]
+            if self.api == "etcd":
+                kv = MVCCClient(clients[0])
+                self.watch_start = int(
+                    (await kv._call({"op": "rev"}, Kind.READ))["revision"]
+                ) + 1  # fmt: skip
+                tasks.append(asyncio.create_task(self.watcher(clients[0], self.watch_start)))
             await script()
             remaining = seconds - self.now()
             if remaining > 0:
@@ -403,11 +469,12 @@ async def run_one(
     workers: int = 8,
     seed: int = 0,
     baseline: float | None = None,
+    api: str = "kv",
 ) -> RunResult:
     rng = random.Random(seed)
     c.wait_ready()
     total = warm_s + fault_s + after_s
-    wl = Workload(c, workers, keys=4, seed=seed, prefix=f"{nemesis}-{seed}")
+    wl = Workload(c, workers, keys=4, seed=seed, prefix=f"{nemesis}-{seed}-{api}", api=api)
     mon = Monitor(c, wl.t0)
     events: list[str] = []
     window = (warm_s, warm_s + fault_s)
@@ -476,6 +543,10 @@ async def run_one(
         after = mon.leader_near(wl.now())
         changed = before is not None and after is not None and before != after
     res = check_history(wl.ops)
+    watch_ok: bool | None = None
+    watch_expl = ""
+    if api == "etcd":
+        watch_ok, watch_expl = await check_watch(c, wl)
     return RunResult(
         nemesis=nemesis,
         seconds=round(total, 1),
@@ -489,9 +560,52 @@ async def run_one(
         elections_per_min=round(elections * 60 / (hi - lo), 1),
         leader_changed_after_heal=changed,
         linearizable=res.ok,
-        explanation="" if res.ok else str(res.explanation)[:500],
+        explanation=("" if res.ok else str(res.explanation)[:500]) + watch_expl,
         events=events,
+        watch_ok=watch_ok,
+        watch_events=len(wl.watched),
     )
+
+
+async def check_watch(c: Cluster, wl: Workload) -> tuple[bool, str]:
+    """The watch's events against the store's change log read at the end
+    (a linearizable read of every event from the watch's start): the same
+    sequence, so none was missed, repeated, reordered or invented; and every
+    acknowledged put's value is among them."""
+    client = await AsyncClient(
+        [(c.nets.ip(i), PEER_PORT) for i in range(c.n)], c.key, timeout=5.0
+    ).connect()
+    try:
+        kv = MVCCClient(client)
+        log: list[tuple[int, str, str]] = []
+        start = wl.watch_start
+        pfx = wl.prefix.encode()
+        while True:
+            req = {"op": "events", "start": start, "key": pfx, "range_end": prefix_end(pfx),
+                   "limit": 1000}  # fmt: skip
+            out = await kv._call(req, Kind.READ)
+            for ev in out["events"]:
+                value = ev["kv"]["value"].decode() if ev["type"] == 0 else ""
+                log.append((int(ev["kv"]["mod_revision"]), ev["kv"]["key"].decode(), value))
+            if int(out["next"]) > int(out["revision"]):
+                break
+            start = int(out["next"])
+    finally:
+        await client.close()
+    seen = wl.watched
+    if seen != log[: len(seen)]:
+        i = next(i for i, (a, b) in enumerate(zip(seen, log, strict=False)) if a != b)
+        return False, f" watch differs from the log at event {i}: {seen[i]} vs {log[i]}"
+    if len(log) - len(seen) > 2_000:
+        return False, f" the watch fell behind by {len(log) - len(seen)} events"
+    acked = {(o.key, o.arg[0]) for o in wl.ops if o.kind == "put" and o.complete is not None}
+    missing = acked - {(k, v) for _r, k, v in log}
+    if missing:
+        return False, f" acknowledged puts not in the change log: {sorted(missing)[:5]}"
+    revs = [r for r, _k, _v in seen]
+    if revs != sorted(revs):
+        return False, " the watch's revisions go backwards"
+    return True, ""
 
 
 @contextlib.contextmanager
