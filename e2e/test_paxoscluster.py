@@ -59,6 +59,26 @@ def test_apply_becomes_available_and_serves(k8s: Any, namespace: str) -> None:
     for method, body_ in (("PUT", "evil"), ("GET", None), ("DELETE", None)):
         assert exec_http(k8s, namespace, "px-acceptor-2", method, url, body_, token=False)[0] == 401
     assert exec_http(k8s, namespace, "px-acceptor-2", "GET", url)[1]["value"] == "world"
+    # etcd's v3 API over gRPC through the client Service (issue 13), with the
+    # node image's own stubs: a Put and a Range with the admin token, and
+    # UNAUTHENTICATED without it.
+    from conftest import TOKEN_FILE
+    from kubernetes.stream import stream
+
+    code = (
+        "import grpc\nfrom paxosrsm.etcdapi.pb import rpc_pb2 as p, rpc_pb2_grpc as g\n"
+        "ch = grpc.insecure_channel('px:2379'); kv = g.KVStub(ch)\n"
+        f"md = [('authorization', 'Bearer ' + open({TOKEN_FILE!r}).read().strip())]\n"
+        "kv.Put(p.PutRequest(key=b'grpc', value=b'v'), metadata=md, timeout=20)\n"
+        "r = kv.Range(p.RangeRequest(key=b'grpc'), metadata=md, timeout=20)\n"
+        "print('VALUE', r.kvs[0].value.decode(), r.header.revision > 1)\n"
+        "try:\n kv.Put(p.PutRequest(key=b'grpc', value=b'evil'), timeout=20)\n"
+        "except grpc.RpcError as e:\n print('ANON', e.code().name)\n"
+    )
+    out = stream(k8s.client.CoreV1Api().connect_get_namespaced_pod_exec, "px-acceptor-1",
+                 namespace, command=["python3", "-c", code], container="node", stderr=True,
+                 stdin=False, stdout=True, tty=False)  # fmt: skip
+    assert "VALUE v True" in out and "ANON UNAUTHENTICATED" in out, out
     # The operator's actions are Events on the PaxosCluster.
     evs = (
         k8s.client.CoreV1Api()

@@ -207,8 +207,10 @@ def test_the_client_service_does_not_expose_the_peer_port(monkeypatch: pytest.Mo
     svc_ports = {(p["port"], p["protocol"]) for p in b.client_service(c)["spec"]["ports"]}
     assert (b.PEER_PORT, "UDP") not in svc_ports and (b.PEER_PORT, "TCP") not in svc_ports
     assert {(b.CLIENT_PORT, "UDP"), (b.CLIENT_PORT, "TCP"), (b.HTTP_PORT, "TCP")} <= svc_ports
+    assert (b.GRPC_PORT, "TCP") in svc_ports  # etcd's v3 API (issue 13)
     opts = from_sources(None, {**_pod_env(c), "PAXOS_KEY_FILE": "k"})
     assert opts.port == b.PEER_PORT and opts.client_port == b.CLIENT_PORT
+    assert opts.grpc_port == b.GRPC_PORT and opts.http_auth_file  # gRPC under the tokens
     np = b.network_policy(c)
     peer_rule, open_rule = np["spec"]["ingress"]
     assert peer_rule["from"] == [{"podSelector": {"matchLabels": b.labels("px")}}]
@@ -233,11 +235,15 @@ def test_each_member_gets_its_own_key_file_and_sees_no_other(tmp_path: Path) -> 
     sec = b.node_keys_secret(c, ckey, "i" * 64)
     assert sec["metadata"]["name"] == "px-node-keys"
     files = {k: base64.b64decode(v).decode() for k, v in sec["data"].items()}
-    assert sorted(files) == ["node-0", "node-1", "node-2", "node-3"]
+    # Every learner slot has its file and pairs already: scaling learners up
+    # changes no running member's file.
+    n = 3 + b.MAX_LEARNERS
+    assert sorted(files) == sorted(f"node-{i}" for i in range(n))
+    assert sum(len(v) for v in sec["data"].values()) < 512 << 10  # far below a Secret's 1 MiB
     rings = {int(k[5:]): auth.Keyring.parse(v) for k, v in files.items()}
     for i, r in rings.items():
         assert r.identity and r.primary == 2 and sorted(r.masters) == [1, 2]
-        assert sorted(r.pairs[2]) == [j for j in range(4) if j != i]
+        assert sorted(r.pairs[2]) == [j for j in range(n) if j != i]
     # Pair keys agree between the two ends, and differ between pairs.
     assert rings[0].key(2, auth.PEER, 3) == rings[3].key(2, auth.PEER, 0)
     assert rings[0].key(2, auth.PEER, 1) != rings[0].key(2, auth.PEER, 3)
@@ -287,6 +293,6 @@ def test_each_member_gets_its_own_key_file_and_sees_no_other(tmp_path: Path) -> 
     assert (key / "node.key").read_text() == files["node-0"]
     assert (key / "node.key").stat().st_ino != ino
     # No file for this member (the Secret not made yet): the init step fails.
-    env["HOSTNAME"] = "px-learner-7"
+    env["HOSTNAME"] = "px-learner-99"
     assert subprocess.run(["sh", "-c", script], env=env).returncode != 0
     assert "sleep 2" in b.key_sync_script(True) and "trap" in b.key_sync_script(True)

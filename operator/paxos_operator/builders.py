@@ -23,6 +23,8 @@ PEER_PORT = 7000
 #: The client Service exposes this one and HTTP, never the peer port.
 CLIENT_PORT = 7001
 HTTP_PORT = 8080
+#: etcd's v3 API over gRPC (issue 13): etcd's own client port number.
+GRPC_PORT = 2379
 DATA_DIR = "/var/lib/paxosrsm"
 KEY_DIR = "/etc/paxosrsm/key"
 #: Where the key-sync containers see every node's key file; the node
@@ -194,6 +196,7 @@ def headless_service(cr: Obj) -> Obj:
                 {"name": "client-udp", "port": CLIENT_PORT, "protocol": "UDP"},
                 {"name": "client-tcp", "port": CLIENT_PORT, "protocol": "TCP"},
                 {"name": "http", "port": HTTP_PORT, "protocol": "TCP"},
+                {"name": "etcd-grpc", "port": GRPC_PORT, "protocol": "TCP"},
             ],
         },
     }
@@ -213,6 +216,13 @@ def client_service(cr: Obj) -> Obj:
                 {"name": "http", "port": HTTP_PORT, "targetPort": HTTP_PORT, "protocol": "TCP"},
                 {"name": "client-udp", "port": CLIENT_PORT, "protocol": "UDP"},
                 {"name": "client-tcp", "port": CLIENT_PORT, "protocol": "TCP"},
+                # etcd's v3 API: etcdctl and etcd clients, under the same tokens.
+                {
+                    "name": "etcd-grpc",
+                    "port": GRPC_PORT,
+                    "targetPort": GRPC_PORT,
+                    "protocol": "TCP",
+                },
             ],
         },
     }
@@ -244,8 +254,12 @@ def identity_secret(cr: Obj, secret_hex: str) -> Obj:
 
 
 def member_ids(cr: Obj) -> list[int]:
+    """Every id a member may have: the acceptors and every learner slot. The
+    key files hold pair keys for learners not yet there, so that scaling
+    learners up needs no change to the running members' files (which a
+    Secret volume takes up to a minute or two to bring)."""
     s = spec_with_defaults(cr["spec"])
-    return list(range(s["acceptors"] + s["learners"]))
+    return list(range(s["acceptors"] + MAX_LEARNERS))
 
 
 def node_keys_secret(cr: Obj, cluster_key: str, identity_secret: str) -> Obj:
@@ -369,6 +383,7 @@ def statefulset(cr: Obj, role: str) -> Obj:
             {"name": "PAXOS_PORT", "value": str(PEER_PORT)},
             {"name": "PAXOS_CLIENT_PORT_OFFSET", "value": str(CLIENT_PORT - PEER_PORT)},
             {"name": "PAXOS_HTTP_PORT", "value": str(HTTP_PORT)},
+            {"name": "PAXOS_GRPC_PORT", "value": str(GRPC_PORT)},
             # Never anonymous in Kubernetes: every pod can reach this port.
             {"name": "PAXOS_HTTP_LISTEN", "value": "0.0.0.0"},
             {"name": "PAXOS_HTTP_AUTH_FILE", "value": f"{HTTP_AUTH_DIR}/tokens"},
@@ -379,6 +394,7 @@ def statefulset(cr: Obj, role: str) -> Obj:
             {"name": "client-udp", "containerPort": CLIENT_PORT, "protocol": "UDP"},
             {"name": "client-tcp", "containerPort": CLIENT_PORT, "protocol": "TCP"},
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "etcd-grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
         ],
         "readinessProbe": {
             "httpGet": {"path": "/readyz", "port": HTTP_PORT},
@@ -533,6 +549,7 @@ def network_policy(cr: Obj) -> Obj:
                         {"port": CLIENT_PORT, "protocol": "UDP"},
                         {"port": CLIENT_PORT, "protocol": "TCP"},
                         {"port": HTTP_PORT, "protocol": "TCP"},
+                        {"port": GRPC_PORT, "protocol": "TCP"},
                     ]
                 },
             ],
