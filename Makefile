@@ -100,9 +100,11 @@ helm-lint: $(HELM_VENV)/.installed
 # the counts, the time per surface and every refusal counter. CI runs the
 # 100,000-input slice in the unit suite.
 FUZZ_EACH ?= 1000000
+GRPC_FUZZ_EACH ?= 100000
 fuzz-campaign: $(STAMP)
 	FUZZ_UDP=$(FUZZ_EACH) FUZZ_TCP=$(FUZZ_EACH) FUZZ_HTTP=$(FUZZ_EACH) \
 	  $(BIN)/pytest -q -s -p no:xdist tests/test_wire_fuzz.py
+	GRPC_FUZZ=$(GRPC_FUZZ_EACH) $(BIN)/pytest -q -s -p no:xdist tests/test_grpc_fuzz.py
 
 # At least 20,000 seeds of the deterministic simulator with every fault; it
 # prints the simulated time covered.
