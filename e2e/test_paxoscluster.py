@@ -124,7 +124,8 @@ def test_the_operator_rotates_the_cluster_key_under_load(k8s: Any, namespace: st
         code, st = exec_http(k8s, namespace, f"rot-acceptor-{i}",
                              "GET", "http://127.0.0.1:8080/v1/status")  # fmt: skip
         assert code == 200 and st["identity"] is True, st
-        assert st["pair_peers"] == [j for j in range(3) if j != i], st
+        # Pair keys with the other acceptors and every learner slot (32).
+        assert st["pair_peers"] == [j for j in range(3 + 32) if j != i], st
         seen = stream(core.connect_get_namespaced_pod_exec, f"rot-acceptor-{i}", namespace,
                       command=["sh", "-c", "ls -A /etc/paxosrsm /etc/paxosrsm/key; "
                                "ls /var/run/secrets/kubernetes.io 2>&1 | head -1"],
