@@ -254,6 +254,8 @@ class MVCCStore:
         start = max(1, _int(req, "start"))
         key, end = _bytes(req, "key"), _bytes(req, "range_end")
         limit = max(1, min(_int(req, "limit", 1000), 10_000))
+        max_bytes = _int(req, "max_bytes", 1 << 62)
+        size = 0
         prev_kv = _bool(req, "prev_kv")
         if start < self.compact_rev:
             raise MVCCError(ERR_COMPACTED, "OUT_OF_RANGE")
@@ -265,7 +267,7 @@ class MVCCStore:
         scanned = 0
         while i < n:
             rev, k = ch[i]
-            if (len(out) >= limit or scanned >= 50_000) and rev != last:
+            if (len(out) >= limit or scanned >= 50_000 or size >= max_bytes) and rev != last:
                 break  # at a revision's boundary: the next call goes on from it
             scanned += 1
             i += 1
@@ -286,6 +288,8 @@ class MVCCStore:
                                         "version": 0, "value": b"", "lease": 0}}  # fmt: skip
             if prev_kv and j > 0 and h[j - 1].version:
                 ev["prev_kv"] = kv_dict(k, h[j - 1])
+                size += len(h[j - 1].value)
+            size += len(k) + len(v.value) + 32
             out.append(ev)
         nxt = self.rev + 1 if i >= n else last + 1
         return {"events": out, "next": nxt, "revision": self.rev}

@@ -361,6 +361,94 @@ class EtcdApi:
 #: buffered without bound).
 MAX_WATCHES_PER_STREAM = 1_000
 STREAM_QUEUE = 64
+#: Bytes of responses one stream may have waiting, and the most event bytes
+#: one response carries (a revision's events stay in one response).
+STREAM_BYTES = 1 << 20
+RESPONSE_BYTES = 256 << 10
+#: A stream whose reader takes nothing for this long, with its queue full,
+#: is a slow watcher: cancelled (RESOURCE_EXHAUSTED), as etcd cancels them.
+SLOW_AFTER = 10.0
+
+
+class SlowWatcher(Exception):
+    pass
+
+
+class Outbox:
+    """One watch stream's responses waiting to be sent: bounded in count and
+    in bytes; a producer waits for room, and gives up (``SlowWatcher``, the
+    stream is cancelled) when the reader has taken nothing for ``SLOW_AFTER``."""
+
+    def __init__(self, on_slow: Any = None) -> None:
+        self.items: list[tuple[Any, int]] = []
+        self.bytes = 0
+        self.cond = asyncio.Condition()
+        self.closed = False
+        #: Called once when the stream is found slow (and so cancelled).
+        self.on_slow = on_slow
+
+    def _slow(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.on_slow is not None:
+                self.on_slow()
+        self.cond.notify_all()
+
+    def _room(self, size: int) -> bool:
+        return (
+            self.closed
+            or not self.items
+            or (len(self.items) < STREAM_QUEUE and self.bytes + size <= STREAM_BYTES)
+        )
+
+    async def put(self, resp: Any) -> None:
+        size = resp.ByteSize() if resp is not None else 0
+        async with self.cond:
+            try:
+                await asyncio.wait_for(self.cond.wait_for(lambda: self._room(size)), SLOW_AFTER)
+            except TimeoutError:
+                self._slow()
+            if self.closed:
+                raise SlowWatcher(f"no response taken for {SLOW_AFTER:g} s with the queue full")
+            self.items.append((resp, size))
+            self.bytes += size
+            self.cond.notify_all()
+
+    async def produce(self, make: Any) -> None:
+        """Once there is room for a response, ``make()`` (synchronous) the
+        responses and queue them: a stream holds at most its bound plus one
+        ``make``'s worth (``RESPONSE_BYTES`` of events, a revision whole)."""
+        async with self.cond:
+            try:
+                await asyncio.wait_for(
+                    self.cond.wait_for(lambda: self._room(RESPONSE_BYTES)), SLOW_AFTER
+                )
+            except TimeoutError:
+                self._slow()
+            if self.closed:
+                raise SlowWatcher(f"no response taken for {SLOW_AFTER:g} s with the queue full")
+            for resp in make():
+                size = resp.ByteSize()
+                self.items.append((resp, size))
+                self.bytes += size
+            self.cond.notify_all()
+
+    async def get(self) -> Any:
+        async with self.cond:
+            await self.cond.wait_for(lambda: bool(self.items) or self.closed)
+            if not self.items:
+                raise SlowWatcher("cancelled")
+            resp, size = self.items.pop(0)
+            self.bytes -= size
+            self.cond.notify_all()
+            return resp
+
+    async def close(self) -> None:
+        async with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+
 #: How often the leader looks for expired leases.
 LEASE_CHECK_EVERY = 0.5
 #: A watch with progress_notify gets an empty response after this long
@@ -586,6 +674,12 @@ def event_msg(e: dict[str, Any]) -> Any:
     return ev
 
 
+async def _quiet(coro: Any) -> None:
+    """A watch task: ends quietly when its stream was cancelled as slow."""
+    with contextlib.suppress(SlowWatcher):
+        await coro
+
+
 class _Watch:
     """etcd's Watch: one bidirectional stream carries many watches. Events
     come from this node's replica (any node serves watches, learners too),
@@ -598,48 +692,62 @@ class _Watch:
     async def Watch(self, request_iterator: Any, context: Any) -> Any:
         api = self.api
         api.hub.start()
-        out: asyncio.Queue[Any] = asyncio.Queue(STREAM_QUEUE)
+
+        def slow() -> None:
+            # The watches stop; the reader gets RESOURCE_EXHAUSTED after
+            # what is queued (a reader that never reads holds only that).
+            api.s._bad("grpc_slow_watcher", f"gRPC {context.peer()}: watch stream cancelled")
+
+        out = Outbox(slow)
         watches: dict[int, asyncio.Task[None]] = {}
         next_id = 0
 
         async def watch(wid: int, c: Any, start: int) -> None:
-            req = {"op": "range", "key": c.key, "range_end": c.range_end}
             no_put = rpc_pb2.WatchCreateRequest.NOPUT in c.filters
             no_del = rpc_pb2.WatchCreateRequest.NODELETE in c.filters
             quiet_since = asyncio.get_running_loop().time()
-            while True:
-                await api.hub.wait_past(start, PROGRESS_EVERY)
-                q = {"op": "events", "start": start, "prev_kv": c.prev_kv, "limit": 1000}
-                q.update(key=req["key"], range_end=req["range_end"])
+            state = {"start": start, "quiet": quiet_since, "done": False, "retry": False}
+
+            def step() -> list[Any]:
+                """Read the next events from the replica and make their
+                responses (synchronous: run with room in the outbox, so a
+                blocked watch holds no events; it reads them again later)."""
+                q = {"op": "events", "start": state["start"], "prev_kv": c.prev_kv,
+                     "limit": 1000, "max_bytes": RESPONSE_BYTES}  # fmt: skip
+                q.update(key=c.key, range_end=c.range_end)
                 try:
                     got = api.hub.local(q)
                 except _Abort:
-                    await asyncio.sleep(0.1)
-                    continue
+                    state["retry"] = True
+                    return []
                 if not got.get("ok"):
                     compact = int(api.hub.local({"op": "rev"}).get("compact_revision", 0))
-                    await out.put(rpc_pb2.WatchResponse(
+                    state["done"] = True
+                    return [rpc_pb2.WatchResponse(
                         header=api.header(api.hub.rev), watch_id=wid, canceled=True,
                         compact_revision=compact, cancel_reason=str(got.get("error")),
-                    ))  # fmt: skip
-                    return
+                    )]  # fmt: skip
                 evs = [
-                    e for e in got["events"]
+                    event_msg(e) for e in got["events"]
                     if not (no_put and e["type"] == 0) and not (no_del and e["type"] == 1)
                 ]  # fmt: skip
-                start = int(got["next"])
+                state["start"] = int(got["next"])
                 now = asyncio.get_running_loop().time()
+                head = api.header(int(got["revision"]))
                 if evs:
-                    quiet_since = now
-                    await out.put(rpc_pb2.WatchResponse(
-                        header=api.header(int(got["revision"])), watch_id=wid,
-                        events=[event_msg(e) for e in evs],
-                    ))  # fmt: skip
-                elif c.progress_notify and now - quiet_since >= PROGRESS_EVERY:
-                    quiet_since = now
-                    await out.put(rpc_pb2.WatchResponse(
-                        header=api.header(int(got["revision"])), watch_id=wid
-                    ))  # fmt: skip
+                    state["quiet"] = now
+                    return [rpc_pb2.WatchResponse(header=head, watch_id=wid, events=evs)]
+                if c.progress_notify and now - state["quiet"] >= PROGRESS_EVERY:
+                    state["quiet"] = now
+                    return [rpc_pb2.WatchResponse(header=head, watch_id=wid)]
+                return []
+
+            while not state["done"]:
+                await api.hub.wait_past(int(state["start"]), PROGRESS_EVERY)
+                await out.produce(step)
+                if state["retry"]:
+                    state["retry"] = False
+                    await asyncio.sleep(0.1)
 
         async def read() -> None:
             nonlocal next_id
@@ -673,7 +781,9 @@ class _Watch:
                     await out.put(rpc_pb2.WatchResponse(
                         header=api.header(api.hub.rev), watch_id=wid, created=True
                     ))  # fmt: skip
-                    watches[wid] = asyncio.get_running_loop().create_task(watch(wid, c, start))
+                    watches[wid] = asyncio.get_running_loop().create_task(
+                        _quiet(watch(wid, c, start))
+                    )
                 elif which == "cancel_request":
                     wid = r.cancel_request.watch_id
                     t = watches.pop(wid, None)
@@ -691,11 +801,19 @@ class _Watch:
         reader = asyncio.get_running_loop().create_task(read())
         try:
             while True:
-                resp = await out.get()
+                try:
+                    resp = await out.get()
+                except SlowWatcher:
+                    await context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        "etcdserver: slow watcher: responses not read in time",
+                    )
+                    return
                 if resp is None:
                     return
                 yield resp
         finally:
+            out.closed = True  # (no await in a finally of a cancelled generator)
             reader.cancel()
             for t in watches.values():
                 t.cancel()

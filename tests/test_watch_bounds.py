@@ -1,0 +1,121 @@
+"""Watches cost bounded memory (issue 13): many watchers on one prefix, half
+of whose streams are never read, while values are written as fast as the
+cluster takes them. The node that serves them keeps its memory within a
+bound (what a slow stream can hold is 64 responses and gRPC's flow-control
+window; its watches read from the history, not from a buffer), and the
+readers get every event once, in order. The streams never read are
+cancelled as slow watchers (RESOURCE_EXHAUSTED), as etcd does."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import grpc
+from netcluster import ProcCluster
+
+from paxosrsm.etcdapi.pb import rpc_pb2, rpc_pb2_grpc
+
+STREAMS, PER_STREAM, WRITES, VALUE = 10, 20, 1500, 2048
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_slow_watchers_cost_bounded_memory(tmp_path: Path) -> None:
+    c = ProcCluster(tmp_path / "c", 3).start_all()
+    try:
+        c.wait_ready()
+        pid = c.procs[0].pid
+        ep0 = c.layout["grpc_peers"][0]
+
+        async def go() -> tuple[float, float, list[list[int]]]:
+            base = rss_mb(pid)
+            peak = base
+            got: list[list[int]] = [[] for _ in range(STREAMS * PER_STREAM // 2)]
+            chans = [grpc.aio.insecure_channel(ep0) for _ in range(STREAMS)]
+            calls = []
+            ready = asyncio.Event()
+
+            def reqs() -> object:
+                async def gen() -> object:
+                    for _ in range(PER_STREAM):
+                        yield rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(
+                            key=b"wb/", range_end=b"wb0"))  # fmt: skip
+                    await asyncio.Event().wait()
+
+                return gen()
+
+            async def reader(s: int, call: object) -> None:
+                created = 0
+                async for r in call:  # type: ignore[attr-defined]
+                    if r.created:
+                        created += 1
+                        if created == PER_STREAM and s == 0:
+                            ready.set()
+                        continue
+                    idx = s * PER_STREAM + r.watch_id
+                    got[idx].extend(e.kv.mod_revision for e in r.events)
+                    if all(len(g) >= WRITES for g in got[s * PER_STREAM : (s + 1) * PER_STREAM]):
+                        return
+
+            tasks = []
+            for s, ch in enumerate(chans):
+                call = rpc_pb2_grpc.WatchStub(ch).Watch(reqs())
+                calls.append(call)
+                if s < STREAMS // 2:
+                    tasks.append(asyncio.create_task(reader(s, call)))
+                # the other half: never read
+            await asyncio.wait_for(ready.wait(), 30)
+            await asyncio.sleep(1.0)
+            wch = grpc.aio.insecure_channel(c.layout["grpc_peers"][1])
+            kv = rpc_pb2_grpc.KVStub(wch)
+            value = os.urandom(VALUE)
+            sem = asyncio.Semaphore(32)
+
+            async def put(i: int) -> None:
+                async with sem:
+                    await kv.Put(rpc_pb2.PutRequest(key=b"wb/%d" % (i % 50), value=value))
+
+            async def sample() -> None:
+                nonlocal peak
+                while True:
+                    peak = max(peak, rss_mb(pid))
+                    await asyncio.sleep(0.2)
+
+            sampler = asyncio.create_task(sample())
+            await asyncio.gather(*(put(i) for i in range(WRITES)))
+            await asyncio.wait_for(asyncio.gather(*tasks), 120)
+            sampler.cancel()
+            peak = max(peak, rss_mb(pid))
+            # The never-read streams are slow watchers: cancelled after 10 s.
+            for _ in range(100):
+                st = c.status(0) or {}
+                if st.get("counters", {}).get("dropped_grpc_slow_watcher", 0) >= STREAMS // 2:
+                    break
+                await asyncio.sleep(0.3)
+            else:
+                raise AssertionError(f"slow watchers not cancelled: {st.get('counters')}")
+            for call in calls:
+                call.cancel()
+            for ch in [*chans, wch]:
+                await ch.close()
+            return base, peak, got
+
+        base, peak, got = asyncio.run(go())
+        n = STREAMS * PER_STREAM
+        print(f"{n} watchers ({STREAMS // 2} streams never read), {WRITES} writes of "
+              f"{VALUE} B: node RSS {base:.0f} -> peak {peak:.0f} MB")  # fmt: skip
+        for g in got:
+            assert len(g) == WRITES and g == sorted(g) and len(set(g)) == WRITES
+        # What the never-read streams could pin without a bound: every event
+        # for each of their 100 watches, 100 x 1,500 x 2 KiB = 300 MB.
+        assert peak - base < 120, (base, peak)
+        assert all(c.alive(i) for i in range(3))
+    finally:
+        c.close()
