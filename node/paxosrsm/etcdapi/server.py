@@ -449,6 +449,9 @@ class Outbox:
             self.cond.notify_all()
 
 
+#: How often the watch hub polls the replica's revision while watches wait
+#: (a cheap local read; 20 times slower with none).
+HUB_POLL = 0.002
 #: How often the leader looks for expired leases.
 LEASE_CHECK_EVERY = 0.5
 #: A watch with progress_notify gets an empty response after this long
@@ -458,11 +461,13 @@ PROGRESS_EVERY = 600.0
 
 class WatchHub:
     """Wakes the watches when this node's replica applies a new revision
-    (polled every 10 ms from the replica: one cheap query for all watches)."""
+    (polled every 2 ms from the replica while watches wait: one cheap query
+    for all watches)."""
 
     def __init__(self, api: EtcdApi) -> None:
         self.api = api
         self.rev = 0
+        self.waiting = 0  # watches waiting for a revision
         self.changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
@@ -485,7 +490,7 @@ class WatchHub:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(HUB_POLL if self.waiting else 0.05)
             try:
                 rev = int(self.local({"op": "rev"}).get("revision", 0))
             except _Abort:
@@ -499,12 +504,16 @@ class WatchHub:
         """Until the replica holds revision ``rev``, or ``timeout``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.rev < rev:
-            left = deadline - loop.time()
-            if left <= 0:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), left)
+        self.waiting += 1
+        try:
+            while self.rev < rev:
+                left = deadline - loop.time()
+                if left <= 0:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.changed.wait(), left)
+        finally:
+            self.waiting -= 1
 
 
 class _Abort(Exception):
