@@ -55,9 +55,11 @@ class ProcCluster:
         learners: int = 0,
         extra: list[str] | None = None,
         node_keys: bool = True,
+        grpc: bool = True,
     ) -> None:
         """``node_keys``: each node its own key file (``net/identity.py``);
-        without, every node runs the shared ``cluster.key``."""
+        without, every node runs the shared ``cluster.key``. ``grpc``: etcd's
+        v3 API on every node (``grpc_peers``)."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         n = replicas + learners
@@ -66,8 +68,9 @@ class ProcCluster:
         self.layout["acceptors"] = [f"127.0.0.1:{ports[i]}" for i in range(replicas)]
         self.layout["learners"] = [f"127.0.0.1:{ports[replicas + i]}" for i in range(learners)]
         self.layout["http_peers"] = [f"127.0.0.1:{ports[n + i]}" for i in range(n)]
-        # etcd's v3 API on every node (issue 13)
-        self.layout["grpc_peers"] = [f"127.0.0.1:{ports[2 * n + i]}" for i in range(n)]
+        # etcd's v3 API on every node (issue 13; not with a --state-machine of one's own)
+        if grpc:
+            self.layout["grpc_peers"] = [f"127.0.0.1:{ports[2 * n + i]}" for i in range(n)]
         (self.root / "cluster.key").write_text(os.urandom(24).hex())
         if node_keys:
             write_node_keys(self.root, range(n))  # each node its own identity
