@@ -531,8 +531,10 @@ def test_clients_and_peers_on_separate_ports(tmp_path: Path) -> None:
         with pytest.raises(Exception):  # noqa: B017 - a timeout of the client library
             asyncio.run(kv(list(c.addrs), timeout=1.5))  # the peer ports: refused
         sock = so.socket(so.AF_INET, so.SOCK_DGRAM)
-        node7 = auth.Sealer(c.key, auth.ORIGIN_NODE, 7, time.time_ns())
-        sock.sendto(node7.seal(b"\x90", auth.ORIGIN_NODE, 0), clients[0])
+        # An authentic node datagram (node 1's own key file) on node 0's client port.
+        node1 = auth.Sealer(auth.load_key(c.root / "keys" / "node-1.key"), auth.ORIGIN_NODE, 1,
+                            time.time_ns())  # fmt: skip
+        sock.sendto(node1.seal(b"\x90", auth.ORIGIN_NODE, 0), clients[0])
 
         async def client_hello_on_peer_port() -> bytes:
             r, w = await asyncio.open_connection(*c.addrs[0])
