@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -403,3 +404,37 @@ def test_tokens_guard_the_etcd_api(tmp_path: Path) -> None:
             assert json.loads(r.read())["kvs"][0]["value"] == "MQ=="
     finally:
         c.close()
+
+
+def test_paxosctl_txn_reads_and_prints_as_etcdctl(both: tuple[str, str], tmp_path: Path) -> None:
+    """``paxosctl txn`` (paxosrsm's own client protocol) takes etcdctl's
+    input and prints what ``etcdctl txn`` prints against etcd."""
+    import yaml
+
+    etcd, ours = both
+    ours_cluster = None
+    for p in Path(tmp_path).parent.parent.rglob("paxos*/cluster.yaml"):
+        lay = yaml.safe_load(p.read_text())
+        if ",".join(lay.get("grpc_peers", [])) == ours:
+            ours_cluster = p
+    assert ours_cluster is not None
+    scripts = [
+        'value("tx") = "x"\n\nput tx 1\n\nput tx 2\nget tx\n\n',
+        'value("tx") = "2"\nversion("tx") = "1"\n\nget tx\ndel tx\n\nput tx 3\n\n',
+        'create("tx") = "0"\n\nput tx fresh\nget tx\n\n\n',
+        'mod("tx") > "1000000"\n\n\nget tx\n\n',
+    ]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    for script in scripts:
+        want = run(etcd, "txn", stdin=script)
+        got = subprocess.run(
+            [sys.executable, "-m", "paxosrsm.ctl", "-c", str(ours_cluster), "txn"],
+            input=script, capture_output=True, text=True, timeout=30, env=env,
+        )  # fmt: skip
+        assert got.returncode == want.returncode == 0, (got.stderr, want.stderr)
+        assert got.stdout == want.stdout, (script, got.stdout, want.stdout)
+    bad = subprocess.run(
+        [sys.executable, "-m", "paxosrsm.ctl", "-c", str(ours_cluster), "txn"],
+        input='value(tx) == "x"\n\n\n\n', capture_output=True, text=True, timeout=30, env=env,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "not a compare" in bad.stderr

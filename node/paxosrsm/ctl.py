@@ -4,6 +4,7 @@
     paxosctl put KEY VALUE|- [--lease ID] | get KEY [--stale] [--prefix] [--rev N] [--limit N]
              [-w simple|json|table] | delete KEY | cas KEY EXPECTED NEW
     paxosctl watch KEY [--prefix] [--rev N] [--prev-kv] [-w json]
+    paxosctl txn < FILE           (etcdctl's form: compares, blank line, then-ops, blank, else-ops)
     paxosctl lease grant TTL | revoke ID | keepalive ID [--once] | timetolive ID
     paxosctl --version
     paxosctl status
@@ -22,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import secrets
 import signal
 import ssl
@@ -35,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from . import mvcc
 from .aclient import AsyncClient, ClientError, KVError, Unavailable, UnknownOutcome
 from .mvccclient import MVCCClient
 from .net.auth import load_key
@@ -220,10 +223,83 @@ def _print_range(out: dict[str, Any], how: str, single: bool) -> None:
             print(_text(kv["value"]))
 
 
+_CMP = re.compile(
+    r'^(value|version|create|mod|lease)\("((?:[^"\\]|\\.)*)"\)\s*(=|!=|<|>)\s*"((?:[^"\\]|\\.)*)"$'
+)
+_TARGETS = {"version": mvcc.T_VERSION, "create": mvcc.T_CREATE, "mod": mvcc.T_MOD,
+            "value": mvcc.T_VALUE, "lease": mvcc.T_LEASE}  # fmt: skip
+_RESULTS = {"=": mvcc.EQUAL, "!=": mvcc.NOT_EQUAL, "<": mvcc.LESS, ">": mvcc.GREATER}
+_INT_FIELD = {"version": "version", "create": "create_revision", "mod": "mod_revision",
+              "lease": "lease"}  # fmt: skip
+
+
+def parse_txn(text: str) -> dict[str, Any]:
+    """etcdctl's interactive txn form: compare lines (``mod("k") > "3"``), a
+    blank line, the success ops (``put k v``, ``get k``, ``del k``), a blank
+    line, the failure ops."""
+    parts: list[list[str]] = [[], [], []]
+    i = 0
+    for line in text.splitlines():
+        if not line.strip():
+            i += 1
+            if i > 2:
+                break
+            continue
+        parts[i].append(line.strip())
+    compare = []
+    for line in parts[0]:
+        m = _CMP.match(line)
+        if m is None:
+            raise UsageError(f'not a compare: {line!r} (want e.g. value("k") = "v")')
+        target, key, rel, want = m.groups()
+        cmp: dict[str, Any] = {"key": key.encode(), "target": _TARGETS[target],
+                               "result": _RESULTS[rel]}  # fmt: skip
+        if target == "value":
+            cmp["value"] = want.encode()
+        else:
+            try:
+                cmp[_INT_FIELD[target]] = int(want, 16) if target == "lease" else int(want)
+            except ValueError:
+                raise UsageError(f"{target} compares with a number: {line!r}") from None
+        compare.append(cmp)
+
+    def op(line: str) -> dict[str, Any]:
+        w = line.split(None, 2)
+        if w[0] == "put" and len(w) == 3:
+            return {"op": "put", "key": w[1].encode(), "value": w[2].encode()}
+        if w[0] == "get" and len(w) == 2:
+            return {"op": "range", "key": w[1].encode()}
+        if w[0] == "del" and len(w) == 2:
+            return {"op": "delete_range", "key": w[1].encode()}
+        raise UsageError(f"not an op: {line!r} (put KEY VALUE, get KEY, del KEY)")
+
+    return {"compare": compare, "success": [op(x) for x in parts[1]],
+            "failure": [op(x) for x in parts[2]]}  # fmt: skip
+
+
+def print_txn(out: dict[str, Any]) -> None:
+    """As etcdctl prints a txn's answer."""
+    print("SUCCESS" if out["succeeded"] else "FAILURE")
+    for r in out["responses"]:
+        print()
+        if r["op"] == "put":
+            print("OK")
+        elif r["op"] == "delete_range":
+            print(r["deleted"])
+        elif r["op"] == "range":
+            for kv in r["kvs"]:
+                print(_text(kv["key"]))
+                print(_text(kv["value"]))
+
+
 async def _mvcc(ns: argparse.Namespace) -> int:
     c = load_cluster(ns)
     async with _client(c, ns.timeout, ns) as cl:
         kv = MVCCClient(cl)
+        if ns.cmd == "txn":
+            t = parse_txn(sys.stdin.read(MAX_STDIN))
+            print_txn(await kv.txn(t["compare"], t["success"], t["failure"]))
+            return EXIT_OK
         if ns.cmd == "watch":
             async for ev in kv.watch(ns.key, prefix=ns.prefix, start=ns.rev, prev_kv=ns.prev_kv):
                 if ns.write_out == "json":
@@ -535,6 +611,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--rev", type=int, default=0, help="as of this revision")
     x.add_argument("--limit", type=int, default=0, help="at most this many keys")
     x.add_argument("-w", "--write-out", choices=("simple", "json", "table"), default="simple")
+    sub.add_parser(
+        "txn",
+        help="a transaction read from stdin, in etcdctl's form: compares, a blank line, "
+        "the ops if they hold, a blank line, the ops otherwise",
+    )
     x = sub.add_parser("watch", help="print the changes to KEY (or a prefix) as they happen")
     x.add_argument("key")
     x.add_argument("--prefix", action="store_true")
@@ -599,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if ns.cmd in ("put", "get", "delete", "cas"):
             return asyncio.run(_kv(ns))
-        if ns.cmd in ("watch", "lease"):
+        if ns.cmd in ("watch", "lease", "txn"):
             return asyncio.run(_mvcc(ns))
         if ns.cmd == "status":
             return cmd_status(ns)

@@ -807,7 +807,7 @@ class _Watch:
                     ))  # fmt: skip
             await out.put(None)  # the client closed its side
 
-        reader = asyncio.get_running_loop().create_task(read())
+        reader = asyncio.get_running_loop().create_task(_quiet(read()))
         try:
             while True:
                 try:
