@@ -375,15 +375,20 @@ class Workload:
             for _ in range(self.workers)
         ]
         try:
-            tasks = [
-                asyncio.create_task(self.worker(w, cl)) for w, cl in enumerate(clients, start=1)
-            ]
+            watch_task = None
             if self.api == "etcd":
+                # The watch's start is read before any worker runs: every put
+                # the workers make is then at or after it (the checker needs it).
                 kv = MVCCClient(clients[0])
                 self.watch_start = int(
                     (await kv._call({"op": "rev"}, Kind.READ))["revision"]
                 ) + 1  # fmt: skip
-                tasks.append(asyncio.create_task(self.watcher(clients[0], self.watch_start)))
+                watch_task = asyncio.create_task(self.watcher(clients[0], self.watch_start))
+            tasks = [
+                asyncio.create_task(self.worker(w, cl)) for w, cl in enumerate(clients, start=1)
+            ]
+            if watch_task is not None:
+                tasks.append(watch_task)
             await script()
             remaining = seconds - self.now()
             if remaining > 0:
