@@ -1,12 +1,19 @@
 """Python etcd clients from PyPI, through their own documented usage
-(issue 13): ``etcd3gw`` (the JSON gateway) against paxosrsm and against a
-real etcd 3.4, side by side: KV, a lock recipe, a lease, a watch."""
+(issue 13), against paxosrsm and against a real etcd 3.4, side by side: KV,
+a lock recipe, a lease, a watch. ``etcd3gw`` speaks the JSON gateway;
+``aetcd`` (asyncio) and ``etcd-sdk-python`` (``pyetcd``, the maintained
+successor of ``etcd3``) speak gRPC, each in a process of its own
+(``grpc_client_scenarios.py``)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import etcd3gw
@@ -16,7 +23,7 @@ from test_etcd_compat import Etcd
 
 
 @pytest.fixture(scope="module")
-def both(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[str, int]]]:
+def both(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("etcd3gw")
     etcd = Etcd(root / "etcd")
     cluster = ProcCluster(root / "paxos", 3).start_all()
@@ -24,7 +31,8 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[s
         cluster.wait_ready()
         h, p = cluster.http(0).removeprefix("http://").rsplit(":", 1)
         eh, ep = etcd.endpoint.rsplit(":", 1)
-        yield {"etcd": (eh, int(ep)), "paxosrsm": (h, int(p))}
+        yield {"etcd": (eh, int(ep)), "paxosrsm": (h, int(p)),
+               "grpc": {"etcd": etcd.endpoint, "paxosrsm": cluster.grpc(1)}}  # fmt: skip
     finally:
         cluster.close()
         etcd.close()
@@ -81,9 +89,28 @@ def scenario(host: str, port: int) -> list[Any]:
     return out
 
 
-def test_etcd3gw_does_the_same_on_both(both: dict[str, tuple[str, int]]) -> None:
+def test_etcd3gw_does_the_same_on_both(both: dict[str, Any]) -> None:
     want = scenario(*both["etcd"])
     got = scenario(*both["paxosrsm"])
     assert got == want
     assert ("second", False) in got and ("second again", True) in got
     assert got[-2][1][-1][0] == "DELETE"
+
+
+def grpc_scenario(client: str, endpoint: str) -> list[Any]:
+    script = Path(__file__).with_name("grpc_client_scenarios.py")
+    r = subprocess.run([sys.executable, str(script), client, endpoint],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, f"{client} against {endpoint}: {r.stderr[-3000:]}"
+    out: list[Any] = json.loads(r.stdout)
+    return out
+
+
+@pytest.mark.parametrize("client", ["aetcd", "pyetcd"])
+def test_grpc_clients_from_pypi_do_the_same_on_both(both: dict[str, Any], client: str) -> None:
+    want = grpc_scenario(client, both["grpc"]["etcd"])
+    got = grpc_scenario(client, both["grpc"]["paxosrsm"])
+    assert got == want
+    steps = {step[0]: step[1:] for step in got}
+    assert steps["watch"][0][-1][0] in ("DELETE", "DeleteEvent")
+    assert steps["after revoke"] == [None]
