@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: protos check chromium etcd-tools etcd-compat-table e2e e2e-on-paxos e2e-on-paxos-smoke e2e-campaign fuzz-campaign helm-lint wheelhouse images demo sim-demo test lint typecheck unit jepsen-slice jepsen sim-sweep bench bench-net bench-storage bench-recovery bench-flood bench-etcd clean
+.PHONY: protos check chromium etcd-tools etcd-compat-table e2e e2e-on-paxos e2e-on-paxos-smoke e2e-campaign fuzz-campaign helm-lint wheelhouse images demo sim-demo test lint typecheck unit jepsen-slice jepsen sim-sweep bench bench-net bench-storage bench-recovery bench-flood bench-etcd watch-load clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -141,6 +141,11 @@ bench-flood: $(BENCH_STAMP)
 # etcd's v3 API: paxosrsm against etcd 3.4 (3 members each), the same gRPC client.
 bench-etcd: $(BENCH_STAMP) etcd-tools
 	$(BIN)/python bench/etcd_bench.py $(BENCH_ARGS)
+
+# 10,000 watchers on one prefix, 1,000 writes/s (issue 13's resource run);
+# WATCH_LOAD_ARGS="--against etcd" runs the same load on etcd 3.4.
+watch-load: $(STAMP) etcd-tools
+	$(BIN)/python bench/watch_load.py $(WATCH_LOAD_ARGS)
 
 bench: bench-net bench-storage bench-recovery bench-flood bench-etcd
 

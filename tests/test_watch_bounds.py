@@ -9,12 +9,15 @@ cancelled as slow watchers (RESOURCE_EXHAUSTED), as etcd does."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 
 import grpc
+import pytest
 from netcluster import ProcCluster
 
+from paxosrsm.etcdapi import server
 from paxosrsm.etcdapi.pb import rpc_pb2, rpc_pb2_grpc
 
 STREAMS, PER_STREAM, WRITES, VALUE = 10, 20, 1500, 2048
@@ -119,3 +122,41 @@ def test_slow_watchers_cost_bounded_memory(tmp_path: Path) -> None:
         assert all(c.alive(i) for i in range(3))
     finally:
         c.close()
+
+
+def test_a_stream_read_steadily_is_not_slow_however_many_watches_share_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Many watches feed one stream's outbox; the reader takes a response
+    every 50 ms, so each producer waits its turn far longer than SLOW_AFTER,
+    yet the stream is not slow. (Found by ``bench/watch_load.py``: with the
+    clock on each producer's own wait, 2,000 watches on 20 streams read as
+    fast as the client could were all cancelled as slow after 12 s.) A reader
+    that stops is still found slow."""
+    monkeypatch.setattr(server, "SLOW_AFTER", 0.5)
+    monkeypatch.setattr(server, "STREAM_QUEUE", 1)
+
+    async def go(stop_after: int) -> tuple[int, bool]:
+        slow = []
+        box = server.Outbox(on_slow=lambda: slow.append(1))
+        resp = rpc_pb2.WatchResponse(watch_id=1)
+
+        async def producer() -> None:
+            for _ in range(3):
+                await box.put(resp)
+
+        producers = [asyncio.create_task(producer()) for _ in range(20)]
+        taken = 0
+        with contextlib.suppress(server.SlowWatcher):
+            while taken < 60:
+                if taken == stop_after:
+                    await asyncio.sleep(1.0)
+                await box.get()
+                taken += 1
+                await asyncio.sleep(0.05)
+        await asyncio.gather(*producers, return_exceptions=True)
+        return taken, bool(slow)
+
+    assert asyncio.run(go(stop_after=-1)) == (60, False)  # 3 s of steady reading
+    taken, slow = asyncio.run(go(stop_after=10))
+    assert slow and taken < 60

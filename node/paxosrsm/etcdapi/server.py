@@ -18,10 +18,12 @@ is anonymous, which (as HTTP) the node allows only on loopback or with
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
 import secrets
+import time
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -164,15 +166,21 @@ class EtcdApi:
         self.grpc: grpc.aio.Server | None = None
         self.hub = WatchHub(self)
         self.expiry: asyncio.Task[None] | None = None
+        self._term = 0
+        self._term_at = -1.0
 
     # ------------------------------------------------------------ plumbing
 
     def header(self, revision: int) -> Any:
-        st = self.s.node.status() if self.s.node is not None else None
-        # etcd's raft term: the ballot round this node leads with, or the
-        # highest it promised (an acceptor's), as a term a follower knows.
-        b = None if st is None else (st.ballot or st.promised)
-        term = b.round if b is not None else 0
+        now = time.monotonic()
+        if now - self._term_at > 0.01:  # a status snapshot costs; the term rarely moves
+            st = self.s.node.status() if self.s.node is not None else None
+            # etcd's raft term: the ballot round this node leads with, or the
+            # highest it promised (an acceptor's), as a term a follower knows.
+            b = None if st is None else (st.ballot or st.promised)
+            self._term = b.round if b is not None else 0
+            self._term_at = now
+        term = self._term
         return rpc_pb2.ResponseHeader(
             cluster_id=self.cluster_id, member_id=self.member, revision=revision, raft_term=term
         )
@@ -377,13 +385,19 @@ class SlowWatcher(Exception):
 class Outbox:
     """One watch stream's responses waiting to be sent: bounded in count and
     in bytes; a producer waits for room, and gives up (``SlowWatcher``, the
-    stream is cancelled) when the reader has taken nothing for ``SLOW_AFTER``."""
+    stream is cancelled) when the reader has taken nothing for ``SLOW_AFTER``.
+
+    Many watches share a stream: a take wakes only as many waiting producers
+    as there are free places (first come, first served), and the reader
+    waits on an event of its own, so nothing wakes every watch per response."""
 
     def __init__(self, on_slow: Any = None) -> None:
-        self.items: list[tuple[Any, int]] = []
+        self.items: collections.deque[tuple[Any, int]] = collections.deque()
         self.bytes = 0
-        self.cond = asyncio.Condition()
+        self.space = asyncio.Condition()  # producers waiting for room
+        self.nonempty = asyncio.Event()  # the reader waiting for a response
         self.closed = False
+        self.taken = 0.0  # loop time of the reader's last take
         #: Called once when the stream is found slow (and so cancelled).
         self.on_slow = on_slow
 
@@ -392,7 +406,23 @@ class Outbox:
             self.closed = True
             if self.on_slow is not None:
                 self.on_slow()
-        self.cond.notify_all()
+        self.space.notify_all()
+        self.nonempty.set()
+
+    async def _wait_room(self, size: int) -> None:
+        """Until there is room for ``size`` bytes, or the reader has taken
+        nothing for ``SLOW_AFTER`` (then the stream is slow). The clock is
+        the reader's last take, not this producer's wait: many watches share
+        a stream's room, and one may wait long while the reader keeps up."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while not self._room(size):
+            left = max(self.taken, start) + SLOW_AFTER - loop.time()
+            if left <= 0:
+                self._slow()
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.space.wait(), left)
 
     def _room(self, size: int) -> bool:
         return (
@@ -401,54 +431,61 @@ class Outbox:
             or (len(self.items) < STREAM_QUEUE and self.bytes + size <= STREAM_BYTES)
         )
 
+    def _push(self, resp: Any, size: int) -> None:
+        self.items.append((resp, size))
+        self.bytes += size
+        self.nonempty.set()
+
+    def _pass_on(self) -> None:
+        # Room left after this producer: let the next waiting one try.
+        if self._room(RESPONSE_BYTES):
+            self.space.notify(1)
+
     async def put(self, resp: Any) -> None:
         size = resp.ByteSize() if resp is not None else 0
-        async with self.cond:
-            try:
-                await asyncio.wait_for(self.cond.wait_for(lambda: self._room(size)), SLOW_AFTER)
-            except TimeoutError:
-                self._slow()
+        async with self.space:
+            await self._wait_room(size)
             if self.closed:
                 raise SlowWatcher(f"no response taken for {SLOW_AFTER:g} s with the queue full")
-            self.items.append((resp, size))
-            self.bytes += size
-            self.cond.notify_all()
+            self._push(resp, size)
+            self._pass_on()
 
     async def produce(self, make: Any) -> None:
         """Once there is room for a response, ``make()`` (synchronous) the
         responses and queue them: a stream holds at most its bound plus one
         ``make``'s worth (``RESPONSE_BYTES`` of events, a revision whole)."""
-        async with self.cond:
-            try:
-                await asyncio.wait_for(
-                    self.cond.wait_for(lambda: self._room(RESPONSE_BYTES)), SLOW_AFTER
-                )
-            except TimeoutError:
-                self._slow()
+        async with self.space:
+            await self._wait_room(RESPONSE_BYTES)
             if self.closed:
                 raise SlowWatcher(f"no response taken for {SLOW_AFTER:g} s with the queue full")
             for resp in make():
-                size = resp.ByteSize()
-                self.items.append((resp, size))
-                self.bytes += size
-            self.cond.notify_all()
+                self._push(resp, resp.ByteSize())
+            self._pass_on()
 
     async def get(self) -> Any:
-        async with self.cond:
-            await self.cond.wait_for(lambda: bool(self.items) or self.closed)
-            if not self.items:
-                raise SlowWatcher("cancelled")
-            resp, size = self.items.pop(0)
-            self.bytes -= size
-            self.cond.notify_all()
-            return resp
+        while not self.items and not self.closed:
+            self.nonempty.clear()
+            await self.nonempty.wait()
+        if not self.items:
+            raise SlowWatcher("cancelled")
+        resp, size = self.items.popleft()
+        self.bytes -= size
+        self.taken = asyncio.get_running_loop().time()
+        async with self.space:
+            # As many as there are free places (a woken producer cancelled
+            # meanwhile loses its turn, not the stream's).
+            self.space.notify(max(1, STREAM_QUEUE - len(self.items)))
+        return resp
 
     async def close(self) -> None:
-        async with self.cond:
+        async with self.space:
             self.closed = True
-            self.cond.notify_all()
+            self.space.notify_all()
+            self.nonempty.set()
 
 
+#: Distinct event reads the watch hub keeps for one revision.
+EVENTS_CACHE = 1024
 #: How often the watch hub polls the replica's revision while watches wait
 #: (a cheap local read; 20 times slower with none).
 HUB_POLL = 0.002
@@ -470,6 +507,8 @@ class WatchHub:
         self.waiting = 0  # watches waiting for a revision
         self.changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self._cache: dict[tuple[int, bytes, bytes, bool], tuple[dict[str, Any], list[Any]]] = {}
+        self._cache_rev = -1
 
     def start(self) -> None:
         if self.task is None:
@@ -480,6 +519,26 @@ class WatchHub:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+
+    def events(
+        self, start: int, key: bytes, range_end: bytes, prev_kv: bool
+    ) -> tuple[dict[str, Any], list[Any]]:
+        """The replica's events from ``start`` on a key or range, and their
+        messages: read once for every watch that asks the same while this
+        node's revision stays (watches on one prefix that keep up ask the
+        same question at each revision)."""
+        if self._cache_rev != self.rev or len(self._cache) >= EVENTS_CACHE:
+            self._cache.clear()
+            self._cache_rev = self.rev
+        k = (start, key, range_end, prev_kv)
+        hit = self._cache.get(k)
+        if hit is None:
+            q = {"op": "events", "start": start, "prev_kv": prev_kv, "limit": 1000,
+                 "max_bytes": RESPONSE_BYTES, "key": key, "range_end": range_end}  # fmt: skip
+            got = self.local(q)
+            msgs = [event_msg(e) for e in got["events"]] if got.get("ok") else []
+            hit = self._cache[k] = (got, msgs)
+        return hit
 
     def local(self, req: dict[str, Any]) -> dict[str, Any]:
         node = self.api.s.node
@@ -721,11 +780,8 @@ class _Watch:
                 """Read the next events from the replica and make their
                 responses (synchronous: run with room in the outbox, so a
                 blocked watch holds no events; it reads them again later)."""
-                q = {"op": "events", "start": state["start"], "prev_kv": c.prev_kv,
-                     "limit": 1000, "max_bytes": RESPONSE_BYTES}  # fmt: skip
-                q.update(key=c.key, range_end=c.range_end)
                 try:
-                    got = api.hub.local(q)
+                    got, msgs = api.hub.events(int(state["start"]), c.key, c.range_end, c.prev_kv)
                 except _Abort:
                     state["retry"] = True
                     return []
@@ -737,7 +793,7 @@ class _Watch:
                         compact_revision=compact, cancel_reason=str(got.get("error")),
                     )]  # fmt: skip
                 evs = [
-                    event_msg(e) for e in got["events"]
+                    m for e, m in zip(got["events"], msgs, strict=True)
                     if not (no_put and e["type"] == 0) and not (no_del and e["type"] == 1)
                 ]  # fmt: skip
                 state["start"] = int(got["next"])
@@ -823,6 +879,7 @@ class _Watch:
                 yield resp
         finally:
             out.closed = True  # (no await in a finally of a cancelled generator)
+            out.nonempty.set()
             reader.cancel()
             for t in watches.values():
                 t.cancel()
