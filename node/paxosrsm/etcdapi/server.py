@@ -18,6 +18,7 @@ is anonymous, which (as HTTP) the node allows only on loopback or with
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
 import hashlib
@@ -387,27 +388,39 @@ class Outbox:
     in bytes; a producer waits for room, and gives up (``SlowWatcher``, the
     stream is cancelled) when the reader has taken nothing for ``SLOW_AFTER``.
 
-    Many watches share a stream: a take wakes only as many waiting producers
-    as there are free places (first come, first served), and the reader
-    waits on an event of its own, so nothing wakes every watch per response."""
+    Many watches share a stream: producers wait in line (first come, first
+    served), a take wakes only as many of them as there are free places, and
+    the reader waits on an event of its own, so no response costs a pass over
+    every watch. (Single-threaded: between a room check and the queueing
+    there is no ``await``.)"""
 
     def __init__(self, on_slow: Any = None) -> None:
         self.items: collections.deque[tuple[Any, int]] = collections.deque()
         self.bytes = 0
-        self.space = asyncio.Condition()  # producers waiting for room
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self.nonempty = asyncio.Event()  # the reader waiting for a response
         self.closed = False
         self.taken = 0.0  # loop time of the reader's last take
         #: Called once when the stream is found slow (and so cancelled).
         self.on_slow = on_slow
 
+    def _wake(self, n: int) -> None:
+        while n > 0 and self.waiters:
+            f = self.waiters.popleft()
+            if not f.done():
+                f.set_result(None)
+                n -= 1
+
+    def _wake_all(self) -> None:
+        self._wake(len(self.waiters))
+        self.nonempty.set()
+
     def _slow(self) -> None:
         if not self.closed:
             self.closed = True
             if self.on_slow is not None:
                 self.on_slow()
-        self.space.notify_all()
-        self.nonempty.set()
+        self._wake_all()
 
     async def _wait_room(self, size: int) -> None:
         """Until there is room for ``size`` bytes, or the reader has taken
@@ -421,8 +434,16 @@ class Outbox:
             if left <= 0:
                 self._slow()
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.space.wait(), left)
+            f: asyncio.Future[None] = loop.create_future()
+            self.waiters.append(f)
+            try:
+                await asyncio.wait_for(f, left)
+            except TimeoutError:
+                pass
+            except asyncio.CancelledError:
+                if f.done() and not f.cancelled():
+                    self._wake(1)  # woken, then cancelled: pass the turn on
+                raise
 
     def _room(self, size: int) -> bool:
         return (
@@ -439,28 +460,26 @@ class Outbox:
     def _pass_on(self) -> None:
         # Room left after this producer: let the next waiting one try.
         if self._room(RESPONSE_BYTES):
-            self.space.notify(1)
+            self._wake(1)
 
     async def put(self, resp: Any) -> None:
         size = resp.ByteSize() if resp is not None else 0
-        async with self.space:
-            await self._wait_room(size)
-            if self.closed:
-                raise SlowWatcher(f"no response taken for {SLOW_AFTER:g} s with the queue full")
-            self._push(resp, size)
-            self._pass_on()
+        await self._wait_room(size)
+        if self.closed:
+            raise SlowWatcher(f"no response taken for {SLOW_AFTER:g} s with the queue full")
+        self._push(resp, size)
+        self._pass_on()
 
     async def produce(self, make: Any) -> None:
         """Once there is room for a response, ``make()`` (synchronous) the
         responses and queue them: a stream holds at most its bound plus one
         ``make``'s worth (``RESPONSE_BYTES`` of events, a revision whole)."""
-        async with self.space:
-            await self._wait_room(RESPONSE_BYTES)
-            if self.closed:
-                raise SlowWatcher(f"no response taken for {SLOW_AFTER:g} s with the queue full")
-            for resp in make():
-                self._push(resp, resp.ByteSize())
-            self._pass_on()
+        await self._wait_room(RESPONSE_BYTES)
+        if self.closed:
+            raise SlowWatcher(f"no response taken for {SLOW_AFTER:g} s with the queue full")
+        for resp in make():
+            self._push(resp, resp.ByteSize())
+        self._pass_on()
 
     async def get(self) -> Any:
         while not self.items and not self.closed:
@@ -471,21 +490,20 @@ class Outbox:
         resp, size = self.items.popleft()
         self.bytes -= size
         self.taken = asyncio.get_running_loop().time()
-        async with self.space:
-            # As many as there are free places (a woken producer cancelled
-            # meanwhile loses its turn, not the stream's).
-            self.space.notify(max(1, STREAM_QUEUE - len(self.items)))
+        self._wake(max(1, STREAM_QUEUE - len(self.items)))
         return resp
 
     async def close(self) -> None:
-        async with self.space:
-            self.closed = True
-            self.space.notify_all()
-            self.nonempty.set()
+        self.closed = True
+        self._wake_all()
 
 
 #: Distinct event reads the watch hub keeps for one revision.
 EVENTS_CACHE = 1024
+#: The watch hub's ring of recent events (each event's messages made once
+#: for every watch): at most this many events, or about this many bytes.
+RING_EVENTS = 50_000
+RING_BYTES = 64 << 20
 #: How often the watch hub polls the replica's revision while watches wait
 #: (a cheap local read; 20 times slower with none).
 HUB_POLL = 0.002
@@ -494,6 +512,11 @@ LEASE_CHECK_EVERY = 0.5
 #: A watch with progress_notify gets an empty response after this long
 #: without events (etcd: 10 minutes).
 PROGRESS_EVERY = 600.0
+
+
+#: What the hub answers a watch's read: ``got`` (ok, error, next, revision),
+#: the events' types and their messages.
+_Events = tuple[dict[str, Any], list[int], list[Any]]
 
 
 class WatchHub:
@@ -507,8 +530,21 @@ class WatchHub:
         self.waiting = 0  # watches waiting for a revision
         self.changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
-        self._cache: dict[tuple[int, bytes, bytes, bool], tuple[dict[str, Any], list[Any]]] = {}
+        self._cache: dict[
+            tuple[int, bytes, bytes, bool], tuple[dict[str, Any], list[int], list[Any]]
+        ] = {}
         self._cache_rev = -1
+        self._woken = 0
+        self.compact_rev = 0
+        self.ring_revs: list[int] = []
+        self.ring_keys: list[bytes] = []
+        self.ring_types: list[int] = []
+        self.ring_sizes: list[int] = []
+        self.ring_msgs: list[Any] = []
+        self.ring_prev: list[Any] = []
+        self.ring_bytes = 0
+        self.ring_first = 0  # the ring holds every event of revisions from here
+        self.ring_next = 0  # ... up to here (exclusive); 0: no ring yet
 
     def start(self) -> None:
         if self.task is None:
@@ -520,13 +556,16 @@ class WatchHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
 
-    def events(
-        self, start: int, key: bytes, range_end: bytes, prev_kv: bool
-    ) -> tuple[dict[str, Any], list[Any]]:
-        """The replica's events from ``start`` on a key or range, and their
-        messages: read once for every watch that asks the same while this
-        node's revision stays (watches on one prefix that keep up ask the
-        same question at each revision)."""
+    def events(self, start: int, key: bytes, range_end: bytes, prev_kv: bool) -> _Events:
+        """The events from ``start`` on a key or range (whole revisions, at
+        most about 1,000 events or ``RESPONSE_BYTES``): their types and
+        messages, and ``got`` (``ok``, ``error``, ``next``, ``revision``).
+        From the hub's ring of recent events when it holds ``start`` (every
+        event's message made once for all watches), else read from the
+        replica, once for every watch that asks the same at this revision."""
+        ring = self._from_ring(start, key, range_end, prev_kv)
+        if ring is not None:
+            return ring
         if self._cache_rev != self.rev or len(self._cache) >= EVENTS_CACHE:
             self._cache.clear()
             self._cache_rev = self.rev
@@ -536,9 +575,83 @@ class WatchHub:
             q = {"op": "events", "start": start, "prev_kv": prev_kv, "limit": 1000,
                  "max_bytes": RESPONSE_BYTES, "key": key, "range_end": range_end}  # fmt: skip
             got = self.local(q)
-            msgs = [event_msg(e) for e in got["events"]] if got.get("ok") else []
-            hit = self._cache[k] = (got, msgs)
+            evs = got.pop("events", []) if got.get("ok") else []
+            hit = self._cache[k] = (got, [e["type"] for e in evs], [event_msg(e) for e in evs])
         return hit
+
+    def _from_ring(self, start: int, key: bytes, end: bytes, prev_kv: bool) -> _Events | None:
+        if start < self.ring_first or start < self.compact_rev or not self.ring_next:
+            return None
+        got = {"ok": True, "revision": self.ring_next - 1, "next": start}
+        if start >= self.ring_next:
+            # Nothing new, unless the ring is behind the replica (then read).
+            return (got, [], []) if self.ring_next > self.rev else None
+        revs = self.ring_revs
+        i = bisect.bisect_left(revs, start)
+        n = len(revs)
+        types: list[int] = []
+        msgs: list[Any] = []
+        size = 0
+        last = start - 1
+        keys, kinds, sizes = self.ring_keys, self.ring_types, self.ring_sizes
+        pick = self.ring_prev if prev_kv else self.ring_msgs
+        while i < n:
+            rev = revs[i]
+            if (len(msgs) >= 1000 or size >= RESPONSE_BYTES) and rev != last:
+                break  # at a revision's boundary
+            last = rev
+            if mvcc.in_range(keys[i], key, end):
+                types.append(kinds[i])
+                msgs.append(pick[i])
+                size += sizes[i]
+            i += 1
+        got["next"] = self.ring_next if i >= n else last + 1
+        return got, types, msgs
+
+    def _fill_ring(self) -> None:
+        """Take the replica's new events into the ring (at most a few reads
+        per poll); on any gap (a snapshot installed, history compacted under
+        it) start the ring afresh from the current revision."""
+        for _ in range(4):
+            if self.ring_next > self.rev:
+                break
+            q = {"op": "events", "start": self.ring_next, "prev_kv": True, "limit": 10_000,
+                 "max_bytes": 8 << 20, "key": b"\0", "range_end": b"\0"}  # fmt: skip
+            got = self.local(q)
+            if not got.get("ok"):
+                self._reset_ring(self.rev + 1)
+                return
+            for e in got["events"]:
+                prev = event_msg(e)
+                self.ring_prev.append(prev)
+                if "prev_kv" in e:
+                    e = {"type": e["type"], "kv": e["kv"]}
+                    self.ring_msgs.append(event_msg(e))
+                else:
+                    self.ring_msgs.append(prev)
+                kv = e["kv"]
+                self.ring_revs.append(int(kv["mod_revision"]))
+                self.ring_keys.append(kv["key"])
+                self.ring_types.append(int(e["type"]))
+                size = len(kv["key"]) + len(kv["value"]) + 32
+                self.ring_sizes.append(size)
+                self.ring_bytes += 2 * size + 200
+            self.ring_next = max(self.ring_next, int(got["next"]))
+        if len(self.ring_revs) > RING_EVENTS or self.ring_bytes > RING_BYTES:
+            revs = self.ring_revs
+            cut = bisect.bisect_right(revs, revs[len(revs) // 2])
+            for lst in (self.ring_revs, self.ring_keys, self.ring_types, self.ring_sizes,
+                        self.ring_msgs, self.ring_prev):  # fmt: skip
+                del lst[:cut]
+            self.ring_bytes = sum(2 * x + 200 for x in self.ring_sizes)
+            self.ring_first = revs[0] if revs else self.ring_next
+
+    def _reset_ring(self, at: int) -> None:
+        for lst in (self.ring_revs, self.ring_keys, self.ring_types, self.ring_sizes,
+                    self.ring_msgs, self.ring_prev):  # fmt: skip
+            lst.clear()
+        self.ring_bytes = 0
+        self.ring_first = self.ring_next = at
 
     def local(self, req: dict[str, Any]) -> dict[str, Any]:
         node = self.api.s.node
@@ -551,11 +664,18 @@ class WatchHub:
         while True:
             await asyncio.sleep(HUB_POLL if self.waiting else 0.05)
             try:
-                rev = int(self.local({"op": "rev"}).get("revision", 0))
+                got = self.local({"op": "rev"})
+                rev = int(got.get("revision", 0))
+                self.compact_rev = int(got.get("compact_revision", 0))
+                if not self.ring_next:
+                    self._reset_ring(rev + 1)
+                self.rev = rev
+                if self.ring_next <= rev:
+                    self._fill_ring()
             except _Abort:
                 continue
-            if rev != self.rev:
-                self.rev = rev
+            if rev != self._woken:
+                self._woken = rev
                 ev, self.changed = self.changed, asyncio.Event()
                 ev.set()
 
@@ -781,7 +901,9 @@ class _Watch:
                 responses (synchronous: run with room in the outbox, so a
                 blocked watch holds no events; it reads them again later)."""
                 try:
-                    got, msgs = api.hub.events(int(state["start"]), c.key, c.range_end, c.prev_kv)
+                    got, kinds, msgs = api.hub.events(
+                        int(state["start"]), c.key, c.range_end, c.prev_kv
+                    )
                 except _Abort:
                     state["retry"] = True
                     return []
@@ -793,8 +915,8 @@ class _Watch:
                         compact_revision=compact, cancel_reason=str(got.get("error")),
                     )]  # fmt: skip
                 evs = [
-                    m for e, m in zip(got["events"], msgs, strict=True)
-                    if not (no_put and e["type"] == 0) and not (no_del and e["type"] == 1)
+                    m for t, m in zip(kinds, msgs, strict=True)
+                    if not (no_put and t == 0) and not (no_del and t == 1)
                 ]  # fmt: skip
                 state["start"] = int(got["next"])
                 now = asyncio.get_running_loop().time()
