@@ -169,5 +169,5 @@ images: wheelhouse
 # The etcd v3 API's Python modules, from etcdapi/pb/*.proto (a test checks they match).
 protos: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I node --python_out=node --grpc_python_out=node \
-	  node/paxosrsm/etcdapi/pb/kv.proto node/paxosrsm/etcdapi/pb/rpc.proto
-	rm -f node/paxosrsm/etcdapi/pb/kv_pb2_grpc.py
+	  node/paxosrsm/etcdapi/pb/kv.proto node/paxosrsm/etcdapi/pb/auth.proto node/paxosrsm/etcdapi/pb/rpc.proto
+	rm -f node/paxosrsm/etcdapi/pb/kv_pb2_grpc.py node/paxosrsm/etcdapi/pb/auth_pb2_grpc.py

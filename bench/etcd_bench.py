@@ -76,7 +76,21 @@ async def wait_ready(endpoints: list[str]) -> None:
                     await asyncio.sleep(0.2)
 
 
-async def throughput(endpoints: list[str], level: int, seconds: float, op: str) -> float:
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far."""
+    total = 0.0
+    for pid in pids:
+        try:
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+async def throughput(
+    endpoints: list[str], level: int, seconds: float, op: str, pids: list[int] | None = None
+) -> float:
     chans = [grpc.aio.insecure_channel(ep) for ep in endpoints]
     stubs = [rpc_pb2_grpc.KVStub(c) for c in chans]
     value = b"x" * 64
@@ -96,11 +110,19 @@ async def throughput(endpoints: list[str], level: int, seconds: float, op: str) 
             done += 1
 
     t0 = time.monotonic()
+    cpu0 = cpu_seconds(pids or [])
     await asyncio.gather(*(worker(w) for w in range(level)))
     rate = done / (time.monotonic() - t0)
+    if pids:
+        CPU[(op, level)] = (cpu_seconds(pids) - cpu0) / max(done, 1) * 1e6
     for c in chans:
         await c.close()
     return rate
+
+
+#: CPU microseconds the servers spent per request, by (op, level), of the
+#: last run of ``throughput`` with pids.
+CPU: dict[tuple[str, int], float] = {}
 
 
 async def watch_latency(endpoints: list[str], n: int) -> tuple[float, float]:
@@ -136,14 +158,58 @@ async def watch_latency(endpoints: list[str], n: int) -> tuple[float, float]:
         return statistics.median(lat) * 1000, lat[int(len(lat) * 0.99)] * 1000
 
 
-async def measure(endpoints: list[str], levels: list[int], seconds: float) -> dict[str, Any]:
+async def measure(
+    endpoints: list[str], levels: list[int], seconds: float, pids: list[int]
+) -> dict[str, Any]:
     await wait_ready(endpoints)
     out: dict[str, Any] = {}
+    CPU.clear()
     for op in ("put", "read", "sread"):
         for lv in levels:
-            out[(op, lv)] = await throughput(endpoints, lv, seconds, op)
+            out[(op, lv)] = await throughput(endpoints, lv, seconds, op, pids)
+    out["cpu"] = dict(CPU)
     out["watch"] = await watch_latency(endpoints, 200)
     return out
+
+
+FLOOR_SERVER = """
+import asyncio, sys
+import grpc
+from paxosrsm.etcdapi.pb import rpc_pb2, rpc_pb2_grpc
+
+class KV:
+    async def Range(self, request, context):
+        return rpc_pb2.RangeResponse(header=rpc_pb2.ResponseHeader(revision=1))
+    Put = DeleteRange = Txn = Compact = Range
+
+async def main():
+    server = grpc.aio.server()
+    rpc_pb2_grpc.add_KVServicer_to_server(KV(), server)
+    server.add_insecure_port(sys.argv[1])
+    await server.start()
+    await server.wait_for_termination()
+
+asyncio.run(main())
+"""
+
+
+def grpc_floor(levels: list[int], seconds: float) -> dict[Any, Any]:
+    """What grpcio's asyncio server costs alone: one that answers every
+    Range at once, measured the same way (no Paxos, no store)."""
+    (port,) = free_ports(1)
+    ep = f"127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, ep])
+    try:
+        time.sleep(1.0)
+        CPU.clear()
+        out: dict[Any, Any] = {}
+        for lv in levels:
+            out[("sread", lv)] = asyncio.run(throughput([ep], lv, seconds, "sread", [proc.pid]))
+        out["cpu"] = dict(CPU)
+        return out
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def main() -> None:
@@ -160,7 +226,8 @@ def main() -> None:
             if name == "etcd":
                 e = EtcdCluster(root)
                 try:
-                    results[name].append(asyncio.run(measure(e.endpoints, levels, a.seconds)))
+                    pids = [p.pid for p in e.procs]
+                    results[name].append(asyncio.run(measure(e.endpoints, levels, a.seconds, pids)))
                 finally:
                     e.close()
             else:
@@ -168,7 +235,8 @@ def main() -> None:
                 try:
                     c.wait_ready()
                     eps = list(c.layout["grpc_peers"])
-                    results[name].append(asyncio.run(measure(eps, levels, a.seconds)))
+                    pids = [p.pid for p in c.procs.values()]
+                    results[name].append(asyncio.run(measure(eps, levels, a.seconds, pids)))
                 finally:
                     c.close()
             shutil.rmtree(root, ignore_errors=True)
@@ -184,6 +252,19 @@ def main() -> None:
         for lv in levels:
             ours, theirs = med("paxosrsm", (op, lv)), med("etcd", (op, lv))
             print(f"{names[op] + f' at {lv}':34} {ours:10.0f} {theirs:10.0f} {ours / theirs:6.2f}")
+    floor = grpc_floor(levels, a.seconds)
+    print("CPU per request, all members together (us); the same client:")
+    for op in ("put", "read", "sread"):
+        for lv in levels:
+            ours = statistics.median(r["cpu"][(op, lv)] for r in results["paxosrsm"])
+            theirs = statistics.median(r["cpu"][(op, lv)] for r in results["etcd"])
+            print(f"{'  cpu ' + names[op] + f' at {lv}':34} {ours:10.0f} {theirs:10.0f} "
+                  f"{ours / theirs:6.2f}")  # fmt: skip
+    print("grpcio's asyncio server answering every Range at once (no Paxos, no store):")
+    for lv in levels:
+        f, e = floor[("sread", lv)], med("etcd", ("sread", lv))
+        print(f"{f'  Range/s at {lv} (vs etcd serializable)':34} {f:10.0f} {e:10.0f} {f / e:6.2f}")
+        print(f"{f'  its CPU per request at {lv} (us)':34} {floor['cpu'][('sread', lv)]:10.0f}")
     for i, what in enumerate(("watch latency p50 (ms)", "watch latency p99 (ms)")):
         ours = statistics.median(r["watch"][i] for r in results["paxosrsm"])
         theirs = statistics.median(r["watch"][i] for r in results["etcd"])

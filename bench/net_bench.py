@@ -6,7 +6,7 @@ Both systems run as 3 real processes on 127.0.0.1. Ours: fsync on (SQLite WAL,
 synchronous=FULL, group commit); the throughput load comes from this process
 over UDP through the lean pipelined load generator (paxosrsm.loadgen: the real
 wire protocol and sessions, no per-request Future); latency and failover use
-the real client library (paxosrsm.aclient). PySyncObj: its in-memory journal and its file
+the real client library (paxosrsm.client). PySyncObj: its in-memory journal and its file
 journal (which it never fsyncs; see bench/peers/pysyncobj_peer.py), load
 generated inside its leader process (its best case, as its own benchmarks do).
 
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import uvloop
 from peers import pysyncobj_peer as peer
 
-from paxosrsm.aclient import ClientError
+from paxosrsm.client import ClientError
 from paxosrsm.loadgen import LoadGen
 from paxosrsm.net.proccluster import ProcCluster
 

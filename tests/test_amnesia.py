@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from paxosrsm.client import Outcome
+from paxosrsm.client.core import Outcome
 from paxosrsm.config import ClusterConfig
 from paxosrsm.messages import Accept, Accepted
 from paxosrsm.records import AcceptRec, IncarnationRec, Record

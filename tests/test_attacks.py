@@ -119,7 +119,7 @@ def test_http_tokens_roles_and_prefixes(tmp_path: Path) -> None:
         # The client port's writes are in the access log too (values never).
         import asyncio
 
-        from paxosrsm.aclient import AsyncClient
+        from paxosrsm.client import AsyncClient
 
         async def by_client_port() -> None:
             async with AsyncClient(c.addrs, c.key, timeout=5) as cl:
@@ -326,7 +326,7 @@ def test_replays_forgeries_and_a_key_rotation(tmp_path: Path) -> None:
     import asyncio
     import socket as so
 
-    from paxosrsm.aclient import AsyncClient, ClientError
+    from paxosrsm.client import AsyncClient, ClientError
     from paxosrsm.messages import ClientRequest
     from paxosrsm.net import auth, codec
     from paxosrsm.net.identity import write_node_keys
@@ -508,7 +508,7 @@ def test_clients_and_peers_on_separate_ports(tmp_path: Path) -> None:
 
     import msgpack
 
-    from paxosrsm.aclient import AsyncClient
+    from paxosrsm.client import AsyncClient
     from paxosrsm.net import auth
 
     c = ProcCluster(tmp_path / "c", 3, 0, ["--client-port-offset", "1"])

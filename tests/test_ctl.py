@@ -1,6 +1,6 @@
 """``paxosctl`` as a user runs it: a subprocess, its output and its exit code.
 
-Exit codes (see paxosrsm.ctl): 0 ok, 1 the operation failed, 2 bad arguments,
+Exit codes (see paxosrsm.cli.ctl): 0 ok, 1 the operation failed, 2 bad arguments,
 3 a write's outcome is unknown, 4 the cluster is unavailable.
 """
 
@@ -37,7 +37,7 @@ Run = subprocess.CompletedProcess[str]
 
 def ctl(*args: str | Path, cwd: Path | None = None, timeout: float = 30) -> Run:
     p = subprocess.run(
-        [sys.executable, "-m", "paxosrsm.ctl", *map(str, args)],
+        [sys.executable, "-m", "paxosrsm.cli", *map(str, args)],
         capture_output=True, text=True, timeout=timeout, env=env(), cwd=cwd,
     )  # fmt: skip
     assert "Traceback" not in p.stderr + p.stdout, p.stderr
@@ -105,7 +105,7 @@ def test_cas(cf: list[str]) -> None:
 def test_cluster_from_env_and_from_nodes(cluster: ProcCluster, tmp_path: Path) -> None:
     cfile = cluster.root / "cluster.yaml"
     p = subprocess.run(
-        [sys.executable, "-m", "paxosrsm.ctl", "put", "envkey", "v"],
+        [sys.executable, "-m", "paxosrsm.cli", "put", "envkey", "v"],
         capture_output=True, text=True, timeout=30, cwd=tmp_path,
         env=dict(env(), PAXOS_CLUSTER=str(cfile)),
     )  # fmt: skip
@@ -204,7 +204,7 @@ def test_bad_arguments_exit_2(bad_runs: tuple[Path, list[Run]], i: int) -> None:
 def test_local_up_on_a_broken_cluster_file(tmp_path: Path, content: str) -> None:
     (tmp_path / "cluster.yaml").write_text(content)
     p = subprocess.run(
-        [sys.executable, "-m", "paxosrsm.ctl", "local", "up", "--replicas", "1",
+        [sys.executable, "-m", "paxosrsm.cli", "local", "up", "--replicas", "1",
          "--data-dir", str(tmp_path), "--base-port", "1", "--http-base", "1"],
         capture_output=True, text=True, timeout=30, env=env(),
     )  # fmt: skip
@@ -235,7 +235,7 @@ class LocalUp:
         (grpc,) = free_ports(1)
         with open(log, "wb") as f:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "paxosrsm.ctl", "local", "up", "--replicas", "1",
+                [sys.executable, "-m", "paxosrsm.cli", "local", "up", "--replicas", "1",
                  "--data-dir", str(data), "--base-port", str(port), "--http-base", str(http),
                  "--grpc-base", str(grpc)],
                 stdout=f, stderr=subprocess.STDOUT, env=env(), start_new_session=True,
@@ -332,7 +332,7 @@ def test_local_up_serves_stops_on_ctrl_c_and_restarts_on_its_data(tmp_path: Path
 def test_keys_nodes_remakes_each_nodes_own_key_file(tmp_path: Path) -> None:
     """Without Kubernetes, a rotation edits cluster.key, then ``paxosctl keys
     nodes`` remakes every node's own file (issue 12: node identities)."""
-    from paxosrsm.ctl import local_layout
+    from paxosrsm.cli.ctl import local_layout
     from paxosrsm.net import auth
 
     (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(local_layout(tmp_path, 3, 1, 1, 2)))
@@ -356,7 +356,7 @@ def test_keys_nodes_remakes_each_nodes_own_key_file(tmp_path: Path) -> None:
 
 def test_prefixes_revisions_stdin_and_json(cf: list[str]) -> None:
     p = subprocess.run(
-        [sys.executable, "-m", "paxosrsm.ctl", *cf, "put", "cli/a", "-", "-w", "json"],
+        [sys.executable, "-m", "paxosrsm.cli", *cf, "put", "cli/a", "-", "-w", "json"],
         input="from stdin\n", capture_output=True, text=True, timeout=30, env=env(),
     )  # fmt: skip
     assert p.returncode == EXIT_OK, p.stderr
@@ -383,7 +383,7 @@ def test_leases_and_watch(cf: list[str]) -> None:
     assert f"lease {lid} granted with TTL(60s)" in ttl and "attached keys([cl/leased])" in ttl
     assert "keepalived with TTL(60)" in ok(ctl(*cf, "lease", "keepalive", lid, "--once"))
     w = subprocess.Popen(
-        [sys.executable, "-m", "paxosrsm.ctl", *cf, "watch", "cl/", "--prefix", "--prev-kv"],
+        [sys.executable, "-m", "paxosrsm.cli", *cf, "watch", "cl/", "--prefix", "--prev-kv"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
     )  # fmt: skip
     try:

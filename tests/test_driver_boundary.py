@@ -33,8 +33,10 @@ ROLE_ATTRS = {"acceptor", "proposer", "replica", "recovery"}
 OUTSIDE = [
     *sorted((PKG / "net").glob("*.py")),
     *sorted((PKG / "sim").glob("*.py")),
+    *sorted((PKG / "client").glob("*.py")),
+    *sorted((PKG / "cli").glob("*.py")),
+    *sorted((PKG / "etcdapi").glob("*.py")),
     PKG / "driver.py",
-    PKG / "ctl.py",
     PKG / "demo.py",
     PKG / "local.py",
     PKG / "loadgen.py",

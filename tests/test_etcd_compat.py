@@ -286,6 +286,10 @@ def test_etcdctl_leases_compared_with_etcd(both: tuple[str, str]) -> None:
         # ids, and remaining seconds that may differ by the second
         text = [_LEASE_ID.sub("LEASE", t.replace(str(int(lid, 16)), "LEASEDEC")) for t in text]
         text = [re.sub(r"remaining\(\d+s\)", "remaining(Ns)", t) for t in text]
+        # etcd lists a lease's keys from a Go map: in any order.
+        text = [re.sub(r"attached keys\(\[([^]]*)\]\)",
+                       lambda m: f"attached keys([{' '.join(sorted(m[1].split()))}])", t)
+                for t in text]  # fmt: skip
         text = [re.sub(r'"ID":-?\d+|"revision":\d+|,"lease":\d+', "", t) for t in text]
         outs.append(text)
     calls = ["lease grant", "put --lease", "put --lease", "lease timetolive --keys", "lease list",
@@ -373,8 +377,8 @@ def test_tokens_guard_the_etcd_api(tmp_path: Path) -> None:
     import urllib.request
 
     tokens = tmp_path / "tokens"
-    rw, ro = "w" * 24, "r" * 24
-    tokens.write_text(f"app readwrite app/ {rw}\nviewer read * {ro}\n")
+    rw, ro, ad = "w" * 24, "r" * 24, "a" * 24
+    tokens.write_text(f"app readwrite app/ {rw}\nviewer read * {ro}\nops admin * {ad}\n")
     c = ProcCluster(tmp_path / "c", 3, extra=["--http-auth-file", str(tokens)]).start_all()
     try:
         c.wait_ready()
@@ -389,6 +393,19 @@ def test_tokens_guard_the_etcd_api(tmp_path: Path) -> None:
         assert run(eps, "--user", f"viewer:{ro}", "put", "app/x", "2").returncode != 0
         wrong = run(eps, "--user", f"app:{ro}", "get", "app/x")
         assert wrong.returncode != 0 and "authentication failed" in wrong.stderr
+        # etcd's Auth service, read from the tokens file (admin only); changes refused.
+        admin = ("--user", f"ops:{ad}")
+        assert run(eps, *admin, "user", "list").stdout == "app\nops\nviewer\n"
+        assert run(eps, *admin, "user", "get", "app").stdout == "User: app\nRoles: readwrite:app/\n"
+        assert run(eps, *admin, "role", "list").stdout == "read\nreadwrite:app/\nroot\n"
+        assert run(eps, *admin, "role", "get", "readwrite:app/").stdout == (
+            "Role readwrite:app/\nKV Read:\n\t[app/, app0) (prefix app/)\n"
+            "KV Write:\n\t[app/, app0) (prefix app/)\n"
+        )
+        added = run(eps, *admin, "user", "add", "x:y")
+        assert added.returncode != 0 and "tokens file" in added.stderr
+        nosy = run(eps, "--user", f"viewer:{ro}", "user", "list")
+        assert nosy.returncode != 0 and "permission denied" in nosy.stderr
         # The gateway: a bearer token, or 401.
         url = "http://" + c.layout["http_peers"][0] + "/v3/kv/range"
         body = b'{"key": "YXBwL3g="}'
@@ -428,13 +445,13 @@ def test_paxosctl_txn_reads_and_prints_as_etcdctl(both: tuple[str, str], tmp_pat
     for script in scripts:
         want = run(etcd, "txn", stdin=script)
         got = subprocess.run(
-            [sys.executable, "-m", "paxosrsm.ctl", "-c", str(ours_cluster), "txn"],
+            [sys.executable, "-m", "paxosrsm.cli", "-c", str(ours_cluster), "txn"],
             input=script, capture_output=True, text=True, timeout=30, env=env,
         )  # fmt: skip
         assert got.returncode == want.returncode == 0, (got.stderr, want.stderr)
         assert got.stdout == want.stdout, (script, got.stdout, want.stdout)
     bad = subprocess.run(
-        [sys.executable, "-m", "paxosrsm.ctl", "-c", str(ours_cluster), "txn"],
+        [sys.executable, "-m", "paxosrsm.cli", "-c", str(ours_cluster), "txn"],
         input='value(tx) == "x"\n\n\n\n', capture_output=True, text=True, timeout=30, env=env,
     )  # fmt: skip
     assert bad.returncode == 2 and "not a compare" in bad.stderr

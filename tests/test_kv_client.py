@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from paxosrsm.client import Client, Outcome
+from paxosrsm.client.core import Outcome
+from paxosrsm.client.core import SessionClient as Client
 from paxosrsm.messages import ClientReply, Status
 from paxosrsm.statemachine import KVStore, decode_result, encode_op
 from paxosrsm.types import Kind

@@ -257,15 +257,15 @@ def test_the_generated_grpc_modules_match_their_proto_files(tmp_path: Any) -> No
     pb = node / "paxosrsm" / "etcdapi" / "pb"
     dst = tmp_path / "paxosrsm" / "etcdapi" / "pb"
     dst.mkdir(parents=True)
-    for f in ("kv.proto", "rpc.proto"):
+    for f in ("kv.proto", "auth.proto", "rpc.proto"):
         shutil.copy(pb / f, dst / f)
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", "-I", str(tmp_path),
          f"--python_out={tmp_path}", f"--grpc_python_out={tmp_path}",
-         str(dst / "kv.proto"), str(dst / "rpc.proto")],
+         str(dst / "kv.proto"), str(dst / "auth.proto"), str(dst / "rpc.proto")],
         check=True,
     )  # fmt: skip
-    for f in ("kv_pb2.py", "rpc_pb2.py", "rpc_pb2_grpc.py"):
+    for f in ("kv_pb2.py", "auth_pb2.py", "rpc_pb2.py", "rpc_pb2_grpc.py"):
         assert (dst / f).read_text() == (pb / f).read_text(), f"{f}: run `make protos`"
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from netcluster import ProcCluster
 
-from paxosrsm.aclient import AsyncClient, KVError, Unavailable, UnknownOutcome
 from paxosrsm.check.linearizability import Op, check_history
+from paxosrsm.client import AsyncClient, KVError, Unavailable, UnknownOutcome
 
 KEYS = [f"k{i}" for i in range(4)]
 
@@ -358,7 +358,7 @@ def test_tls_sessions(make_cluster, tmp_path: Path) -> None:  # type: ignore[no-
         assert len(r.read()) > 100_000
     # paxosctl over TLS (issue 12: it took no TLS option): a value too big
     # for a datagram goes over a TLS connection whose certificate it checks.
-    from paxosrsm import ctl
+    from paxosrsm.cli import ctl
 
     (c.root / "big.txt").write_text("w" * 100_000)
     nodes = ",".join(f"{h}:{p}" for h, p in c.addrs)
@@ -478,7 +478,7 @@ def test_a_restarted_node_at_a_new_address_is_found_before_dns(tmp_path: Path) -
     is: it follows the leader and counts in a quorum."""
     import subprocess
 
-    from paxosrsm.ctl import node_command
+    from paxosrsm.cli.ctl import node_command
 
     c = ProcCluster(tmp_path / "c", 3)
     port = int(c.layout["acceptors"][2].rsplit(":", 1)[1])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 
-from paxosrsm.client import Outcome
+from paxosrsm.client.core import Outcome
 from paxosrsm.config import ClusterConfig
 from paxosrsm.sim.engine import MS, SEC, SimParams, Simulator
 

@@ -227,6 +227,31 @@ def test_batching_and_the_pipeline_window() -> None:
     assert [(a.slot, len(a.value)) for a in more] == [(3, 3)]
 
 
+def test_a_decision_no_accept_carries_is_told_at_once_by_heartbeat() -> None:
+    """A put decided with nothing else in flight: the leader tells every node
+    the new commit point in the same Ready (a Heartbeat), as raft's leader
+    does, instead of leaving followers (and the watches they serve) to learn
+    it from the next Accept or periodic Heartbeat (30 ms on a network node:
+    a watch on a follower saw events 17 ms late)."""
+    cfg = ClusterConfig(n_acceptors=3, roles={3: Role.LEARNER})
+    n = Node(cfg, 0)
+    assert n.proposer is not None
+    n.proposer.start_election()
+    b = n.ready().messages[0].msg.ballot  # type: ignore[union-attr]
+    for a in (1, 2):
+        n.step(a, Promise(b, a, 0, (), 1))
+    for a in (1, 2):
+        n.step(a, Accepted(b, 0, a))  # the new leader's no-op
+    n.ready()
+    n.client_request(ClientRequest(5, 1, Kind.WRITE, encode_op("put", "k", "v")))
+    n.ready()
+    n.step(1, Accepted(b, 1, 1))
+    n.step(2, Accepted(b, 1, 2))
+    assert n.applied == 1
+    hbs = [(e.dst, e.msg.commit) for e in n.ready().messages if isinstance(e.msg, Heartbeat)]
+    assert sorted(hbs) == [(0, 1), (1, 1), (2, 1), (3, 1)], "every node, the learner too"
+
+
 def test_read_waits_for_a_quorum_probe_sent_after_it_arrived() -> None:
     n = Node(CFG3, 0)
     b = elect(n)

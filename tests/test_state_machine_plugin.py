@@ -8,7 +8,7 @@ from pathlib import Path
 
 from netcluster import ProcCluster
 
-from paxosrsm.aclient import AsyncClient
+from paxosrsm.client import AsyncClient
 from paxosrsm.examples.counter import Counter, CounterClient, CounterError
 from paxosrsm.types import Kind
 

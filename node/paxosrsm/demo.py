@@ -14,7 +14,7 @@ import argparse
 import shlex
 import sys
 
-from .client import Outcome
+from .client.core import Outcome
 from .config import ClusterConfig
 from .sim.engine import MS, SEC, OpRecord, SimParams, Simulator
 

@@ -90,6 +90,11 @@ class Proposer:
         self.ack_probe: dict[int, int] = {}
         self.last_ack: dict[int, int] = {}
         self.hb_elapsed = 0
+        #: The highest commit point a Heartbeat (to every node) carried, and
+        #: whether this flush sent an Accept (carrying the commit point to
+        #: the acceptors): see the end of ``flush``.
+        self.commit_told = -1
+        self.accept_sent = False
         self.now = 0
         self.decided_own = False
         #: A promise session of our ballot broke while we led (see on_session_lost).
@@ -453,6 +458,7 @@ class Proposer:
         msg = Accept(self.ballot, slot, value, self.commit_point(), self.incs)
         for a in self.cfg.acceptor_ids:
             self.out.send(a, msg)
+        self.accept_sent = True
 
     def _retransmit_accepts(self) -> None:
         assert self.ballot is not None
@@ -558,6 +564,14 @@ class Proposer:
                 self._propose(self.next_slot, NOOP)
                 self.next_slot += 1
             self._serve_reads()
+        # Tell every node of a new decision now, as raft's leader does, when
+        # no Accept just carried it: otherwise followers (and their watches)
+        # would learn it from the next Accept or periodic Heartbeat, up to
+        # heartbeat_ticks later. Only ever what commit_point() advertises.
+        told = self.commit_told
+        if not self.accept_sent and self.state == PState.LEADER and self.commit_point() > told:
+            self.send_heartbeat()
+        self.accept_sent = False
 
     # ------------------------------------------------------------ clients
 
@@ -616,6 +630,7 @@ class Proposer:
         self.hb_elapsed = 0
         self.probe += 1
         commit = self.commit_point()
+        self.commit_told = max(self.commit_told, commit)
         durable = min(self.replica.durable_snapshot, commit)
         msg = Heartbeat(self.ballot, commit, self.probe, durable)
         for n in self.cfg.node_ids:

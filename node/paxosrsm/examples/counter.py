@@ -12,12 +12,12 @@ node of the cluster must run the same one. The contract
   restart); the same state must give the same bytes.
 
 Writes here: ``add <n>`` (returns the new value); reads: ``get``.
-:class:`CounterClient` wraps :class:`paxosrsm.aclient.AsyncClient`.
+:class:`CounterClient` wraps :class:`paxosrsm.client.AsyncClient`.
 """
 
 from __future__ import annotations
 
-from ..aclient import AsyncClient
+from ..client.aio import AsyncClient
 from ..types import Kind
 
 MAX_STEP = 1 << 32

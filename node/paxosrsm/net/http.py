@@ -30,8 +30,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .. import mvcc
-from ..aclient import AsyncClient, ClientError, KVError, Unavailable, UnknownOutcome
-from ..mvccclient import prefix_end
+from ..client.aio import AsyncClient, ClientError, KVError, Unavailable, UnknownOutcome
+from ..client.mvcc import prefix_end
 from ..statemachine import NOSPACE, encode_op
 from ..types import Kind
 from .browser import BrowserGuard
@@ -193,6 +193,10 @@ class HttpApi:
             o.client_addresses(), server.key, timeout=5.0, ssl=server.ssl_client
         )
         server.own_clients.append(self.client)
+        # Requests for this very node skip the datagram (the leader's own
+        # HTTP and gRPC requests are proposed in-process).
+        self.client.attach_local(server.id, server.submit_local)
+        server.local_clients.append(self.client)
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(server))
         self.runner: web.AppRunner | None = None

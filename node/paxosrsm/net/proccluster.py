@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from paxosrsm.aclient import AsyncClient, Client
-from paxosrsm.ctl import local_layout, node_command
+from paxosrsm.cli.ctl import local_layout, node_command
+from paxosrsm.client import AsyncClient, Client
 from paxosrsm.net.auth import load_key
 from paxosrsm.net.identity import write_node_keys
 from paxosrsm.net.options import parse_addr

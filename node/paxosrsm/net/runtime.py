@@ -33,7 +33,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..aclient import AsyncClient, ClientError
+from ..client.aio import AsyncClient, ClientError
 from ..config import Role
 from ..driver import (
     SESSION_TO_ACCEPTOR,
@@ -221,6 +221,11 @@ class NodeServer:
         self.ssl_client: ssl.SSLContext | None = None
         self.leader_seen: tuple[int, Ballot, float] | None = None
         self.applied_total = 0
+        #: Called (synchronously, on the loop) after a cycle that applied
+        #: commands: the watch hub's wake-up (no polling delay).
+        self.on_applied: list[Callable[[], None]] = []
+        #: Clients in this process that submit to this node directly.
+        self.local_clients: list[AsyncClient] = []
         #: hooks for the HTTP layer (reply futures of in-process requests)
         self.on_reply: Callable[[ClientReply], bool] | None = None
 
@@ -638,6 +643,9 @@ class NodeServer:
             except Exception as e:
                 self._die(e)
                 return
+            if fl.committed:
+                for cb in self.on_applied:
+                    cb()
             self._close_superseded_sessions()
 
     async def _append(self, storage: SQLiteStorage, records: list[Record]) -> None:
@@ -876,6 +884,8 @@ class NodeServer:
         for r in replies:
             if self.on_reply is not None and self.on_reply(r):
                 continue
+            if any(c.take_reply(r) for c in self.local_clients):
+                continue  # a client in this process (the HTTP and gRPC APIs)
             route = self.client_routes.get(r.client_id)
             if route is None:
                 self.stats["reply_no_route"] += 1
@@ -1002,10 +1012,18 @@ class NodeServer:
         self.dirty.set()
 
     def submit_local(self, req: ClientRequest) -> None:
-        """A request from this process (the HTTP API); its reply goes to on_reply."""
+        """A request from this process (the HTTP and gRPC APIs' client); its
+        reply goes to that client's ``take_reply``. Dropped while the node
+        cannot take it (starting, disk full): the client's timer retries."""
         driver = self.driver
-        assert driver is not None
-        driver.client(req)
+        if driver is None or self.disk_full or self.stopping.is_set():
+            self.stats["local_requests_dropped"] += 1
+            return
+        try:
+            driver.client(req)
+        except ProtocolError as e:
+            self._bad("refused", f"local client request: {e}")
+            return
         self.dirty.set()
 
     def _step(self, src: int, m: PeerMessage) -> None:

@@ -44,7 +44,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..check.linearizability import CheckResult, Op, check_history
-from ..client import Client, Completion, Outcome
+from ..client.core import Completion, Outcome
+from ..client.core import SessionClient as Client
 from ..config import ClusterConfig, Role
 from ..driver import TO_ACCEPTOR, TO_PROPOSER, UDP, Driver, Flush, channel
 from ..messages import (

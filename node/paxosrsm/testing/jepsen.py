@@ -51,9 +51,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import mvcc
-from ..aclient import AsyncClient, ClientError, KVError, Unavailable, UnknownOutcome
 from ..check.linearizability import Op, check_history
-from ..mvccclient import MVCCClient, prefix_end
+from ..client.aio import AsyncClient, ClientError, KVError, Unavailable, UnknownOutcome
+from ..client.mvcc import MVCCClient, prefix_end
 from ..net.auth import load_key
 from ..net.identity import node_key_path, write_node_keys
 from ..types import Kind

@@ -1,6 +1,6 @@
 """The MVCC store's client (issue 13): ranges, revisions, transactions,
 leases and watches over paxosrsm's own client protocol, on top of
-:class:`paxosrsm.aclient.AsyncClient` (leader redirection, retries,
+:class:`paxosrsm.client.AsyncClient` (leader redirection, retries,
 exactly-once writes). ``paxosctl`` uses it; so can programs::
 
     async with AsyncClient(addrs, key) as c:
@@ -27,9 +27,9 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
-from . import mvcc
-from .aclient import AsyncClient, KVError
-from .types import Kind
+from .. import mvcc
+from ..types import Kind
+from .aio import AsyncClient, KVError
 
 
 def _b(x: str | bytes) -> bytes:

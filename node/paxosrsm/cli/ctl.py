@@ -37,12 +37,12 @@ from typing import Any
 
 import yaml
 
-from . import mvcc
-from .aclient import AsyncClient, ClientError, KVError, Unavailable, UnknownOutcome
-from .mvccclient import MVCCClient
-from .net.auth import load_key
-from .net.identity import node_key_path, write_node_keys
-from .net.options import OptionsError, parse_addr
+from .. import mvcc
+from ..client.aio import AsyncClient, ClientError, KVError, Unavailable, UnknownOutcome
+from ..client.mvcc import MVCCClient
+from ..net.auth import load_key
+from ..net.identity import node_key_path, write_node_keys
+from ..net.options import OptionsError, parse_addr
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNKNOWN, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
 DEFAULT_DIR = "./paxos-data"
@@ -181,7 +181,7 @@ MAX_STDIN = 1 << 20
 
 
 def _version() -> str:
-    from .net.main import version
+    from ..net.main import version
 
     return version()
 
@@ -422,7 +422,7 @@ async def bench_throughput(
 
 
 async def _bench(ns: argparse.Namespace) -> int:
-    from .loadgen import LoadGen
+    from ..loadgen import LoadGen
 
     c = load_cluster(ns)
     levels = [int(x) for x in ns.outstanding.split(",")]

@@ -1,36 +1,39 @@
-"""The client library: async-first, with a thin synchronous wrapper.
+"""The network client: asyncio, with a thin synchronous wrapper (``Client``).
 
-* Requests go by UDP to the node believed to lead (TCP when too big for a
-  datagram), authenticated with the cluster key like every other datagram.
-* NOT_LEADER answers are followed to the leader they name; silence is retried
-  on a timer, to the next node.
-* Every retry of a request keeps its (client_id, seq), so the replicas' session
-  table applies a write at most once, whichever node and attempt it reaches.
-  One client id is used by one request at a time (a pool of them allows many
-  requests in flight).
-* Timeouts are explicit. A write whose fate is not known when its timeout
-  expires raises ``UnknownOutcome``: it may have been applied, or may never
-  be. A read that times out raises ``Unavailable`` (a read changes nothing).
+It is the I/O around the sans-I/O ``ClientCore`` (``client/core.py``), which
+decides everything else: sessions, retries and their timing, leader
+redirects, outcomes. Here:
+
+* requests go by UDP to the node the core names (TCP when too big for a
+  datagram, or when the core asks for a stream), sealed with the cluster key
+  (or a client credential) like every other datagram; many requests to one
+  node share a datagram;
+* the core's timers run on the event loop; a node that met silence has its
+  name looked up again (a rescheduled pod);
+* a write whose fate is not known when its timeout expires raises
+  ``UnknownOutcome``: it may have been applied, or may never be. A read that
+  times out raises ``Unavailable`` (a read changes nothing).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
 import ssl as _ssl
 import threading
 import time
-from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
-from .messages import ClientReply, ClientRequest, Status
-from .net import auth, codec
-from .net.conn import FramedConn
-from .statemachine import encode_op
-from .types import MAX_PAYLOAD_BYTES, Kind, ProtocolError
+from ..messages import ClientReply, ClientRequest
+from ..net import auth, codec
+from ..net.conn import FramedConn
+from ..statemachine import encode_op
+from ..types import MAX_PAYLOAD_BYTES, Kind, ProtocolError
+from .core import ClientCore, Outcome
 
 T = TypeVar("T")
 
@@ -49,19 +52,6 @@ class Unavailable(ClientError):
 
 class KVError(ClientError):
     """The state machine refused the operation (bad input); nothing changed."""
-
-
-@dataclass(slots=True)
-class _Op:
-    req: ClientRequest
-    fut: asyncio.Future[bytes]
-    target: int
-    deadline: float
-    attempts: int = 0
-    redirects: int = 0
-    tcp: bool = False  # the answer is too big for a datagram
-    timer: asyncio.TimerHandle | None = None
-    session: list[int] = field(default_factory=list)
 
 
 class _Proto(asyncio.DatagramProtocol):
@@ -113,9 +103,13 @@ class AsyncClient:
         self.conn_id = random.getrandbits(62)
         self.sealer = auth.Sealer(key, auth.ORIGIN_CLIENT, self.conn_id, time.time_ns())
         self.opener = auth.Opener(key, auth.ORIGIN_CLIENT, self.conn_id, max_senders=1024)
-        self.leader: int | None = None
-        self.ops: dict[tuple[int, int], _Op] = {}
-        self.free: list[list[int]] = []  # [client_id, last_seq]
+        self.core = ClientCore(len(self.addrs), random.Random(), retry=retry_interval)
+        self.futs: dict[tuple[int, int], asyncio.Future[bytes]] = {}
+        #: (node id, submit): a client inside a node's own process hands
+        #: requests for that node straight to it (no datagram, no sealing);
+        #: the node gives the replies back through ``take_reply``.
+        self.local: tuple[int, Callable[[ClientRequest], None]] | None = None
+        self.timers: dict[tuple[int, int], asyncio.TimerHandle] = {}
         self.outq: dict[int, list[bytes]] = {}
         self.flush_scheduled = False
         self.transport: asyncio.DatagramTransport | None = None
@@ -151,20 +145,29 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    @property
+    def leader(self) -> int | None:
+        return self.core.leader
+
+    def attach_local(self, node_id: int, submit: Callable[[ClientRequest], None]) -> None:
+        """Requests for node ``node_id`` go to ``submit`` (the node's own
+        process); it must hand this client's replies to ``take_reply``."""
+        self.local = (node_id, submit)
+
+    def take_reply(self, r: ClientReply) -> bool:
+        """A reply from the local node: True if it answers one of ours."""
+        if (r.client_id, r.seq) not in self.core.pending:
+            return False
+        self._on_reply(r)
+        return True
+
     async def close(self) -> None:
         """Every request in flight ends now: a write that may have been sent
         with UnknownOutcome (it may still be applied), anything else with
         Unavailable."""
-        for op in list(self.ops.values()):
-            if op.timer is not None:
-                op.timer.cancel()
-            if not op.fut.done():
-                if op.req.kind == Kind.WRITE and op.attempts > 0:
-                    op.fut.set_exception(UnknownOutcome("client closed with the write in flight"))
-                else:
-                    op.fut.set_exception(Unavailable("client closed"))
-                op.fut.exception()
-        self.ops.clear()
+        for key in list(self.core.pending):
+            self.core.abandon(key, "client closed with the request in flight")
+        self._pump()
         for c in self.tcp.values():
             c.close()
         if self.transport is not None:
@@ -214,41 +217,67 @@ class AsyncClient:
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
         loop = asyncio.get_running_loop()
-        sess = self.free.pop() if self.free else [random.getrandbits(63), 0]
-        sess[1] += 1
-        req = ClientRequest(sess[0], sess[1], kind, payload)
+        now = loop.time()
         tmo = self.timeout if timeout is None else timeout
-        if kind == Kind.STALE_READ:
-            target = random.randrange(len(self.addrs))
-        else:
-            target = self.leader if self.leader is not None else random.randrange(len(self.addrs))
-        op = _Op(req, loop.create_future(), target, loop.time() + tmo, session=sess)
-        self.ops[(req.client_id, req.seq)] = op
-        self._send(op)
+        key = self.core.submit(kind, payload, now, now + tmo)
+        fut: asyncio.Future[bytes] = loop.create_future()
+        self.futs[key] = fut
+        self._pump()
         try:
-            return await op.fut
+            return await fut
         finally:
-            if op.timer is not None:
-                op.timer.cancel()
-            self.ops.pop((req.client_id, req.seq), None)
-            self.free.append(sess)
+            if key in self.core.pending:  # the caller stopped waiting
+                self.core.abandon(key, "cancelled")
+                self._pump()
+            self.futs.pop(key, None)
 
-    def _send(self, op: _Op) -> None:
-        loop = asyncio.get_running_loop()
-        op.attempts += 1
-        enc = codec.encode(op.req)
-        if op.tcp or len(enc) + auth.OVERHEAD + 8 > self.max_datagram:
-            self._send_tcp(op.target, enc)
-        else:
-            self.outq.setdefault(op.target, []).append(enc)
-            if not self.flush_scheduled:
-                self.flush_scheduled = True
-                loop.call_soon(self._flush)
-        wait = min(self.retry_interval * (1.5 ** min(op.attempts - 1, 4)), 2.0)
-        wait = min(wait, max(0.0, op.deadline - loop.time()))
-        if op.timer is not None:
-            op.timer.cancel()
-        op.timer = loop.call_later(wait, self._on_timer, op)
+    @staticmethod
+    def _submit_local(submit: Callable[[ClientRequest], None], req: ClientRequest) -> None:
+        with contextlib.suppress(ProtocolError):  # refused: as if lost
+            submit(req)
+
+    def _pump(self) -> None:
+        """Carry out what the core decided: sends, timers, completions."""
+        sends, done = self.core.take()
+        if sends:
+            loop = asyncio.get_running_loop()
+            for snd in sends:
+                if snd.refresh:
+                    self._refresh(snd.target)
+                    continue
+                if self.local is not None and snd.target == self.local[0]:
+                    # Next turn of the loop: never inside the node's own cycle.
+                    loop.call_soon(self._submit_local, self.local[1], snd.req)
+                elif snd.stream or len(enc := codec.encode(snd.req)) + auth.OVERHEAD + 8 > (
+                    self.max_datagram
+                ):
+                    self._send_tcp(snd.target, codec.encode(snd.req))
+                else:
+                    self.outq.setdefault(snd.target, []).append(enc)
+                    if not self.flush_scheduled:
+                        self.flush_scheduled = True
+                        loop.call_soon(self._flush)
+                key = (snd.req.client_id, snd.req.seq)
+                due = self.core.due(key)
+                old = self.timers.pop(key, None)
+                if old is not None:
+                    old.cancel()
+                if due is not None:
+                    self.timers[key] = loop.call_at(due, self._on_timer, key)
+        for c in done:
+            key = (c.client_id, c.seq)
+            t = self.timers.pop(key, None)
+            if t is not None:
+                t.cancel()
+            fut = self.futs.pop(key, None)
+            if fut is None or fut.done():
+                continue
+            if c.outcome == Outcome.OK:
+                fut.set_result(c.result)
+            else:
+                err = UnknownOutcome if c.outcome == Outcome.UNKNOWN else Unavailable
+                fut.set_exception(err(c.reason))
+                fut.exception()  # retrieved: a caller that stopped waiting logs nothing
 
     def _flush(self) -> None:
         self.flush_scheduled = False
@@ -308,26 +337,16 @@ class AsyncClient:
             self.tcp[target] = c
         c.send(codec.pack_encoded([enc]))
 
-    def _on_timer(self, op: _Op) -> None:
-        op.timer = None
-        if op.fut.done():
-            return
+    def _on_timer(self, key: tuple[int, int]) -> None:
+        self.timers.pop(key, None)
         loop = asyncio.get_running_loop()
-        if loop.time() >= op.deadline:
-            if op.req.kind == Kind.WRITE:
-                op.fut.set_exception(
-                    UnknownOutcome(f"no answer to write {op.req.client_id}/{op.req.seq} in time")
-                )
-            else:
-                op.fut.set_exception(Unavailable("no answer to read in time"))
-            self.leader = None
-            return
-        # Silence: that node may be down or partitioned, or its name may point
-        # elsewhere now (a rescheduled pod): resolve it again, try the next one.
-        self._refresh(op.target)
-        self.leader = None
-        op.target = (op.target + 1) % len(self.addrs)
-        self._send(op)
+        self.core.on_timer(key, loop.time())
+        self._pump()
+        due = self.core.due(key)
+        if due is not None and key not in self.timers:
+            # The loop may run a timer a hair early: the core then does
+            # nothing, and the timer must be set again, or the request hangs.
+            self.timers[key] = loop.call_at(due, self._on_timer, key)
 
     def _refresh(self, target: int) -> None:
         if target in self.refreshing:
@@ -371,36 +390,8 @@ class AsyncClient:
                 self._on_reply(m)
 
     def _on_reply(self, r: ClientReply) -> None:
-        op = self.ops.get((r.client_id, r.seq))
-        if op is None or op.fut.done():
-            return
-        if r.status == Status.OK:
-            if op.req.kind != Kind.STALE_READ:
-                self.leader = r.leader_hint if r.leader_hint is not None else op.target
-            op.fut.set_result(r.result)
-        elif r.status == Status.NOT_LEADER:
-            op.redirects += 1
-            hint = r.leader_hint
-            if (
-                hint is not None
-                and hint < len(self.addrs)
-                and hint != op.target
-                and (op.redirects <= len(self.addrs))
-            ):
-                self.leader = hint
-                op.target = hint
-                self._send(op)
-            else:
-                # No (useful) hint: an election is probably running. Let the
-                # retry timer move on, so that we do not spin between nodes.
-                self.leader = None
-                op.target = (op.target + 1) % len(self.addrs)
-        elif r.status == Status.TOO_LARGE:
-            op.tcp = True  # same seq: a write already applied is answered, not re-applied
-            self._send(op)
-        elif r.status == Status.STALE_SESSION:
-            op.fut.set_exception(UnknownOutcome("request overtaken by a newer one of its session"))
-        # BUSY: the retry timer resends the same request.
+        self.core.on_reply(r, asyncio.get_running_loop().time())
+        self._pump()
 
 
 # ------------------------------------------------------------------ sync wrapper

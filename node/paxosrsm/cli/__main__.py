@@ -1,0 +1,5 @@
+import sys
+
+from .ctl import main
+
+sys.exit(main())
