@@ -204,8 +204,8 @@ def test_higher_ballot_deposes_the_leader_and_pending_clients_are_redirected() -
     assert [(r.seq, r.status) for r in rd.replies] == [(1, Status.NOT_LEADER)]
 
 
-def test_batching_and_the_pipeline_window() -> None:
-    cfg = ClusterConfig(n_acceptors=3, window=2, max_batch=3)
+def leading(cfg: ClusterConfig) -> tuple[Node, Ballot]:
+    """Node 0 elected by acceptors 1 and 2, its no-op in slot 0 decided."""
     n = Node(cfg, 0)
     assert n.proposer is not None
     n.proposer.start_election()
@@ -215,6 +215,12 @@ def test_batching_and_the_pipeline_window() -> None:
     for a in (1, 2):
         n.step(a, Accepted(b, 0, a))  # the new leader's no-op
     n.ready()
+    return n, b
+
+
+def test_batching_and_the_pipeline_window() -> None:
+    cfg = ClusterConfig(n_acceptors=3, window=2, max_batch=3)
+    n, b = leading(cfg)
     for seq in range(1, 11):
         n.client_request(ClientRequest(5, seq, Kind.WRITE, encode_op("put", "k", str(seq))))
     accepts = [e.msg for e in n.ready().messages if isinstance(e.msg, Accept) and e.dst == 1]
@@ -234,15 +240,7 @@ def test_a_decision_no_accept_carries_is_told_at_once_by_heartbeat() -> None:
     it from the next Accept or periodic Heartbeat (30 ms on a network node:
     a watch on a follower saw events 17 ms late)."""
     cfg = ClusterConfig(n_acceptors=3, roles={3: Role.LEARNER})
-    n = Node(cfg, 0)
-    assert n.proposer is not None
-    n.proposer.start_election()
-    b = n.ready().messages[0].msg.ballot  # type: ignore[union-attr]
-    for a in (1, 2):
-        n.step(a, Promise(b, a, 0, (), 1))
-    for a in (1, 2):
-        n.step(a, Accepted(b, 0, a))  # the new leader's no-op
-    n.ready()
+    n, b = leading(cfg)
     n.client_request(ClientRequest(5, 1, Kind.WRITE, encode_op("put", "k", "v")))
     n.ready()
     n.step(1, Accepted(b, 1, 1))
