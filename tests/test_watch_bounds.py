@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -22,6 +24,32 @@ from paxosrsm.etcdapi.pb import rpc_pb2, rpc_pb2_grpc
 
 STREAMS, PER_STREAM, WRITES, VALUE = 10, 20, 1500, 2048
 
+HUNG_CLIENT = """
+import asyncio, os, signal, sys
+import grpc
+from paxosrsm.etcdapi.pb import rpc_pb2, rpc_pb2_grpc
+
+async def main():
+    ep, streams, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    calls = []
+    for _ in range(streams):
+        async def gen():
+            for _ in range(per):
+                yield rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(
+                    key=b"wb/", range_end=b"wb0"))
+            await asyncio.Event().wait()
+        call = rpc_pb2_grpc.WatchStub(grpc.aio.insecure_channel(ep)).Watch(gen())
+        calls.append(call)
+        created = 0
+        while created < per:  # every watch created, then never read again
+            r = await call.read()
+            created += bool(r.created)
+    print("stopping", flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+asyncio.run(main())
+"""
+
 
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -32,6 +60,7 @@ def rss_mb(pid: int) -> float:
 
 def test_slow_watchers_cost_bounded_memory(tmp_path: Path) -> None:
     c = ProcCluster(tmp_path / "c", 3).start_all()
+    stopped: list[subprocess.Popen[bytes]] = []
     try:
         c.wait_ready()
         pid = c.procs[0].pid
@@ -41,7 +70,7 @@ def test_slow_watchers_cost_bounded_memory(tmp_path: Path) -> None:
             base = rss_mb(pid)
             peak = base
             got: list[list[int]] = [[] for _ in range(STREAMS * PER_STREAM // 2)]
-            chans = [grpc.aio.insecure_channel(ep0) for _ in range(STREAMS)]
+            chans = [grpc.aio.insecure_channel(ep0) for _ in range(STREAMS // 2)]
             calls = []
             ready = asyncio.Event()
 
@@ -68,12 +97,22 @@ def test_slow_watchers_cost_bounded_memory(tmp_path: Path) -> None:
                         return
 
             tasks = []
-            for s, ch in enumerate(chans):
+            for s, ch in enumerate(chans[: STREAMS // 2]):
                 call = rpc_pb2_grpc.WatchStub(ch).Watch(reqs())
                 calls.append(call)
-                if s < STREAMS // 2:
-                    tasks.append(asyncio.create_task(reader(s, call)))
-                # the other half: never read
+                tasks.append(asyncio.create_task(reader(s, call)))
+            # The other half: opened by a process that then stops (SIGSTOP), so that
+            # nothing reads their sockets (a client in this process would keep
+            # taking bytes off them into grpcio's buffers as its windows allow,
+            # which is reading, slowly).
+            hung = subprocess.Popen(
+                [sys.executable, "-c", HUNG_CLIENT, ep0, str(STREAMS // 2), str(PER_STREAM)],
+                stdout=subprocess.PIPE,
+            )
+            stopped.append(hung)
+            assert hung.stdout is not None
+            line = await asyncio.get_running_loop().run_in_executor(None, hung.stdout.readline)
+            assert line.strip() == b"stopping", line
             await asyncio.wait_for(ready.wait(), 30)
             await asyncio.sleep(1.0)
             wch = grpc.aio.insecure_channel(c.layout["grpc_peers"][1])
@@ -104,6 +143,8 @@ def test_slow_watchers_cost_bounded_memory(tmp_path: Path) -> None:
                 await asyncio.sleep(0.3)
             else:
                 raise AssertionError(f"slow watchers not cancelled: {st.get('counters')}")
+            hung.kill()
+            hung.wait()
             for call in calls:
                 call.cancel()
             for ch in [*chans, wch]:
@@ -121,6 +162,9 @@ def test_slow_watchers_cost_bounded_memory(tmp_path: Path) -> None:
         assert peak - base < 120, (base, peak)
         assert all(c.alive(i) for i in range(3))
     finally:
+        for p in stopped:
+            p.kill()
+            p.wait()
         c.close()
 
 
