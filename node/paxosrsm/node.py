@@ -34,6 +34,7 @@ from .messages import (
     PreVoteReply,
     Promise,
     RecoverPrepare,
+    Snapshot,
     Status,
 )
 from .outbox import Outbox, Ready, SafetyViolation
@@ -410,6 +411,19 @@ class Node:
         if self.replica is None:
             return None
         return self.replica.applied, self.replica.sm.snapshot()
+
+    def export_snapshot(self) -> Snapshot | None:
+        """The applied state as a snapshot, for a backup: every slot <= its
+        ``slot`` applied, nothing after. Taken without persisting or trimming
+        anything (the node's own snapshots and log are untouched). None on a
+        node with no learner or before the first applied slot. The caller
+        decides how recent it must be (``applied`` against a read index)."""
+        r = self.replica
+        if r is None or r.applied < 0:
+            return None
+        return Snapshot(
+            r.applied, r.sm.snapshot(), tuple(r.sessions[c] for c in sorted(r.sessions))
+        )
 
     # ------------------------------------------------------------ intents
 

@@ -660,7 +660,10 @@ class Proposer:
         keep: list[tuple[ClientRequest, int, int]] = []
         for req, idx, p in self.reads:
             if p <= confirmed and self.replica.applied >= idx:
-                self._reply(req.client_id, req.seq, Status.OK, self.replica.sm.query(req.payload))
+                # An empty read is a barrier: its answer is the read index
+                # itself (a backup on any member waits until it applied that).
+                answer = self.replica.sm.query(req.payload) if req.payload else str(idx).encode()
+                self._reply(req.client_id, req.seq, Status.OK, answer)
             else:
                 keep.append((req, idx, p))
         self.reads = keep

@@ -9,6 +9,7 @@
     paxosctl --version
     paxosctl status
     paxosctl bench [--outstanding 1,10,100,1000] [--seconds 5]
+    paxosctl snapshot save FILE | status FILE | restore FILE --data-dir DIR   (backups)
 
 A cluster is named by ``-c cluster.yaml`` (written by ``local up``; default
 $PAXOS_CLUSTER, else ./paxos-data/cluster.yaml) or by ``--nodes`` and
@@ -43,6 +44,7 @@ from ..client.mvcc import MVCCClient
 from ..net.auth import load_key
 from ..net.identity import node_key_path, write_node_keys
 from ..net.options import OptionsError, parse_addr
+from . import snapshot
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNKNOWN, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
 DEFAULT_DIR = "./paxos-data"
@@ -668,6 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="etcd v3 gRPC API ports from here (etcdctl --endpoints); 0: none",
     )
     up.add_argument("--exit-on-failure", action="store_true", help=argparse.SUPPRESS)
+    snapshot.add_parser(sub)
     return p
 
 
@@ -690,6 +693,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_local_up(ns)
         if ns.cmd == "keys":
             return cmd_keys(ns)
+        if ns.cmd == "snapshot":
+            need = ns.snap_cmd == "save" and not ns.endpoints
+            return snapshot.run(ns, load_cluster(ns) if need else None)
     except (UsageError, OptionsError) as e:
         print(f"paxosctl: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -33,7 +33,9 @@ from .. import mvcc
 from ..client.aio import AsyncClient, ClientError, KVError, Unavailable, UnknownOutcome
 from ..client.mvcc import prefix_end
 from ..statemachine import NOSPACE, encode_op
+from ..storage.backup import iter_chunks
 from ..types import Kind
+from .backups import BackupBusy, BackupFailed
 from .browser import BrowserGuard
 from .conn import fd_budget
 from .httpauth import HttpAuth
@@ -234,6 +236,7 @@ class HttpApi:
                 web.delete("/v1/kv/{key}", self.kv_delete),
                 web.post("/v1/cas/{key}", self.kv_cas),
                 web.get("/v1/status", self.status),
+                web.get("/v1/snapshot", self.snapshot),
                 web.get("/healthz", self.healthz),
                 web.get("/readyz", self.readyz),
                 web.get("/metrics", self.metrics),
@@ -561,6 +564,30 @@ class HttpApi:
         return web.json_response(
             {"leader": leader, "decided": top, "nodes": nodes, "time": time.time()}
         )
+
+    async def snapshot(self, req: web.Request) -> web.StreamResponse:
+        """A backup file (storage/backup.py) holding every write acknowledged
+        before this request: admin tokens only. Its slot, revision, size and
+        SHA-256 are in the headers too."""
+        self.auth.admin(req, "snapshot")
+        try:
+            info, chunks = await self.s.backups.take(self.client)
+        except BackupBusy as e:
+            return _err(429, str(e))
+        except BackupFailed as e:
+            return _err(503, f"no backup: {e}")
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(info.size),
+                "X-Paxos-Backup": json.dumps(info.to_json(), sort_keys=True),
+            }
+        )
+        await resp.prepare(req)
+        for c in iter_chunks(chunks):
+            await resp.write(c)
+        await resp.write_eof()
+        return resp
 
     async def healthz(self, req: web.Request) -> web.Response:
         lag = time.monotonic() - self.s.last_tick

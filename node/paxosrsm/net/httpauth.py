@@ -179,6 +179,36 @@ class HttpAuth:
             )
         return grant.name
 
+    def admin(self, request: web.Request, what: str) -> str:
+        """The name of an admin token's holder (or ``anonymous`` without a
+        tokens file); raises 401/403 otherwise. ``what`` names the action
+        in the refusal and the access log."""
+        self.maybe_reload()
+        if self.grants is None:
+            name = "anonymous"
+        else:
+            h = request.headers.get("Authorization", "")
+            scheme, _, token = h.partition(" ")
+            grant = (
+                self.grants.get(token_digest(token.strip())) if scheme.lower() == "bearer" else None
+            )
+            if grant is None:
+                self.on_refuse("http_unauthenticated", f"HTTP {request.remote}: no valid token")
+                raise web.HTTPUnauthorized(
+                    text='{"error": "a bearer token is required"}\n',
+                    content_type="application/json",
+                    headers={"WWW-Authenticate": 'Bearer realm="paxosrsm"'},
+                )
+            if grant.role != "admin" or grant.prefix:
+                self.on_refuse("http_forbidden", f"HTTP {request.remote}: {grant.name} {what}")
+                raise web.HTTPForbidden(
+                    text=json.dumps({"error": f"{what} needs an admin token for every key"}) + "\n",
+                    content_type="application/json",
+                )
+            name = grant.name
+        access_log.info("%s %s %s %s", name, request.remote, request.method, what)
+        return name
+
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path

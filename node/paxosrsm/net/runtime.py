@@ -70,6 +70,7 @@ from ..types import Ballot, Kind, ProtocolError
 from . import auth, codec
 from .accesslog import AccessLog
 from .admission import Admission
+from .backups import Backups
 from .conn import FramedConn, fd_budget
 from .options import NodeOptions
 from .quota import Reading, StorageQuota, is_disk_full, read_fs
@@ -228,6 +229,8 @@ class NodeServer:
         self.local_clients: list[AsyncClient] = []
         #: hooks for the HTTP layer (reply futures of in-process requests)
         self.on_reply: Callable[[ClientReply], bool] | None = None
+        #: Backups taken on this node (net/backups.py).
+        self.backups = Backups(self)
 
     # ================================================================ lifecycle
 

@@ -676,6 +676,11 @@ class MaintenanceStub:
                 request_serializer=paxosrsm_dot_etcdapi_dot_pb_dot_rpc__pb2.StatusRequest.SerializeToString,
                 response_deserializer=paxosrsm_dot_etcdapi_dot_pb_dot_rpc__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.Snapshot = channel.unary_stream(
+                '/etcdserverpb.Maintenance/Snapshot',
+                request_serializer=paxosrsm_dot_etcdapi_dot_pb_dot_rpc__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=paxosrsm_dot_etcdapi_dot_pb_dot_rpc__pb2.SnapshotResponse.FromString,
+                _registered_method=True)
 
 
 class MaintenanceServicer:
@@ -693,6 +698,12 @@ class MaintenanceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Snapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MaintenanceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -705,6 +716,11 @@ def add_MaintenanceServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=paxosrsm_dot_etcdapi_dot_pb_dot_rpc__pb2.StatusRequest.FromString,
                     response_serializer=paxosrsm_dot_etcdapi_dot_pb_dot_rpc__pb2.StatusResponse.SerializeToString,
+            ),
+            'Snapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.Snapshot,
+                    request_deserializer=paxosrsm_dot_etcdapi_dot_pb_dot_rpc__pb2.SnapshotRequest.FromString,
+                    response_serializer=paxosrsm_dot_etcdapi_dot_pb_dot_rpc__pb2.SnapshotResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -761,6 +777,33 @@ class Maintenance:
             '/etcdserverpb.Maintenance/Status',
             paxosrsm_dot_etcdapi_dot_pb_dot_rpc__pb2.StatusRequest.SerializeToString,
             paxosrsm_dot_etcdapi_dot_pb_dot_rpc__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Snapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/etcdserverpb.Maintenance/Snapshot',
+            paxosrsm_dot_etcdapi_dot_pb_dot_rpc__pb2.SnapshotRequest.SerializeToString,
+            paxosrsm_dot_etcdapi_dot_pb_dot_rpc__pb2.SnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,115 @@
+"""Taking a backup on a running node (HTTP ``GET /v1/snapshot`` and etcd's
+``Maintenance.Snapshot``; the file format is ``storage/backup.py``).
+
+Consistency: a backup holds every write acknowledged before it was asked
+for. The node first asks the leader for a read index (an empty READ: the
+leader confirms with a quorum that it still leads and answers the slot every
+earlier acknowledged write sits at or below), waits until its own replica
+applied that slot, and only then exports its applied state. Any member can
+serve it; a follower waits for its replica to catch up (at most
+``CATCHUP_S``).
+
+Bounds: one backup at a time per node (another asks gets 429); the state is
+exported on the event loop (as the node's own periodic snapshots are), the
+encoding and its digests run in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from .. import mvcc
+from ..client.aio import AsyncClient, ClientError, Unavailable, UnknownOutcome
+from ..storage.backup import BackupInfo, encode_backup
+from ..types import Kind
+
+if TYPE_CHECKING:
+    from .runtime import NodeServer
+
+log = logging.getLogger("paxosrsm.node")
+
+CATCHUP_S = 30.0
+
+
+class BackupBusy(Exception):
+    """Another backup is being taken on this node."""
+
+
+class BackupFailed(Exception):
+    """No backup now (no quorum, no replica, too far behind). Retry."""
+
+
+class Backups:
+    def __init__(self, server: NodeServer) -> None:
+        self.s = server
+        self.busy = False
+        self.taken = 0
+        self.failed = 0
+        #: Durations of the last backups (seconds), for the metrics.
+        self.seconds: list[float] = []
+
+    async def take(self, client: AsyncClient) -> tuple[BackupInfo, list[bytes]]:
+        if self.busy:
+            self.s._bad("backup_busy", "a backup was asked for while one is being taken")
+            raise BackupBusy("a backup is being taken on this node; retry when it is done")
+        self.busy = True
+        t0 = time.perf_counter()
+        try:
+            out = await self._take(client)
+        except BaseException:
+            self.failed += 1
+            raise
+        finally:
+            self.busy = False
+        self.taken += 1
+        self.seconds = [*self.seconds[-63:], time.perf_counter() - t0]
+        info = out[0]
+        log.info(
+            "backup taken at slot %d (revision %s): %d bytes, sha256 %s",
+            info.slot, info.revision, info.size, info.file_sha256,
+        )  # fmt: skip
+        return out
+
+    async def _take(self, client: AsyncClient) -> tuple[BackupInfo, list[bytes]]:
+        try:
+            raw = await client.request(Kind.READ, b"")
+        except (UnknownOutcome, Unavailable, ClientError) as e:
+            raise BackupFailed(f"no quorum confirmed a read index: {e}") from e
+        try:
+            idx = int(raw)
+        except ValueError as e:
+            raise BackupFailed(f"the leader answered no read index ({raw[:40]!r})") from e
+        deadline = time.monotonic() + CATCHUP_S
+        while True:
+            node = self.s.node
+            if node is None or self.s.stopping.is_set():
+                raise BackupFailed("the node is stopping")
+            if node.applied >= idx:
+                break
+            if time.monotonic() > deadline:
+                raise BackupFailed(
+                    f"this member applied slot {node.applied} and has not reached the read "
+                    f"index {idx} in {CATCHUP_S:.0f} s"
+                )
+            await asyncio.sleep(0.005)
+        snap = node.export_snapshot()
+        if snap is None:
+            raise BackupFailed("this member holds no replica (a learner or acceptor with state)")
+        revision: int | None = None
+        sm_name = self.s.opts.state_machine or "mvcc"
+        if not self.s.opts.state_machine:
+            answer = node.read_local(mvcc.encode({"op": "rev"}))
+            out = mvcc.decode_result(answer) if answer is not None else {}
+            if out.get("ok"):
+                revision = int(out["revision"])
+        return await asyncio.to_thread(
+            encode_backup,
+            snap,
+            cluster_id=self.s.opts.cluster_id,
+            revision=revision,
+            node=self.s.id,
+            state_machine=sm_name,
+        )
