@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: protos check chromium etcd-tools etcd-compat-table e2e e2e-on-paxos e2e-on-paxos-smoke e2e-campaign fuzz-campaign helm-lint wheelhouse images demo sim-demo test lint typecheck unit jepsen-slice jepsen sim-sweep bench bench-net bench-storage bench-recovery bench-flood bench-etcd watch-load clean
+.PHONY: protos check chromium etcd-tools prometheus-tools etcd-compat-table e2e e2e-on-paxos e2e-on-paxos-smoke e2e-campaign fuzz-campaign helm-lint wheelhouse images demo sim-demo test lint typecheck unit jepsen-slice jepsen sim-sweep bench bench-net bench-storage bench-recovery bench-flood bench-etcd watch-load clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -48,7 +48,13 @@ etcd-tools:
 	  apt-get update -q >/dev/null 2>&1 || true; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server etcd-client >/dev/null; }
 
-unit: $(STAMP) chromium etcd-tools
+prometheus-tools:
+	@command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing Debian's prometheus (the monitoring tests run it and promtool)"; \
+	  apt-get update -q >/dev/null 2>&1 || true; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null; }
+
+unit: $(STAMP) chromium etcd-tools prometheus-tools
 	$(BIN)/pytest -n 2 -q -m "not jepsen"
 
 # The Jepsen-style slice runs alone: its liveness figures are timings of real
@@ -66,7 +72,7 @@ HELM_VENV := .helm-venv
 $(HELM_VENV)/.installed:
 	@test -n "$(PY312)" || { echo "helm-lint needs Python 3.12 (set PY312=...)"; exit 1; }
 	$(PY312) -m venv $(HELM_VENV)
-	$(HELM_VENV)/bin/pip install -q helm-sdkpy
+	$(HELM_VENV)/bin/pip install -q helm-sdkpy pyyaml
 	touch $@
 # End-to-end on a real cluster ($KUBECONFIG, or the local Kubernetes): see e2e/README.md.
 e2e: $(STAMP) $(HELM_VENV)/.installed
@@ -94,6 +100,7 @@ e2e-campaign: $(STAMP) $(HELM_VENV)/.installed
 
 helm-lint: $(HELM_VENV)/.installed
 	$(HELM_VENV)/bin/python charts/lint.py --strict
+	$(HELM_VENV)/bin/python charts/lint.py --strict --values charts/ci-values-all-on.yaml
 
 # Issue 12's fuzz campaign: 1,000,000 inputs on each of UDP, TCP and HTTP
 # (UDP and TCP include the client API) against three real nodes; it prints

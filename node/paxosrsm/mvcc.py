@@ -149,6 +149,10 @@ class MVCCStore:
     def __init__(self, retain: int = AUTO_RETAIN) -> None:
         self.rev = 1  # etcd's store starts at revision 1
         self.compact_rev = 0
+        #: Compactions done and the last one's duration (for the metrics:
+        #: not part of the state, never in a snapshot).
+        self.compactions = 0
+        self.last_compaction_seconds = 0.0
         self.retain = retain
         self.keys: Any = SortedList()  # every key with a version kept
         #: Keys that a compaction may shorten: written since the last one,
@@ -469,6 +473,13 @@ class MVCCStore:
             raise MVCCError(ERR_COMPACTED, "OUT_OF_RANGE")
         if rev > self.rev:
             raise MVCCError(ERR_FUTURE_REV, "OUT_OF_RANGE")
+        t0 = time.perf_counter()
+        out = self._compact_to(rev)
+        self.compactions += 1
+        self.last_compaction_seconds = time.perf_counter() - t0
+        return out
+
+    def _compact_to(self, rev: int) -> dict[str, Any]:
         self.compact_rev = rev
         while self.changes and self.changes[0][0] < rev:
             self.changes.popleft()

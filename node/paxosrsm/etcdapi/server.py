@@ -248,6 +248,19 @@ class EtcdApi:
         self, context: grpc.aio.ServicerContext, req: dict[str, Any], write: bool,
         serializable: bool = False, lease: bool = False,
     ) -> dict[str, Any]:  # fmt: skip
+        t0 = time.perf_counter()
+        try:
+            return await self._call(context, req, write, serializable, lease)
+        finally:
+            op = str(req.get("op", "?"))
+            if serializable:
+                op += "_serializable"
+            self.s.metrics.observe_request("grpc", op, time.perf_counter() - t0)
+
+    async def _call(
+        self, context: grpc.aio.ServicerContext, req: dict[str, Any], write: bool,
+        serializable: bool, lease: bool,
+    ) -> dict[str, Any]:  # fmt: skip
         name = self.who(context, req, lease_write=write if lease else None)
         payload = mvcc.encode(req)
         if len(payload) > MAX_REQUEST:

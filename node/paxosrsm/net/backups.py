@@ -48,8 +48,8 @@ class Backups:
         self.busy = False
         self.taken = 0
         self.failed = 0
-        #: Durations of the last backups (seconds), for the metrics.
-        self.seconds: list[float] = []
+        #: When the last backup was served (Unix seconds; 0: none yet).
+        self.last_success = 0.0
 
     async def take(self, client: AsyncClient) -> tuple[BackupInfo, list[bytes]]:
         if self.busy:
@@ -57,15 +57,20 @@ class Backups:
             raise BackupBusy("a backup is being taken on this node; retry when it is done")
         self.busy = True
         t0 = time.perf_counter()
+        m = self.s.metrics
         try:
             out = await self._take(client)
         except BaseException:
             self.failed += 1
+            m.backups.labels("failed").inc()
             raise
         finally:
             self.busy = False
         self.taken += 1
-        self.seconds = [*self.seconds[-63:], time.perf_counter() - t0]
+        dt = time.perf_counter() - t0
+        m.backups.labels("ok").inc()
+        m.backup.observe(dt)
+        self.last_success = time.time()
         info = out[0]
         log.info(
             "backup taken at slot %d (revision %s): %d bytes, sha256 %s",

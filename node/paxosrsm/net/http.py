@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -38,7 +38,7 @@ from ..types import Kind
 from .backups import BackupBusy, BackupFailed
 from .browser import BrowserGuard
 from .conn import fd_budget
-from .httpauth import HttpAuth
+from .httpauth import Handler, HttpAuth
 from .httpguard import GuardedSite, HttpGuard
 from .options import LOOPBACK, NodeOptions
 from .runtime import NodeServer
@@ -104,7 +104,10 @@ def _err(status: int, msg: str, **extra: Any) -> web.Response:
 
 class _Collector(Collector):
     def __init__(self, server: NodeServer) -> None:
+        from .main import version  # main imports this module
+
         self.s = server
+        self.version = version()
 
     def collect(self) -> Iterator[Metric]:
         s = self.s
@@ -171,6 +174,56 @@ class _Collector(Collector):
         if st["fsync_p50_ms"] is not None:
             yield GaugeMetricFamily("paxos_fsync_p50_seconds", "Median group-commit fsync",
                                     value=st["fsync_p50_ms"] / 1000)  # fmt: skip
+        # etcd's server gauges, same meaning (docs/metrics.md).
+        ns = s.node.status() if s.node is not None else None
+        yield GaugeMetricFamily(
+            "paxos_server_has_leader", "1 if this member knows a live leader",
+            value=int(lead is not None),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "paxos_server_is_leader", "1 if this member leads", value=int(st["is_leader"])
+        )
+        yield GaugeMetricFamily(
+            "paxos_server_proposals_committed_total", "Highest slot known decided",
+            value=st["decided"],
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "paxos_server_proposals_applied_total", "Highest slot applied", value=st["applied"]
+        )
+        yield GaugeMetricFamily(
+            "paxos_server_proposals_pending",
+            "Client commands queued or proposed and not yet decided (on the leader)",
+            value=(ns.queued + ns.in_flight) if ns is not None else 0,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "paxos_server_apply_lag_slots",
+            "Decided slots this member has not applied yet (catch-up lag)",
+            value=st["lag"] or 0,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "paxos_server_acceptors", "Acceptors in the cluster (fixed for its life)",
+            value=s.cfg.n_acceptors,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "paxos_server_backup_last_success_timestamp_seconds",
+            "When this member last served a backup (0: never since it started)",
+            value=s.backups.last_success,
+        )  # fmt: skip
+        if sto["used_bytes"] is not None:
+            yield GaugeMetricFamily(
+                "paxos_mvcc_db_total_size_in_use_in_bytes",
+                "Bytes the store holds (what the quota counts)", value=sto["used_bytes"],
+            )  # fmt: skip
+        if s.storage is not None:
+            yield GaugeMetricFamily(
+                "paxos_mvcc_db_total_size_in_bytes", "Bytes of the data directory on disk",
+                value=s.disk_bytes,
+            )  # fmt: skip
+        info = GaugeMetricFamily(
+            "paxos_server_version", "The running version", labels=["server_version", "cluster_id"]
+        )
+        info.add_metric([self.version, s.opts.cluster_id], 1)
+        yield info
 
 
 def _own_host_names(o: NodeOptions) -> list[str]:
@@ -199,7 +252,7 @@ class HttpApi:
         # HTTP and gRPC requests are proposed in-process).
         self.client.attach_local(server.id, server.submit_local)
         server.local_clients.append(self.client)
-        self.registry = CollectorRegistry()
+        self.registry = server.metrics.registry
         self.registry.register(_Collector(server))
         self.runner: web.AppRunner | None = None
         self.session: ClientSession | None = None
@@ -224,7 +277,12 @@ class HttpApi:
         )
         app = web.Application(
             client_max_size=MAX_VALUE + 4096,
-            middlewares=[self.guard.middleware, self.browser.middleware, self.auth.middleware],
+            middlewares=[
+                self.guard.middleware,
+                self.browser.middleware,
+                self.auth.middleware,
+                self._timed,
+            ],
         )
         app.add_routes(
             [
@@ -243,6 +301,21 @@ class HttpApi:
             ]
         )
         self.app = app
+
+    @web.middleware
+    async def _timed(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Request latency by route (a fixed set of labels), for the key
+        operations of /v1 and etcd's gateway; watches are streams, not timed."""
+        path = request.path
+        if not path.startswith(("/v1/kv", "/v1/cas/", "/v3/")) or "/watch" in path:
+            return await handler(request)
+        t0 = time.perf_counter()
+        try:
+            return await handler(request)
+        finally:
+            route = request.match_info.route.resource
+            op = f"{request.method} {route.canonical if route is not None else '?'}"
+            self.s.metrics.observe_request("http", op, time.perf_counter() - t0)
 
     async def start(self) -> None:
         # aiohttp logs each malformed request with a traceback: rate-limit it,

@@ -63,7 +63,7 @@ from ..messages import (
 from ..mvcc import MVCCStore
 from ..node import Node, NodeStatus
 from ..outbox import SafetyViolation
-from ..records import AcceptRec, DecideRec, Record
+from ..records import AcceptRec, DecideRec, Record, SnapshotRec
 from ..statemachine import ALARMS_QUERY, StateMachine, encode_alarm
 from ..storage import Identity, SQLiteStorage
 from ..types import Ballot, Kind, ProtocolError
@@ -72,6 +72,7 @@ from .accesslog import AccessLog
 from .admission import Admission
 from .backups import Backups
 from .conn import FramedConn, fd_budget
+from .metrics import NodeMetrics, TimedStateMachine
 from .options import NodeOptions
 from .quota import Reading, StorageQuota, is_disk_full, read_fs
 
@@ -229,6 +230,10 @@ class NodeServer:
         self.local_clients: list[AsyncClient] = []
         #: hooks for the HTTP layer (reply futures of in-process requests)
         self.on_reply: Callable[[ClientReply], bool] | None = None
+        #: Histograms and counters for /metrics (net/metrics.py).
+        self.metrics = NodeMetrics()
+        #: Bytes of the data directory (measured with the quota, every 2 s).
+        self.disk_bytes = 0
         #: Backups taken on this node (net/backups.py).
         self.backups = Backups(self)
 
@@ -247,7 +252,7 @@ class NodeServer:
             self.id,
             state,
             seed=int.from_bytes(os.urandom(8), "big"),
-            sm_factory=self.sm_factory,
+            sm_factory=lambda: TimedStateMachine(self.sm_factory(), self.metrics),
             initial_state=o.initial_cluster_state,
         )
         self.driver = Driver(self.node)
@@ -383,6 +388,22 @@ class NodeServer:
                 self._die(e)
                 return
             self.dirty.set()
+            self._watch_leader()
+
+    def _watch_leader(self) -> None:
+        """One log line (and a metric) per leader change this node sees."""
+        lead = self.leader()
+        ballot = str(self.leader_seen[1]) if self.leader_seen is not None else None
+        if self.node is not None and self.node.is_leader:
+            b = self.node.status().ballot
+            ballot = str(b) if b is not None else ballot
+        if self.metrics.saw_leader(lead, ballot):
+            if lead is None:
+                log.warning("node %d: no leader known", self.id,
+                            extra={"event": "leader_lost"})  # fmt: skip
+            else:
+                ev = {"event": "leader_change", "leader": lead, "ballot": ballot}
+                log.info("node %d: leader is now %d (ballot %s)", self.id, lead, ballot, extra=ev)
 
     def _has_session(self, acceptor: int, ballot: Ballot) -> bool:
         return (acceptor, ballot) in self.sessions_in
@@ -449,6 +470,7 @@ class NodeServer:
             return
         loop = asyncio.get_running_loop()
         used = await loop.run_in_executor(self.disk, storage.used_bytes)
+        self.disk_bytes = await loop.run_in_executor(self.disk, storage.disk_usage)
         free, total = read_fs(self.opts.data_dir)
         verdict = self.quota.judge(Reading(used, free, total))
         mine = self.id in self._read_alarms()
@@ -628,19 +650,35 @@ class NodeServer:
                     self._die(e)
                     return
                 driver.fsynced(fl.records)
-                dt = time.perf_counter() - t0
+                now = time.perf_counter()
+                dt = now - t0
                 self.stats["fsyncs"] += 1
                 self.fsync_seconds.append(dt)
                 if len(self.fsync_seconds) > 4096:
                     del self.fsync_seconds[:2048]
-            self.applied_total += len(fl.committed)
+                m = self.metrics
+                m.fsync.observe(dt)
+                if m.accept_sent:
+                    for rec in fl.records:
+                        if type(rec) is DecideRec:
+                            m.decided(rec.slot, now)
+                if any(type(rec) is SnapshotRec for rec in fl.records):
+                    m.snap_save.observe(dt)
+            if fl.committed:
+                self.applied_total += len(fl.committed)
+                self.metrics.applied(len(fl.committed))
             if fl.leadership is not None:
                 st = driver.node.status()
                 if fl.leadership:
-                    log.info("node %d leads at ballot %s", self.id, st.ballot)
+                    log.info("node %d leads at ballot %s", self.id, st.ballot,
+                             extra={"event": "lead", "ballot": str(st.ballot)})  # fmt: skip
                 else:
                     self.stats["leadership_lost"] += 1
-                    log.info("node %d no longer leads (leader hint %s)", self.id, st.leader_hint)
+                    self.metrics.proposals_failed.inc(st.in_flight)
+                    self.metrics.lost_lead()
+                    ev = {"event": "lead_lost", "leader_hint": st.leader_hint}
+                    log.info("node %d no longer leads (leader hint %s)", self.id, st.leader_hint,
+                             extra=ev)  # fmt: skip
             try:
                 self._send_all(fl.messages, fl.replies)
             except Exception as e:
@@ -685,9 +723,12 @@ class NodeServer:
     def _send_all(self, messages: list[Envelope], replies: list[ClientReply]) -> None:
         udp: dict[int, list[PeerMessage]] = {}
         tcp: dict[tuple[str, int, Ballot | None], list[PeerMessage]] = {}
+        now = time.perf_counter()
         for env in messages:
             msg, dst = env.msg, env.dst
             self.msg_out[type(msg).__name__] += 1
+            if type(msg) is Accept:
+                self.metrics.accept_out(msg.slot, now)
             if dst == self.id:
                 asyncio.get_running_loop().call_soon(self._deliver_local, msg)
                 continue
@@ -885,6 +926,8 @@ class NodeServer:
         by_route: dict[tuple[str, Any], list[bytes]] = {}
         limit = self.opts.max_datagram - auth.OVERHEAD
         for r in replies:
+            if r.status == Status.BUSY:
+                self.metrics.proposals_failed.inc()
             if self.on_reply is not None and self.on_reply(r):
                 continue
             if any(c.take_reply(r) for c in self.local_clients):
