@@ -5,11 +5,13 @@ the restored cluster while writes ran during it."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from netcluster import ProcCluster
@@ -118,6 +120,24 @@ def test_restore_makes_a_whole_local_cluster_and_never_overwrites(tmp_path: Path
         c.client().put("hello", "world")
         r = ctl("snapshot", "save", tmp_path / "b.pxb", "--endpoints", c.http(0))
         assert r.returncode == 0, r.stderr  # anonymous on a loopback demo
+        # Scheduled backups' form: stamped names, the newest N kept, a report.
+        (tmp_path / "dir").mkdir()
+        (tmp_path / "dir" / "other-20200101-000000.pxb").write_bytes(b"not ours")
+        reports = []
+        for i in range(3):
+            if i:
+                time.sleep(1.05)  # the names carry the second
+            r = ctl("snapshot", "save", "--dir", tmp_path / "dir", "--prefix", "nightly",
+                    "--keep", 2, "--report", tmp_path / "report.json",
+                    "--endpoints", c.http(0), *(["--local"] if i == 2 else []))  # fmt: skip
+            assert r.returncode == 0, r.stderr
+            reports.append(json.loads((tmp_path / "report.json").read_text()))
+        names = sorted(p.name for p in (tmp_path / "dir").iterdir())
+        assert len(names) == 3 and names[-1] == "other-20200101-000000.pxb"
+        last = reports[-1]
+        assert last["kept"] == [reports[2]["file"], reports[1]["file"]]
+        assert last["deleted"] == [reports[0]["file"]]
+        assert reports[1]["read_index"] is not None and last["read_index"] is None  # --local
     finally:
         c.close()
     r = ctl("snapshot", "restore", tmp_path / "b.pxb", "--data-dir", tmp_path / "new",

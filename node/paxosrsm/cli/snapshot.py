@@ -2,6 +2,7 @@
 and new clusters made from them (the file format: storage/backup.py).
 
     paxosctl snapshot save FILE [--endpoints http://h:p,...] [--token T]
+    paxosctl snapshot save --dir DIR --prefix NAME [--keep N] [--report FILE]
     paxosctl snapshot status FILE [-w json]
     paxosctl snapshot restore FILE --data-dir DIR [--replicas 3 --learners 0]
     paxosctl snapshot restore FILE --member-dir DIR --cluster-id ID --node-id I --acceptors N
@@ -10,6 +11,13 @@ and new clusters made from them (the file format: storage/backup.py).
 a backup holding every write acknowledged before it, writes it to
 ``FILE.part``, checks both digests, fsyncs and renames it. The endpoints
 default to the cluster file's ``http_peers``; each is tried in turn.
+
+With ``--dir`` and ``--prefix`` the file is ``DIR/NAME-YYYYmmdd-HHMMSS.pxb``
+(UTC); ``--keep N`` then deletes all but the N newest such files, and
+``--report FILE`` writes what was saved and kept as JSON (the operator's
+backup Jobs write it to /dev/termination-log). ``--local`` asks a member for
+its own state without a read index: the only backup a cluster that lost its
+quorum can give; it may miss writes that other members decided.
 
 ``restore`` never touches an existing member: it seeds NEW, empty data
 directories under a new cluster id, either a whole local cluster (that
@@ -22,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import sys
 import time
@@ -51,7 +60,16 @@ def add_parser(sub: Any) -> None:
     snap = sub.add_parser("snapshot", help="save a backup, check one, or restore a new cluster")
     ssub = snap.add_subparsers(dest="snap_cmd", required=True)
     x = ssub.add_parser("save", help="save a consistent backup of the running cluster")
-    x.add_argument("file")
+    x.add_argument("file", nargs="?")
+    x.add_argument("--dir", help="with --prefix: save as DIR/PREFIX-<UTC time>.pxb")
+    x.add_argument("--prefix", help="the file name's prefix (with --dir)")
+    x.add_argument("--keep", type=int, default=0, help="keep only the N newest PREFIX files")
+    x.add_argument("--report", help="write a JSON report of what was saved and kept here")
+    x.add_argument(
+        "--local",
+        action="store_true",
+        help="the member's own state, no read index (after a quorum loss)",
+    )
     x.add_argument("--endpoints", help="HTTP API URLs (default: the cluster file's http_peers)")
     x.add_argument("--token", help="an admin token (default $PAXOS_TOKEN; none on loopback demos)")
     x.add_argument("--timeout", type=float, default=60.0, help="seconds for the whole transfer")
@@ -90,13 +108,48 @@ def _endpoints(ns: argparse.Namespace, cluster: dict[str, Any] | None) -> list[s
     return [f"http://{p}" for p in peers]
 
 
+_STAMPED = re.compile(r"^(?P<prefix>.+)-(?P<stamp>\d{8}-\d{6})\.pxb$")
+
+
+def _target(ns: argparse.Namespace) -> Path:
+    if ns.file and (ns.dir or ns.prefix):
+        raise SnapshotError("give FILE, or --dir and --prefix, not both")
+    if ns.file:
+        if ns.keep:
+            raise SnapshotError("--keep needs --dir and --prefix")
+        return Path(ns.file)
+    if not (ns.dir and ns.prefix):
+        raise SnapshotError("give FILE, or --dir and --prefix")
+    if not re.fullmatch(r"[A-Za-z0-9][-A-Za-z0-9_.]{0,100}", ns.prefix):
+        raise SnapshotError("--prefix: letters, digits, '-', '_' and '.', at most 101")
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return Path(ns.dir) / f"{ns.prefix}-{stamp}.pxb"
+
+
+def prune(directory: Path, prefix: str, keep: int) -> tuple[list[str], list[str]]:
+    """Delete all but the ``keep`` newest ``PREFIX-<stamp>.pxb`` files of
+    ``directory`` (by the time in their names). Returns (kept, deleted)."""
+    mine = sorted(
+        (p.name for p in directory.iterdir()
+         if (m := _STAMPED.match(p.name)) and m["prefix"] == prefix),
+        key=lambda n: n[len(prefix) + 1 :], reverse=True,
+    )  # fmt: skip
+    kept, gone = mine[:keep], mine[keep:]
+    for name in gone:
+        (directory / name).unlink(missing_ok=True)
+    return kept, gone
+
+
 def save(ns: argparse.Namespace, cluster: dict[str, Any] | None) -> int:
-    out = Path(ns.file)
+    out = _target(ns)
+    if ns.keep < 0:
+        raise SnapshotError("--keep must be >= 0")
     part = out.with_name(f".{out.name}.part")
     token = ns.token or os.environ.get("PAXOS_TOKEN", "")
     errors: list[str] = []
     for url in _endpoints(ns, cluster):
-        req = urllib.request.Request(f"{url.rstrip('/')}/v1/snapshot")
+        query = "?local=true" if ns.local else ""
+        req = urllib.request.Request(f"{url.rstrip('/')}/v1/snapshot{query}")
         if token:
             req.add_header("Authorization", f"Bearer {token}")
         try:
@@ -138,10 +191,18 @@ def save(ns: argparse.Namespace, cluster: dict[str, Any] | None) -> int:
             os.fsync(fd)
         finally:
             os.close(fd)
+        report: dict[str, Any] = {"file": out.name, **info.to_json(), "endpoint": url}
+        if ns.keep:
+            kept, gone = prune(out.parent, ns.prefix, ns.keep)
+            report["kept"], report["deleted"] = kept, gone
+        if ns.report:
+            Path(ns.report).write_text(json.dumps(report, sort_keys=True))
         if ns.write_out == "json":
-            print(json.dumps({"file": str(out), **info.to_json()}))
+            print(json.dumps(report, sort_keys=True))
         else:
             print(f"saved {out}: {_describe(info)}")
+            for name in report.get("deleted", []):
+                print(f"deleted {out.parent / name} (--keep {ns.keep})")
         return 0
     raise SnapshotError("no member gave a backup: " + "; ".join(errors))
 

@@ -51,7 +51,12 @@ class Backups:
         #: When the last backup was served (Unix seconds; 0: none yet).
         self.last_success = 0.0
 
-    async def take(self, client: AsyncClient) -> tuple[BackupInfo, list[bytes]]:
+    async def take(
+        self, client: AsyncClient, local: bool = False
+    ) -> tuple[BackupInfo, list[bytes]]:
+        """``local``: this member's applied state as it stands, with no read
+        index (works without a quorum: the way out of a quorum loss; it may
+        miss writes that other members decided)."""
         if self.busy:
             self.s._bad("backup_busy", "a backup was asked for while one is being taken")
             raise BackupBusy("a backup is being taken on this node; retry when it is done")
@@ -59,7 +64,7 @@ class Backups:
         t0 = time.perf_counter()
         m = self.s.metrics
         try:
-            out = await self._take(client)
+            out = await self._take(client, local)
         except BaseException:
             self.failed += 1
             m.backups.labels("failed").inc()
@@ -78,28 +83,15 @@ class Backups:
         )  # fmt: skip
         return out
 
-    async def _take(self, client: AsyncClient) -> tuple[BackupInfo, list[bytes]]:
-        try:
-            raw = await client.request(Kind.READ, b"")
-        except (UnknownOutcome, Unavailable, ClientError) as e:
-            raise BackupFailed(f"no quorum confirmed a read index: {e}") from e
-        try:
-            idx = int(raw)
-        except ValueError as e:
-            raise BackupFailed(f"the leader answered no read index ({raw[:40]!r})") from e
-        deadline = time.monotonic() + CATCHUP_S
-        while True:
-            node = self.s.node
-            if node is None or self.s.stopping.is_set():
-                raise BackupFailed("the node is stopping")
-            if node.applied >= idx:
-                break
-            if time.monotonic() > deadline:
-                raise BackupFailed(
-                    f"this member applied slot {node.applied} and has not reached the read "
-                    f"index {idx} in {CATCHUP_S:.0f} s"
-                )
-            await asyncio.sleep(0.005)
+    async def _take(self, client: AsyncClient, local: bool) -> tuple[BackupInfo, list[bytes]]:
+        idx: int | None = None
+        if not local:
+            idx = await self._read_index(client)
+        await self._reach(-1 if idx is None else idx)
+        node = self.s.node
+        assert node is not None
+        if local and node.recovering:
+            raise BackupFailed("this member is recovering an empty disk: it holds no state")
         snap = node.export_snapshot()
         if snap is None:
             raise BackupFailed("this member holds no replica (a learner or acceptor with state)")
@@ -117,4 +109,30 @@ class Backups:
             revision=revision,
             node=self.s.id,
             state_machine=sm_name,
+            read_index=idx,
         )
+
+    async def _read_index(self, client: AsyncClient) -> int:
+        try:
+            raw = await client.request(Kind.READ, b"")
+        except (UnknownOutcome, Unavailable, ClientError) as e:
+            raise BackupFailed(f"no quorum confirmed a read index: {e}") from e
+        try:
+            return int(raw)
+        except ValueError as e:
+            raise BackupFailed(f"the leader answered no read index ({raw[:40]!r})") from e
+
+    async def _reach(self, idx: int) -> None:
+        deadline = time.monotonic() + CATCHUP_S
+        while True:
+            node = self.s.node
+            if node is None or self.s.stopping.is_set():
+                raise BackupFailed("the node is stopping")
+            if node.applied >= idx:
+                break
+            if time.monotonic() > deadline:
+                raise BackupFailed(
+                    f"this member applied slot {node.applied} and has not reached the read "
+                    f"index {idx} in {CATCHUP_S:.0f} s"
+                )
+            await asyncio.sleep(0.005)

@@ -641,10 +641,12 @@ class HttpApi:
     async def snapshot(self, req: web.Request) -> web.StreamResponse:
         """A backup file (storage/backup.py) holding every write acknowledged
         before this request: admin tokens only. Its slot, revision, size and
-        SHA-256 are in the headers too."""
-        self.auth.admin(req, "snapshot")
+        SHA-256 are in the headers too. ``?local=true``: this member's own
+        state with no read index (no quorum needed; for a quorum loss)."""
+        local = req.query.get("local", "false").lower() in ("true", "1")
+        self.auth.admin(req, "snapshot (local)" if local else "snapshot")
         try:
-            info, chunks = await self.s.backups.take(self.client)
+            info, chunks = await self.s.backups.take(self.client, local=local)
         except BackupBusy as e:
             return _err(429, str(e))
         except BackupFailed as e:

@@ -63,6 +63,11 @@ class BackupInfo:
     state_machine: str
     payload_bytes: int
     payload_sha256: str
+    #: The read index the state was taken at or after (every write
+    #: acknowledged before the backup was asked for is at or below it). None:
+    #: a member's own state taken without a quorum (disaster recovery), which
+    #: may miss writes decided elsewhere.
+    read_index: int | None = None
     #: The SHA-256 of the whole file (its last 32 bytes are the digest of
     #: the rest; this is the digest of all of it, as ``sha256sum`` prints).
     file_sha256: str = ""
@@ -80,6 +85,7 @@ def encode_backup(
     node: int,
     state_machine: str,
     created: float | None = None,
+    read_index: int | None = None,
 ) -> tuple[BackupInfo, list[bytes]]:
     """The file's bytes, in chunks (the payload is not copied), and its info."""
     payload = encode_snapshot(snap)
@@ -92,6 +98,7 @@ def encode_backup(
         "state_machine": state_machine,
         "payload_bytes": len(payload),
         "payload_sha256": hashlib.sha256(payload).hexdigest(),
+        "read_index": read_index,
     }
     line = json.dumps(head, sort_keys=True).encode() + b"\n"
     if len(line) > MAX_HEADER:
@@ -115,6 +122,7 @@ def encode_backup(
         state_machine=state_machine,
         payload_bytes=len(payload),
         payload_sha256=str(head["payload_sha256"]),
+        read_index=read_index,
         file_sha256=whole.hexdigest(),
         size=body_len + len(pad) + DIGEST,
     )
@@ -170,6 +178,7 @@ def parse_backup(data: bytes) -> tuple[BackupInfo, Snapshot]:
             state_machine=str(head["state_machine"]),
             payload_bytes=int(head["payload_bytes"]),
             payload_sha256=str(head["payload_sha256"]),
+            read_index=None if head.get("read_index") is None else int(head["read_index"]),
             file_sha256=hashlib.sha256(data).hexdigest(),
             size=len(data),
         )
