@@ -101,6 +101,7 @@ e2e-campaign: $(STAMP) $(HELM_VENV)/.installed
 helm-lint: $(HELM_VENV)/.installed
 	$(HELM_VENV)/bin/python charts/lint.py --strict
 	$(HELM_VENV)/bin/python charts/lint.py --strict --values charts/ci-values-all-on.yaml
+	$(HELM_VENV)/bin/python charts/lint.py --strict --values charts/ci-values-namespaced.yaml
 
 # Issue 12's fuzz campaign: 1,000,000 inputs on each of UDP, TCP and HTTP
 # (UDP and TCP include the client API) against three real nodes; it prints
@@ -164,7 +165,7 @@ wheelhouse: $(STAMP)
 	rm -rf wheelhouse/node && mkdir -p wheelhouse/node
 	$(BIN)/pip wheel -q -w wheelhouse/node msgpack aiohttp prometheus-client pyyaml uvloop cryptography 'grpcio>=1.85.4' 'protobuf>=7.35.1' sortedcontainers
 	rm -rf wheelhouse/operator && mkdir -p wheelhouse/operator
-	$(BIN)/pip wheel -q -w wheelhouse/operator kopf kubernetes aiohttp
+	$(BIN)/pip wheel -q -w wheelhouse/operator kopf kubernetes aiohttp prometheus-client
 
 # Container images on a given base (BASE_IMAGE=k8s-local/base:bookworm here).
 BASE_IMAGE ?= python:3.11-slim-bookworm

@@ -44,6 +44,35 @@ def helm(*args: str) -> None:
                    timeout=600)  # fmt: skip
 
 
+def image_values() -> list[str]:
+    """The chart's image values for the images under test."""
+    out = []
+    for key, ref in (("operator", OPERATOR_IMAGE), ("node", NODE_IMAGE)):
+        repo, _, tag = ref.rpartition(":")
+        out += [f"image.{key}.repository={repo}", f"image.{key}.tag={tag}"]
+    return out
+
+
+def apply_crds(k8s: Any) -> None:
+    """Create or replace the CRDs from crds/: Helm installs a chart's CRDs
+    only when they are absent and never upgrades them (documented for users
+    in docs/kubernetes.md), and this cluster may hold an older version."""
+    from kubernetes.client.rest import ApiException
+
+    ext = k8s.client.ApiextensionsV1Api()
+    for f in sorted((ROOT / "crds").glob("*.yaml")):
+        crd = yaml.safe_load(f.read_text())
+        try:
+            live = ext.read_custom_resource_definition(crd["metadata"]["name"])
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            ext.create_custom_resource_definition(crd)
+            continue
+        crd["metadata"]["resourceVersion"] = live.metadata.resource_version
+        ext.replace_custom_resource_definition(crd["metadata"]["name"], crd)
+
+
 @pytest.fixture(scope="session")
 def operator(k8s: Any) -> Iterator[str]:
     """The chart's operator (and CRD), installed once for the session by Helm."""
@@ -52,7 +81,8 @@ def operator(k8s: Any) -> Iterator[str]:
     try:
         # One operator per cluster: a second session's install fails here
         # (its ClusterRole exists), rather than two operators fighting.
-        helm("install", "op", ns, f"image.operator={OPERATOR_IMAGE}", f"image.node={NODE_IMAGE}")
+        apply_crds(k8s)
+        helm("install", "op", ns, *image_values())
     except BaseException:
         k8s.client.CoreV1Api().delete_namespace(ns)
         raise

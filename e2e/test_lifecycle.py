@@ -15,7 +15,6 @@ import pytest
 from conftest import (
     GROUP,
     NODE_IMAGE,
-    OPERATOR_IMAGE,
     PLURAL,
     VERSION,
     cluster_status,
@@ -24,6 +23,7 @@ from conftest import (
     exec_http,
     healthy,
     helm,
+    image_values,
     member_container,
     pod_ready,
     wait_for,
@@ -500,8 +500,7 @@ def test_helm_release_with_a_cluster(k8s: Any, namespace: str, operator: str) ->
     (the session's operator, from another release, watches all namespaces)."""
     t0 = time.monotonic()
     helm("install", "px", namespace, "operator.enabled=false", "cluster.enabled=true",
-         "cluster.name=hx", f"image.node={NODE_IMAGE}",
-         f"image.operator={OPERATOR_IMAGE}")  # fmt: skip
+         "cluster.name=hx", *image_values())  # fmt: skip
     apps = k8s.client.AppsV1Api()
     assert apps.list_namespaced_deployment(namespace).items == [], "a second operator"
     wait_for(lambda: healthy(k8s, namespace, "hx"), 300, "hx Available, 3/3 ready", every=1.0)

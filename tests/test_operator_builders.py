@@ -216,7 +216,7 @@ def test_the_client_service_does_not_expose_the_peer_port(monkeypatch: pytest.Mo
     assert peer_rule["from"] == [{"podSelector": {"matchLabels": b.labels("px")}}]
     assert {p["port"] for p in peer_rule["ports"]} == {b.PEER_PORT}
     assert "from" not in open_rule and b.PEER_PORT not in {p["port"] for p in open_rule["ports"]}
-    rbac = (ROOT / "charts/paxosrsm-operator/templates/rbac.yaml").read_text()
+    rbac = (ROOT / "charts/paxosrsm-operator/templates/_helpers.tpl").read_text()
     assert "networkpolicies" in rbac
 
 
@@ -255,7 +255,7 @@ def test_each_member_gets_its_own_key_file_and_sees_no_other(tmp_path: Path) -> 
     assert b.identity_secret(c, "a" * 64)["metadata"]["name"] == "px-identity"
 
     for role, offset in (("acceptor", 0), ("learner", 3)):
-        pod = b.statefulset(c, role)["spec"]["template"]["spec"]
+        pod = b.statefulset(c, role, chown=True)["spec"]["template"]["spec"]
         vols = {v["name"]: v for v in pod["volumes"]}
         assert vols["node-keys"]["secret"]["secretName"] == "px-node-keys"
         assert vols["key"]["emptyDir"]["medium"] == "Memory"

@@ -32,7 +32,10 @@ def runs(expr: str, n: int, start: dt.datetime = T0) -> list[str]:
         # day of month OR day of week when both are restricted, as cron does
         ("0 0 13 * 5", ["Fri 2026-12-11 00:00", "Sun 2026-12-13 00:00", "Fri 2026-12-18 00:00"]),
         ("0 0 * * 7", ["Sun 2026-12-13 00:00", "Sun 2026-12-20 00:00", "Sun 2026-12-27 00:00"]),
-        ("5,35 */12 * * *", ["Mon 2026-12-07 12:05", "Mon 2026-12-07 12:35", "Tue 2026-12-08 00:05"]),
+        (
+            "5,35 */12 * * *",
+            ["Mon 2026-12-07 12:05", "Mon 2026-12-07 12:35", "Tue 2026-12-08 00:05"],
+        ),
     ],
 )
 def test_next_runs(expr: str, want: list[str]) -> None:
@@ -46,8 +49,18 @@ def test_the_longest_gap_between_runs() -> None:
 
 @pytest.mark.parametrize(
     "expr",
-    ["", "* * * *", "60 * * * *", "* 24 * * *", "*/0 * * * *", "a * * * *", "5-1 * * * *",
-     "0 0 31 2 *", "* * * * * *", "x" * 300],
+    [
+        "",
+        "* * * *",
+        "60 * * * *",
+        "* 24 * * *",
+        "*/0 * * * *",
+        "a * * * *",
+        "5-1 * * * *",
+        "0 0 31 2 *",
+        "* * * * * *",
+        "x" * 300,
+    ],
 )
 def test_bad_schedules_are_refused(expr: str) -> None:
     with pytest.raises(CronError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import os
 import re
 from typing import Any
 
@@ -34,6 +35,9 @@ HTTP_AUTH_DIR = "/etc/paxosrsm/http-auth"
 UID = 65534
 #: Learner slots (ids N .. N+MAX_LEARNERS-1); the CRD's maximum for spec.learners.
 MAX_LEARNERS = 32
+#: The node image of a PaxosCluster that names none: the operator's own
+#: version's (the chart sets it from image.node).
+DEFAULT_NODE_IMAGE = os.environ.get("PAXOS_OPERATOR_NODE_IMAGE", "")
 
 Obj = dict[str, Any]
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -76,6 +80,8 @@ def spec_with_defaults(spec: Obj) -> Obj:
     """The spec with the CRD's defaults filled in (the API server does this too,
     but the operator must not depend on it: on 1.20 a default may be missing)."""
     s = copy.deepcopy(spec)
+    if not s.get("image") and DEFAULT_NODE_IMAGE:
+        s["image"] = DEFAULT_NODE_IMAGE
     s.setdefault("learners", 0)
     s.setdefault("imagePullPolicy", "IfNotPresent")
     st = s.setdefault("storage", {})
@@ -110,9 +116,9 @@ def validate(spec: Obj, old_spec: Obj | None = None) -> list[str]:
     lr = spec.get("learners", 0)
     if type(lr) is not int or not 0 <= lr <= 32:
         errs.append(f"spec.learners must be an integer from 0 to 32, got {lr!r}")
-    img = spec.get("image")
+    img = spec.get("image") or DEFAULT_NODE_IMAGE
     if not isinstance(img, str) or not img:
-        errs.append("spec.image is required")
+        errs.append("spec.image is required (this operator has no default node image)")
     sec = (spec.get("auth") or {}).get("httpTokensSecret")
     if sec is not None and (not isinstance(sec, str) or not _DNS_NAME.match(sec)):
         errs.append(f"spec.auth.httpTokensSecret must name a Secret, got {sec!r}")
@@ -331,8 +337,10 @@ def http_auth_secret(cr: Obj, token: str) -> Obj:
     }
 
 
-def configmap(cr: Obj, initial_state: str) -> Obj:
-    """``initial_state`` is "new" only until the cluster first became Available."""
+def configmap(cr: Obj, initial_state: str, cluster_id: str | None = None) -> Obj:
+    """``initial_state`` is "new" only until the cluster first became Available
+    (and during a forced new cluster, recovery.py, which also gives a new
+    ``cluster_id``)."""
     if initial_state not in ("new", "existing"):
         raise ValueError("initial_state must be new or existing")
     md = cr["metadata"]
@@ -343,7 +351,7 @@ def configmap(cr: Obj, initial_state: str) -> Obj:
         "kind": "ConfigMap",
         "metadata": _meta(cr, names(md["name"])["config"], "config"),
         "data": {
-            "PAXOS_CLUSTER_ID": f"{md['namespace']}/{md['name']}/{md['uid']}",
+            "PAXOS_CLUSTER_ID": cluster_id or f"{md['namespace']}/{md['name']}/{md['uid']}",
             "PAXOS_ACCEPTORS": ",".join(acceptor_addresses(cr)),
             "PAXOS_LEARNERS": ",".join(learner_addresses(cr)),
             "PAXOS_NACK": "true" if p["nack"] else "false",
@@ -358,8 +366,51 @@ def configmap(cr: Obj, initial_state: str) -> Obj:
     }
 
 
-def statefulset(cr: Obj, role: str) -> Obj:
-    """Acceptors (ordinal i = acceptor id i) or learners (id N + ordinal)."""
+def chown_container(spec: Obj, path: str, volume: str) -> Obj:
+    """Gives a volume to the nodes' uid, for volume types that ignore fsGroup
+    (hostPath, as the in-tree host-path provisioner of test clusters makes).
+    The only step that runs as root, with CHOWN alone; used only where the
+    operator found such a volume type (storage.volumeOwnership, docs)."""
+    return {
+        "name": f"{volume}-owner",
+        "image": spec["image"],
+        "imagePullPolicy": spec["imagePullPolicy"],
+        "command": ["chown", f"{UID}:{UID}", path],
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsNonRoot": False,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": volume, "mountPath": path}],
+    }
+
+
+#: Provisioners whose volumes ignore fsGroup: their PVs need the chown step.
+CHOWN_PROVISIONERS = ("kubernetes.io/host-path",)
+
+
+def needs_chown(spec: Obj, provisioner: str | None = None) -> bool:
+    """storage.volumeOwnership: Chown always; FSGroup never (the "restricted"
+    Pod Security Standard: no container runs as root); Auto (default): only
+    for a StorageClass whose provisioner ignores fsGroup (the handler looks
+    the class up and passes its provisioner)."""
+    mode = (spec.get("storage") or {}).get("volumeOwnership", "Auto")
+    if mode == "Chown":
+        return True
+    if mode == "FSGroup":
+        return False
+    return provisioner in CHOWN_PROVISIONERS
+
+
+def statefulset(cr: Obj, role: str, *, chown: bool = False, restore: Obj | None = None) -> Obj:
+    """Acceptors (ordinal i = acceptor id i) or learners (id N + ordinal).
+    ``chown``: give the data volume to the nodes' uid first (needs_chown).
+    ``restore``: {claimName, file} of a backup that seeds each empty member
+    while the cluster bootstraps (backups.restore_container)."""
+    from . import backups  # backups builds on this module
+
     if role not in ("acceptor", "learner"):
         raise ValueError(role)
     md = cr["metadata"]
@@ -424,22 +475,6 @@ def statefulset(cr: Obj, role: str) -> Obj:
     }
     if s.get("resources"):
         container["resources"] = s["resources"]
-    # Some volume types ignore fsGroup (hostPath, as in local test clusters):
-    # give the data directory to the node's uid first. Only this init step
-    # runs as root, with CHOWN alone; the node itself never does.
-    init: Obj = {
-        "name": "data-owner",
-        "image": s["image"],
-        "imagePullPolicy": s["imagePullPolicy"],
-        "command": ["chown", f"{UID}:{UID}", DATA_DIR],
-        "securityContext": {
-            "runAsUser": 0,
-            "runAsNonRoot": False,
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]},
-        },
-        "volumeMounts": [{"name": "data", "mountPath": DATA_DIR}],
-    }
     sync_sc: Obj = {
         "runAsNonRoot": True,
         "runAsUser": UID,
@@ -470,28 +505,48 @@ def statefulset(cr: Obj, role: str) -> Obj:
             "limits": {"memory": "32Mi"},
         },
     }
+    inits: list[Obj] = [chown_container(s, DATA_DIR, "data")] if chown else []
+    inits.append(key_init)
+    if restore is not None:
+        inits.append(backups.restore_container(cr, restore, offset))
     pod_spec: Obj = {
-        "securityContext": {"fsGroup": UID},
+        # The "restricted" Pod Security Standard (with chown=False).
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": UID,
+            "runAsGroup": UID,
+            "fsGroup": UID,
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         # A node stops within STOP_DEADLINE (6 s, paxosrsm.net.main) of
         # SIGTERM. The grace period bounds the rest: the 1.20 kubelet at
         # times deletes a pod whose containers exited at once only when its
         # grace period ends, which held a StatefulSet's replacement back by
         # the whole period (issue 10: a pod healed after 54 s).
         "terminationGracePeriodSeconds": TERMINATION_GRACE,
-        "initContainers": [init, key_init],
+        "initContainers": inits,
         "containers": [container, key_sync],
         # The node needs no Kubernetes API: no token in its pod.
         "automountServiceAccountToken": False,
         "volumes": [
             # Every node's key file: mounted in the key-sync containers only.
-            {"name": "node-keys", "secret": {"secretName": n["node_keys"], "defaultMode": 0o440}},
+            {"name": "node-keys", "secret": {"secretName": n["node_keys"], "defaultMode": 0o400}},
             # This node's own key file, in memory.
             {"name": "key", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
-            {"name": "http-auth", "secret": {"secretName": http_auth_secret_name(cr)}},
+            {
+                "name": "http-auth",
+                "secret": {"secretName": http_auth_secret_name(cr), "defaultMode": 0o400},
+            },
             {"name": "tmp", "emptyDir": {}},
         ],
     }
-    for k in ("nodeSelector", "tolerations", "affinity"):
+    if restore is not None:
+        pod_spec["volumes"].append(
+            {"name": "restore",
+             "persistentVolumeClaim": {"claimName": restore["claimName"], "readOnly": True}}
+        )  # fmt: skip
+    for k in ("nodeSelector", "tolerations", "affinity", "topologySpreadConstraints"):
         if pt.get(k):
             pod_spec[k] = pt[k]
     pvc: Obj = {

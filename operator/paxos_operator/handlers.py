@@ -23,8 +23,8 @@ import kopf
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from . import backups, metrics, recovery, rotation
 from . import builders as b
-from . import rotation
 from .status import (
     SETTLE_SECONDS,
     RestartPlan,
@@ -128,6 +128,24 @@ def _pdb_version() -> str:
     return _state["pdb"]
 
 
+def _provisioner(storage_class: str | None) -> str | None:
+    """The provisioner of a StorageClass (None: the default class), looked
+    up once per class: whether its volumes honour fsGroup (b.needs_chown)."""
+    key = f"sc:{storage_class or ''}"
+    if key not in _state:
+        st: Any = kubernetes.client.StorageV1Api(_api())
+        found = ""
+        for sc in st.list_storage_class().items:
+            default = (sc.metadata.annotations or {}).get(
+                "storageclass.kubernetes.io/is-default-class"
+            ) == "true"
+            if sc.metadata.name == storage_class or (not storage_class and default):
+                found = sc.provisioner or ""
+                break
+        _state[key] = found
+    return _state[key] or None
+
+
 def apply(obj: Obj, *, replace_fields: tuple[str, ...] = ("spec", "data")) -> str:
     """Create ``obj``, or patch the fields we own if they differ. Idempotent.
 
@@ -198,6 +216,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    metrics.start()
 
 
 @kopf.on.create(b.GROUP, b.VERSION, b.PLURAL)
@@ -228,6 +247,7 @@ def accepted_spec(body: kopf.Body) -> Obj | None:
 def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
     cr = dict(body)
     errs = b.validate(dict(cr["spec"]), accepted_spec(body))
+    errs += backups.validate_restore(dict(cr["spec"]))
     if errs:
         msg = "; ".join(errs)
         kopf.warn(body, reason="InvalidSpec", message=msg)
@@ -289,14 +309,20 @@ def _ensure(cr: Any, status: Obj) -> None:
     if b.http_auth_secret_name(cr) == n["http_auth"]:
         # No tokens of the user's own: make an admin token (never anonymous).
         _create_secret_once(cr, n["http_auth"], b.http_auth_secret(cr, secrets.token_urlsafe(32)))
+    rec = status.get("recovery") or {}
     initial = "existing" if status.get("everAvailable") else "new"
+    if rec.get("phase") == "Rebuilding":
+        initial = "new"  # a forced new cluster bootstraps again (recovery.py)
+    chown = b.needs_chown(cr["spec"], _provisioner(cr["spec"]["storage"].get("storageClassName")))
+    restore = rec.get("restore") or backups.restore_source(cr)
+    cid = recovery.cluster_id(md["namespace"], md["name"], md["uid"], rec)
     objs = [
         _node_keys(cr),
-        b.configmap(cr, initial),
+        b.configmap(cr, initial, cid),
         b.headless_service(cr),
         b.client_service(cr),
-        b.statefulset(cr, "acceptor"),
-        b.statefulset(cr, "learner"),
+        b.statefulset(cr, "acceptor", chown=chown, restore=restore),
+        b.statefulset(cr, "learner", chown=chown, restore=restore),
         b.pdb(cr, _pdb_version()),
         b.network_policy(cr),
     ]
@@ -315,10 +341,23 @@ def cleanup(body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> None
     if s["storage"]["reclaimPolicy"] != "Delete":
         kopf.info(body, reason="VolumesKept", message="reclaimPolicy Retain: PVCs are kept")
         return
-    core = kubernetes.client.CoreV1Api(_api())
+    core: Any = kubernetes.client.CoreV1Api(_api())
     sel = ",".join(f"{k}={v}" for k, v in b.labels(meta["name"]).items())
-    core.delete_collection_namespaced_persistent_volume_claim(meta["namespace"], label_selector=sel)
-    kopf.info(body, reason="VolumesDeleted", message="reclaimPolicy Delete: PVCs deleted")
+    # The members' PVCs only (a PaxosBackup's volume has component "backups"),
+    # one by one: the operator has no deletecollection on PVCs.
+    sel += ",app.kubernetes.io/component in (acceptor,learner)"
+    gone = []
+    for pvc in core.list_namespaced_persistent_volume_claim(meta["namespace"],
+                                                            label_selector=sel).items:  # fmt: skip
+        try:
+            core.delete_namespaced_persistent_volume_claim(pvc.metadata.name, meta["namespace"])
+            gone.append(pvc.metadata.name)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+    names_gone = ", ".join(gone) or "none"
+    kopf.info(body, reason="VolumesDeleted",
+              message=f"reclaimPolicy Delete: PVCs deleted ({names_gone})")  # fmt: skip
 
 
 # ---------------------------------------------------------------- observed state
@@ -338,7 +377,7 @@ async def _member_status(session: aiohttp.ClientSession, ip: str) -> Obj | None:
 async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     cr = dict(body)
     md, spec = cr["metadata"], b.spec_with_defaults(dict(cr["spec"]))
-    errs = b.validate(spec, accepted_spec(body))
+    errs = b.validate(spec, accepted_spec(body)) + backups.validate_restore(spec)
     if errs:
         # Never apply a refused spec, not even from the timer.
         patch.status["phase"] = "Invalid"
@@ -390,10 +429,132 @@ async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         )  # fmt: skip
         kopf.info(body, reason="Bootstrapped", message="first Available: a member that starts "
                   "on an empty disk now recovers before it votes")  # fmt: skip
+    lost = recovery.quorum_lost(md["name"], spec["acceptors"], members)
+    available = summary["phase"] in ("Available", "Updating")
+    if lost and not available:
+        summary["phase"] = "QuorumLost"
+        kopf_cond = {"type": "QuorumLost", "status": "True", "reason": "MajorityLostDisks",
+                     "message": lost, "lastTransitionTime": _now_iso()}  # fmt: skip
+    else:
+        kopf_cond = {"type": "QuorumLost", "status": "False", "reason": "None",
+                     "message": "a quorum of acceptors holds its data", "lastTransitionTime":
+                     _now_iso()}  # fmt: skip
+    old_q = next((c for c in (body.get("status") or {}).get("conditions", [])
+                  if c.get("type") == "QuorumLost"), None)  # fmt: skip
+    if old_q is not None and old_q.get("status") == kopf_cond["status"]:
+        kopf_cond["lastTransitionTime"] = old_q.get("lastTransitionTime")
+    elif kopf_cond["status"] == "True":
+        kopf.warn(body, reason="QuorumLost", message=lost or "")
+    summary["conditions"] = [*summary["conditions"], kopf_cond]
+    status_now = {**dict(body.get("status") or {}), **summary}
+    rec = await asyncio.to_thread(_recover, body, {**cr, "spec": spec}, status_now, members,
+                                  available)  # fmt: skip
+    if rec is not None:
+        summary["recovery"] = rec
+        if rec.get("phase") in ("Exporting", "Rebuilding"):
+            summary["phase"] = "Recovering"
     for k, v in summary.items():
         patch.status[k] = v
     expected = spec["acceptors"] + spec.get("learners", 0)
     await asyncio.to_thread(_rotate_key, body, members, expected)
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _recover(
+    body: kopf.Body, cr: Obj, status: Obj, members: dict[str, Obj | None], available: bool
+) -> Obj | None:
+    """One step of a forced new cluster (recovery.py), on this cycle's
+    observations: the members' answers, the export Job, the annotations.
+    Returns the new status.recovery (None: unchanged)."""
+    md = cr["metadata"]
+    ns, name = md["namespace"], md["name"]
+    old = status.get("recovery")
+    batch: Any = kubernetes.client.BatchV1Api(_api())
+    core: Any = kubernetes.client.CoreV1Api(_api())
+    owner = recovery.job_owner(cr)
+    job = None
+    if (old or {}).get("phase") == "Exporting":
+        jobs = batch.list_namespaced_job(
+            ns, label_selector=f"{backups.JOB_LABEL}={owner['metadata']['name']}"
+        ).items
+        jobs.sort(key=lambda j: j.metadata.creation_timestamp)
+        job = _job_view(core, ns, jobs[-1]) if jobs else None
+    n = b.names(name)
+
+    def url(pod: str) -> str:
+        return f"http://{pod}.{n['peers']}.{ns}.svc:{b.HTTP_PORT}"
+
+    step = recovery.plan(name, dict(md.get("annotations") or {}), old, members, available, job,
+                         url)  # fmt: skip
+    if step.event is not None:
+        reason, msg, warn = step.event
+        (kopf.warn if warn else kopf.info)(body, reason=reason, message=msg)
+        log.warning("%s/%s: %s: %s", ns, name, reason, msg)
+    if step.action == "export":
+        if backups.owns_claim(owner):
+            pvc = backups.backup_pvc(owner)
+            try:
+                core.create_namespaced_persistent_volume_claim(ns, pvc)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+        chown = b.needs_chown(cr["spec"], _provisioner(None))
+        jb = backups.backup_job(owner, cr, dt.datetime.now(dt.UTC), chown=chown,
+                                local_from=step.source_url)  # fmt: skip
+        jb["metadata"]["ownerReferences"] = [b.owner_reference(cr)]
+        try:
+            batch.create_namespaced_job(ns, jb)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+    elif step.action == "rebuild":
+        # The new cluster id, initial state "new" and the restore source go
+        # into the ConfigMap and the StatefulSets first; then every member's
+        # volume and pod is deleted, and the StatefulSets make new ones.
+        ensure(cr, {**status, "recovery": step.recovery})
+        sel = ",".join(f"{k}={v}" for k, v in b.labels(name).items())
+        for pvc in core.list_namespaced_persistent_volume_claim(
+            ns, label_selector=sel + ",app.kubernetes.io/component in (acceptor,learner)"
+        ).items:
+            try:
+                core.delete_namespaced_persistent_volume_claim(pvc.metadata.name, ns)
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+        for p in core.list_namespaced_pod(ns, label_selector=sel).items:
+            pre = kubernetes.client.V1DeleteOptions(
+                grace_period_seconds=0,
+                preconditions=kubernetes.client.V1Preconditions(uid=p.metadata.uid),
+            )
+            try:
+                core.delete_namespaced_pod(p.metadata.name, ns, body=pre)
+            except ApiException as e:
+                if e.status not in (404, 409):
+                    raise
+    elif step.action == "done":
+        custom: Any = kubernetes.client.CustomObjectsApi(_api())
+        custom.patch_namespaced_custom_object(
+            b.GROUP, b.VERSION, ns, b.PLURAL, name,
+            {"metadata": {"annotations": {recovery.REQUEST: None, recovery.FROM: None}}},
+        )  # fmt: skip
+    return step.recovery if step.recovery is not None and step.recovery != old else None
+
+
+def _job_view(core: Any, ns: str, job: Any) -> Obj:
+    conds = {c.type: c.status for c in job.status.conditions or []}
+    state = ("succeeded" if conds.get("Complete") == "True"
+             else "failed" if conds.get("Failed") == "True" else "running")  # fmt: skip
+    message = ""
+    if state != "running":
+        for p in core.list_namespaced_pod(ns, label_selector=f"job-name={job.metadata.name}").items:
+            for cs in p.status.container_statuses or []:
+                t = cs.state.terminated if cs.state else None
+                if t is not None and t.message:
+                    message = t.message
+    return {"state": state, "report": backups.parse_report(message), "message": message}
 
 
 def _rotate_key(body: kopf.Body, members: dict[str, Obj | None], expected: int) -> None:
@@ -617,3 +778,7 @@ async def _recreate_pods_of_lost_claims(
         kopf.warn(body, reason="RecreatingPod",
                   message=f"{name} was Pending on a deleted PersistentVolumeClaim: deleted it so "
                   "that the StatefulSet creates the pod and a new, empty claim")  # fmt: skip
+
+
+# The PaxosBackup handlers register with kopf when this module is loaded.
+from . import backup_handlers  # noqa: E402, F401

@@ -86,6 +86,7 @@ def summarize(
     return {
         "observedGeneration": generation,
         "phase": phase,
+        "ready": f"{ready_acc}/{acceptors}",
         "readyAcceptors": ready_acc,
         "readyLearners": ready_lrn,
         "leader": leader_pod,

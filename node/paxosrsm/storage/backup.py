@@ -218,7 +218,8 @@ def seed_member(data_dir: str | os.PathLike[str], identity: Identity, snap: Snap
     """Make ``data_dir`` a member of a new cluster that starts from ``snap``.
     Refuses a directory that holds anything (never overwrite a member)."""
     d = Path(data_dir)
-    if d.exists() and any(d.iterdir()):
+    # A new volume may hold ext4's lost+found and nothing else.
+    if d.exists() and any(p.name != "lost+found" for p in d.iterdir()):
         raise BackupError(f"{d} is not empty: a restore only seeds new, empty data directories")
     try:
         st = SQLiteStorage(d, identity)

@@ -1,0 +1,179 @@
+"""Day 2 on a real cluster (issue 14): backups under load and a restore into a
+new cluster, scheduled backups rotating as their retention says, and a
+quorum loss (2 of 3 PVCs deleted) brought back by the audited forced new
+cluster. Run with `make e2e`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from conftest import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    cluster_status,
+    create_cluster,
+    custom,
+    exec_http,
+    healthy,
+    paxoscluster,
+    wait_for,
+)
+from load import LoadGen, assert_all_readable
+
+BACKUPS = "paxosbackups"
+
+
+def backup(name: str, cluster: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "PaxosBackup",
+            "metadata": {"name": name}, "spec": {"cluster": cluster, **spec}}  # fmt: skip
+
+
+def backup_status(k8s: Any, ns: str, name: str) -> dict[str, Any]:
+    obj = custom(k8s).get_namespaced_custom_object(GROUP, VERSION, ns, BACKUPS, name)
+    return obj.get("status") or {}
+
+
+def events(k8s: Any, ns: str, name: str) -> list[tuple[str, str]]:
+    evs = (
+        k8s.client.CoreV1Api()
+        .list_namespaced_event(ns, field_selector=f"involvedObject.name={name}")
+        .items
+    )
+    return [(e.reason, e.message) for e in sorted(evs, key=lambda e: e.metadata.creation_timestamp)]
+
+
+def _wait_acks(load: LoadGen, n: int, timeout: float) -> None:
+    wait_for(lambda: len(load.snapshot().acked) >= n, timeout, f"{n} writes acknowledged", every=1)
+
+
+def test_backup_under_load_restore_and_scheduled_rotation(k8s: Any, namespace: str) -> None:
+    ns = namespace
+    create_cluster(k8s, ns, "bk")
+    c = custom(k8s)
+    with LoadGen(k8s, ns, "bk", rate=20) as load:
+        _wait_acks(load, 100, 120)
+        before = dict(load.snapshot().acked)  # acknowledged before the backup is asked for
+        t0 = time.monotonic()
+        c.create_namespaced_custom_object(GROUP, VERSION, ns, BACKUPS, backup("once", "bk"))
+
+        def finished() -> dict[str, Any] | None:
+            s = backup_status(k8s, ns, "once")
+            return s if s.get("phase") in ("Succeeded", "Failed") else None
+
+        st = wait_for(finished, 240, "the backup Job done", every=1.0)
+        took = time.monotonic() - t0
+        assert st["phase"] == "Succeeded", st
+        _wait_acks(load, len(before) + 50, 120)  # the load went on during and after it
+    res = load.stop()
+    entry = st["backups"][0]
+    print(f"backup under load: {took:.1f}s, {entry['file']} slot {entry['slot']} revision "
+          f"{entry['revision']} {entry['size']} bytes sha256 {entry['sha256'][:16]}...; load: "
+          f"{res.summary()}, {len(before)} acked before it")  # fmt: skip
+    assert entry["readIndex"] is not None and entry["revision"] >= len(before)
+    assert ("BackupSucceeded", st["message"]) in events(k8s, ns, "once")
+    assert st["lastSuccessTime"] and not st.get("active")
+    code, st_bk = exec_http(k8s, ns, "bk-acceptor-0", "GET", "http://localhost:8080/v1/status")
+    assert code == 200
+
+    # The cluster deleted, a new one from that file: every write acknowledged
+    # before the backup reads back from it.
+    c.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "bk")
+    wait_for(lambda: not c.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"],
+             120, "bk deleted", every=1.0)  # fmt: skip
+    t1 = time.monotonic()
+    spec = paxoscluster("rs", bootstrap={"fromBackup": {"claimName": "once-backups",
+                                                        "file": entry["file"]}})  # fmt: skip
+    c.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, spec)
+    wait_for(lambda: healthy(k8s, ns, "rs"), 300, "rs Available, 3/3 ready", every=1.0)
+    print(f"restore: apply -> Available in {time.monotonic() - t1:.1f}s")
+    assert_all_readable(k8s, ns, "rs-acceptor-0", "rs", before)
+    code, st_rs = exec_http(k8s, ns, "rs-acceptor-0", "GET", "http://localhost:8080/v1/status")
+    assert code == 200 and st_rs["cluster_id"] != st_bk["cluster_id"]
+    url = f"http://rs.{ns}.svc.cluster.local:8080/v1/kv/after-restore"
+    code, out = exec_http(k8s, ns, "rs-acceptor-0", "PUT", url, "yes")
+    assert code == 200, out
+
+    # Scheduled backups of the new cluster, every minute, keep 2: after the
+    # third run the first file is gone.
+    t_sched = time.monotonic()
+    every = backup("every-minute", "rs", schedule="* * * * *", keep=2)
+    c.create_namespaced_custom_object(GROUP, VERSION, ns, BACKUPS, every)
+
+    def rotated() -> dict[str, Any] | None:
+        s = backup_status(k8s, ns, "every-minute")
+        ok = [e for e in events(k8s, ns, "every-minute") if e[0] == "BackupSucceeded"]
+        return s if len(ok) >= 3 and len(s.get("backups", [])) == 2 else None
+
+    sched = wait_for(rotated, 300, "three scheduled runs, two files kept", every=2.0)
+    runs = [m for r, m in events(k8s, ns, "every-minute") if r == "BackupSucceeded"]
+    print(f"scheduled: {len(runs)} runs in {time.monotonic() - t_sched:.0f}s; kept "
+          f"{[e['file'] for e in sched['backups']]}; last event: {runs[-1]}")  # fmt: skip
+    assert any("deleted 1 older (keep 2)" in m for m in runs[2:])
+    files = [e["file"] for e in sched["backups"]]
+    assert files == sorted(files, reverse=True) and sched["nextScheduleTime"]
+
+
+def test_quorum_loss_is_reported_and_the_forced_new_cluster_brings_it_back(
+    k8s: Any, namespace: str
+) -> None:
+    ns, name = namespace, "ql"
+    core = k8s.client.CoreV1Api()
+    create_cluster(k8s, ns, name)
+    wait_for(lambda: core.read_namespaced_config_map(f"{name}-config", ns)
+             .data["PAXOS_INITIAL_CLUSTER_STATE"] == "existing", 60, "bootstrapped")  # fmt: skip
+    base = f"http://{name}.{ns}.svc.cluster.local:8080/v1/kv"
+    written = {}
+    for i in range(30):
+        code, _ = exec_http(k8s, ns, f"{name}-acceptor-0", "PUT", f"{base}/q{i}", f"v{i}")
+        assert code == 200
+        written[f"q{i}"] = f"v{i}"
+    # Every member caught up, then two of the three lose their disks.
+    wait_for(lambda: all(m.get("lag") == 0 for m in cluster_status(k8s, ns, name)["members"]),
+             60, "every member caught up")  # fmt: skip
+    survivor = f"{name}-acceptor-2"
+    t0 = time.monotonic()
+    for pod in (f"{name}-acceptor-0", f"{name}-acceptor-1"):
+        core.delete_namespaced_persistent_volume_claim(f"data-{pod}", ns)
+        core.delete_namespaced_pod(pod, ns, grace_period_seconds=0)
+
+    def lost() -> dict[str, Any] | None:
+        st = cluster_status(k8s, ns, name)
+        cond = next((c for c in st.get("conditions", []) if c["type"] == "QuorumLost"), {})
+        return st if st.get("phase") == "QuorumLost" and cond.get("status") == "True" else None
+
+    st = wait_for(lost, 300, "phase QuorumLost", every=2.0)
+    cond = next(c for c in st["conditions"] if c["type"] == "QuorumLost")
+    avail = next(c for c in st["conditions"] if c["type"] == "Available")
+    print(f"quorum lost, reported after {time.monotonic() - t0:.1f}s: {cond['message']}")
+    assert avail["status"] == "False"
+    assert "force-new-cluster" in cond["message"] and survivor in cond["message"]
+    assert ("QuorumLost", cond["message"]) in events(k8s, ns, name)
+
+    # The wrong name typed back is refused; the right one starts the recovery.
+    patch = {"metadata": {"annotations": {"paxosrsm.dev/force-new-cluster": "yes"}}}
+    custom(k8s).patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, patch)
+    wait_for(lambda: any(r == "RecoveryRefused" for r, _ in events(k8s, ns, name)), 60,
+             "the wrong confirmation refused")  # fmt: skip
+    t1 = time.monotonic()
+    patch = {"metadata": {"annotations": {"paxosrsm.dev/force-new-cluster": name}}}
+    custom(k8s).patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, patch)
+
+    def recovered() -> dict[str, Any] | None:
+        st = cluster_status(k8s, ns, name)
+        return st if (st.get("recovery") or {}).get("phase") == "Done" and healthy(
+            k8s, ns, name) else None  # fmt: skip
+
+    st = wait_for(recovered, 420, "the forced new cluster Available", every=2.0)
+    rec = st["recovery"]
+    print(f"recovered in {time.monotonic() - t1:.1f}s from {rec['from']}: {rec['message']}")
+    assert rec["from"] == f"member {survivor}" and "after slot" in rec["mayBeLost"]
+    reasons = [r for r, _ in events(k8s, ns, name)]
+    for r in ("RecoveryStarted", "RecoveryRebuilding", "RecoveryDone"):
+        assert r in reasons, reasons
+    obj = custom(k8s).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    assert "paxosrsm.dev/force-new-cluster" not in (obj["metadata"].get("annotations") or {})
+    assert_all_readable(k8s, ns, f"{name}-acceptor-0", name, written)
+    code, out = exec_http(k8s, ns, f"{name}-acceptor-1", "PUT", f"{base}/after", "yes")
+    assert code == 200, out

@@ -1,0 +1,197 @@
+"""The operator's backup, restore and pod-security builders, pure (no cluster)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from paxos_operator import backups as bk
+from paxos_operator import builders as b
+from tests.test_operator_builders import cr
+
+NOW = dt.datetime(2026, 12, 7, 9, 30, tzinfo=dt.UTC)
+
+
+def backup(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "paxosrsm.dev/v1alpha1",
+        "kind": "PaxosBackup",
+        "metadata": {
+            "name": "nightly",
+            "namespace": "ns",
+            "uid": "b-1",
+            "creationTimestamp": "2026-12-07T09:00:00Z",
+        },
+        "spec": {"cluster": "px", **spec},
+    }
+
+
+def _containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(pod.get("initContainers", [])) + list(pod["containers"])
+
+
+def restricted(pod: dict[str, Any]) -> list[str]:
+    """What breaks the "restricted" Pod Security Standard (the checks of
+    its published rules that apply to these pods)."""
+    bad = []
+    psc = pod.get("securityContext", {})
+    if psc.get("seccompProfile", {}).get("type") not in ("RuntimeDefault", "Localhost"):
+        bad.append("pod seccompProfile")
+    for c in _containers(pod):
+        sc = {**psc, **c.get("securityContext", {})}
+        if not sc.get("runAsNonRoot") or sc.get("runAsUser") == 0:
+            bad.append(f"{c['name']} may run as root")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            bad.append(f"{c['name']} allowPrivilegeEscalation")
+        caps = sc.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []) or set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            bad.append(f"{c['name']} capabilities")
+    for v in pod.get("volumes", []):
+        if not {"persistentVolumeClaim", "secret", "emptyDir", "configMap"} & set(v):
+            bad.append(f"volume {v['name']}")
+    return bad
+
+
+def test_member_pods_meet_the_restricted_standard_unless_a_volume_needs_chown() -> None:
+    for role in ("acceptor", "learner"):
+        pod = b.statefulset(cr(3, learners=1), role)["spec"]["template"]["spec"]
+        assert restricted(pod) == []
+        assert pod["automountServiceAccountToken"] is False
+        for v in pod["volumes"]:
+            if "secret" in v:
+                assert v["secret"]["defaultMode"] == 0o400
+        chowned = b.statefulset(cr(3), role, chown=True)["spec"]["template"]["spec"]
+        assert restricted(chowned) == ["data-owner may run as root", "data-owner capabilities"]
+
+
+def test_volume_ownership_is_chown_only_where_fsgroup_is_ignored() -> None:
+    assert b.needs_chown({}, "kubernetes.io/host-path") is True
+    assert b.needs_chown({}, "ebs.csi.aws.com") is False
+    assert b.needs_chown({}, None) is False
+    assert b.needs_chown({"storage": {"volumeOwnership": "Chown"}}, "x") is True
+    assert (
+        b.needs_chown({"storage": {"volumeOwnership": "FSGroup"}}, "kubernetes.io/host-path")
+        is False
+    )
+
+
+def test_backup_job_runs_paxosctl_against_every_member_with_the_admin_token() -> None:
+    c = cr(3, learners=1)
+    job = bk.backup_job(backup(keep=3), c, NOW)
+    assert job["metadata"]["name"] == "nightly-20261207-093000"
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "PaxosBackup"
+    pod = job["spec"]["template"]["spec"]
+    assert restricted(pod) == [] and pod["restartPolicy"] == "Never"
+    ctr = pod["containers"][0]
+    cmd = ctr["command"]
+    assert cmd[:5] == ["python3", "-m", "paxosrsm.cli", "snapshot", "save"]
+    assert cmd[cmd.index("--keep") + 1] == "3" and cmd[cmd.index("--prefix") + 1] == "nightly"
+    urls = cmd[cmd.index("--endpoints") + 1].split(",")
+    assert urls == [
+        "http://px-acceptor-0.px-peers.ns.svc:8080", "http://px-acceptor-1.px-peers.ns.svc:8080",
+        "http://px-acceptor-2.px-peers.ns.svc:8080", "http://px-learner-0.px-peers.ns.svc:8080",
+    ]  # fmt: skip
+    assert ctr["env"][0]["valueFrom"]["secretKeyRef"] == {"name": "px-http-auth",
+                                                          "key": "admin-token"}  # fmt: skip
+    assert ctr["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "nightly-backups"
+    own = bk.backup_job(backup(tokenSecret={"name": "t", "key": "k"}), c, NOW, chown=True)
+    opod = own["spec"]["template"]["spec"]
+    assert opod["initContainers"][0]["name"] == "backups-owner"
+    assert opod["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"] == {"name": "t", "key": "k"}
+    local = bk.backup_job(backup(), c, NOW, local_from="http://m:8080")["spec"]["template"]
+    assert local["spec"]["containers"][0]["command"][-3:] == ["--endpoints", "http://m:8080",
+                                                              "--local"]  # fmt: skip
+
+
+def test_the_backup_volume_is_never_owned_by_the_backup() -> None:
+    pvc = bk.backup_pvc(backup(volume={"size": "5Gi", "storageClassName": "fast"}))
+    assert "ownerReferences" not in pvc["metadata"]
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    assert pvc["spec"]["storageClassName"] == "fast"
+    assert bk.claim_name(backup(volume={"claimName": "mine"})) == "mine"
+    assert not bk.owns_claim(backup(volume={"claimName": "mine"}))
+
+
+def test_when_backups_are_due() -> None:
+    once = backup()
+    assert bk.due(once, {}, NOW) == NOW
+    assert bk.due(once, {"lastScheduleTime": NOW.isoformat()}, NOW) is None
+    every5 = backup(schedule="*/5 * * * *")
+    assert bk.due(every5, {}, NOW) == dt.datetime(2026, 12, 7, 9, 5, tzinfo=dt.UTC)
+    st = {"lastScheduleTime": "2026-12-07T09:25:00+00:00"}
+    assert bk.due(every5, st, NOW) == NOW
+    assert bk.due(every5, st, NOW - dt.timedelta(seconds=1)) is None
+    assert bk.next_run(every5, st, NOW) == dt.datetime(2026, 12, 7, 9, 35, tzinfo=dt.UTC)
+    assert bk.max_age(every5, NOW) == 600.0 and bk.max_age(once, NOW) is None
+
+
+@pytest.mark.parametrize(
+    "spec, bad",
+    [
+        ({"cluster": "px"}, []),
+        ({"cluster": "Px"}, ["spec.cluster"]),
+        ({"cluster": "px", "schedule": "61 * * * *"}, ["spec.schedule"]),
+        ({"cluster": "px", "keep": 0}, ["spec.keep"]),
+        ({"cluster": "px", "keep": 101}, ["spec.keep"]),
+        ({"cluster": "px", "volume": {"claimName": "a b"}}, ["spec.volume.claimName"]),
+        ({"cluster": "px", "volume": {"size": "lots"}}, ["spec.volume.size"]),
+        ({"cluster": "px", "tokenSecret": {"name": "x"}}, ["spec.tokenSecret"]),
+    ],
+)
+def test_backup_specs_are_validated(spec: dict[str, Any], bad: list[str]) -> None:
+    errs = bk.validate(spec)
+    assert [e.split(" ")[0].rstrip(":") for e in errs] == bad
+
+
+def test_a_run_s_report_becomes_the_status_list() -> None:
+    old = [{"file": "nightly-20261206-030000.pxb"}, {"file": "nightly-20261205-030000.pxb"}]
+    rep = bk.parse_report(json.dumps({
+        "file": "nightly-20261207-030000.pxb", "size": 1024, "slot": 9, "revision": 7,
+        "file_sha256": "ab", "read_index": 9,
+        "kept": ["nightly-20261207-030000.pxb", "nightly-20261206-030000.pxb"],
+        "deleted": ["nightly-20261205-030000.pxb"],
+    }))  # fmt: skip
+    assert rep is not None
+    out = bk.record(old, rep, "2026-12-07T03:00:09Z")
+    assert [e["file"] for e in out] == ["nightly-20261207-030000.pxb",
+                                        "nightly-20261206-030000.pxb"]  # fmt: skip
+    assert out[0] == {
+        "file": "nightly-20261207-030000.pxb", "time": "2026-12-07T03:00:09Z",
+        "size": 1024, "slot": 9, "revision": 7, "sha256": "ab", "readIndex": 9,
+    }  # fmt: skip
+    for junk in (None, "", "Traceback ...", "[]", '{"file": "../etc/passwd"}'):
+        assert bk.parse_report(junk) is None
+
+
+def test_restore_seeds_members_only_while_the_cluster_bootstraps(tmp_path: Path) -> None:
+    src = {"claimName": "nightly-backups", "file": "nightly-20261207-030000.pxb"}
+    c = cr(3, bootstrap={"fromBackup": src})
+    assert bk.validate_restore(c["spec"]) == []  # type: ignore[arg-type]
+    assert bk.validate_restore({"bootstrap": {"fromBackup": {"claimName": "x", "file": "a"}}})
+    assert bk.restore_source(c) == src
+    pod = b.statefulset(c, "acceptor", restore=src)["spec"]["template"]["spec"]
+    assert [x["name"] for x in pod["initContainers"]] == ["node-key", "restore"]
+    vol = next(v for v in pod["volumes"] if v["name"] == "restore")
+    assert vol["persistentVolumeClaim"] == {"claimName": "nightly-backups", "readOnly": True}
+    assert restricted(pod) == []
+    # The script itself, by sh, with paxosctl replaced by an echo.
+    script = bk.RESTORE_SCRIPT.replace("exec python3 -m paxosrsm.cli", "echo")
+    env = {
+        "PAXOS_DATA_DIR": str(tmp_path), "PAXOS_ORDINAL_OFFSET": "3",
+        "PAXOS_CLUSTER_ID": "ns/px/u-2", "PAXOS_ACCEPTOR_COUNT": "3",
+        "RESTORE_FILE": "/restore/f.pxb", "HOSTNAME": "px-learner-1", "PATH": "/usr/bin:/bin",
+    }  # fmt: skip
+    run = lambda **e: subprocess.run(["sh", "-c", script], env={**env, **e},  # noqa: E731
+                                     capture_output=True, text=True).stdout  # fmt: skip
+    assert run(PAXOS_INITIAL_CLUSTER_STATE="new").split() == [
+        "snapshot", "restore", "/restore/f.pxb", "--member-dir", str(tmp_path), "--cluster-id",
+        "ns/px/u-2", "--node-id", "4", "--acceptors", "3"]  # fmt: skip
+    assert "nothing to restore" in run(PAXOS_INITIAL_CLUSTER_STATE="existing")
+    (tmp_path / "IDENTITY").write_text("x")
+    assert "in use" in run(PAXOS_INITIAL_CLUSTER_STATE="new")
