@@ -93,8 +93,8 @@ def test_backup_job_runs_paxosctl_against_every_member_with_the_admin_token() ->
     assert cmd[cmd.index("--keep") + 1] == "3" and cmd[cmd.index("--prefix") + 1] == "nightly"
     urls = cmd[cmd.index("--endpoints") + 1].split(",")
     assert urls == [
-        "http://px-acceptor-0.px-peers.ns.svc:8080", "http://px-acceptor-1.px-peers.ns.svc:8080",
-        "http://px-acceptor-2.px-peers.ns.svc:8080", "http://px-learner-0.px-peers.ns.svc:8080",
+        "http://px-acceptor-0.px-peers.ns.svc.cluster.local:8080", "http://px-acceptor-1.px-peers.ns.svc.cluster.local:8080",
+        "http://px-acceptor-2.px-peers.ns.svc.cluster.local:8080", "http://px-learner-0.px-peers.ns.svc.cluster.local:8080",
     ]  # fmt: skip
     assert ctr["env"][0]["valueFrom"]["secretKeyRef"] == {"name": "px-http-auth",
                                                           "key": "admin-token"}  # fmt: skip

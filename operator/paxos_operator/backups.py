@@ -126,7 +126,11 @@ def member_urls(cluster: Obj) -> list[str]:
     n = b.names(md["name"])
     hosts = [f"{n['acceptors']}-{i}" for i in range(spec["acceptors"])]
     hosts += [f"{n['learners']}-{i}" for i in range(spec["learners"])]
-    return [f"http://{h}.{n['peers']}.{md['namespace']}.svc:{b.HTTP_PORT}" for h in hosts]
+    # The names the members list as their own (the HTTP API refuses other
+    # Host names: the DNS rebinding guard).
+    return [
+        f"http://{h}.{n['peers']}.{md['namespace']}.svc.cluster.local:{b.HTTP_PORT}" for h in hosts
+    ]
 
 
 def token_ref(bk: Obj, cluster: Obj) -> Obj:

@@ -485,7 +485,7 @@ def _recover(
     n = b.names(name)
 
     def url(pod: str) -> str:
-        return f"http://{pod}.{n['peers']}.{ns}.svc:{b.HTTP_PORT}"
+        return f"http://{pod}.{n['peers']}.{ns}.svc.cluster.local:{b.HTTP_PORT}"
 
     step = recovery.plan(name, dict(md.get("annotations") or {}), old, members, available, job,
                          url)  # fmt: skip

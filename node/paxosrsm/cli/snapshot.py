@@ -170,8 +170,8 @@ def save(ns: argparse.Namespace, cluster: dict[str, Any] | None) -> int:
                     raise SnapshotError(f"{url}: transfer cut at {got} of {size} bytes")
         except urllib.error.HTTPError as e:
             body = e.read(2000).decode("utf-8", "replace").strip()
-            if e.code in (401, 403):
-                part.unlink(missing_ok=True)
+            part.unlink(missing_ok=True)
+            if e.code == 401:  # the same token everywhere: no use asking the others
                 raise SnapshotError(f"{url}: {e.code}: {body} (pass an admin --token)") from e
             errors.append(f"{url}: {e.code} {body}")
             continue
@@ -204,7 +204,8 @@ def save(ns: argparse.Namespace, cluster: dict[str, Any] | None) -> int:
             for name in report.get("deleted", []):
                 print(f"deleted {out.parent / name} (--keep {ns.keep})")
         return 0
-    raise SnapshotError("no member gave a backup: " + "; ".join(errors))
+    hint = " (pass an admin --token)" if any(": 403 " in x for x in errors) else ""
+    raise SnapshotError("no member gave a backup: " + "; ".join(errors) + hint)
 
 
 def status(ns: argparse.Namespace) -> int:

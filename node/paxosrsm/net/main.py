@@ -17,6 +17,7 @@ from typing import Any
 
 from ..statemachine import StateMachine
 from ..storage import StorageError
+from . import logfmt
 from .options import NodeOptions, OptionsError, add_arguments, from_sources
 from .runtime import NodeServer
 
@@ -159,10 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     except OptionsError as e:
         print(f"paxosrsm-node: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    logging.basicConfig(
-        level=getattr(logging, opts.log_level.upper(), logging.INFO),
-        format=f"%(asctime)s node{opts.node_id} %(levelname)s %(message)s",
-    )
+    logfmt.configure(opts.log_level, opts.log_format, opts.node_id)
     try:
         import uvloop
 

@@ -10,6 +10,7 @@ happen; the gauges are read from the node's status at each scrape.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from prometheus_client import (
 )
 
 from ..statemachine import StateMachine
+
+log = logging.getLogger("paxosrsm.node")
 
 #: etcd's disk buckets (1 ms .. 8 s, doubling).
 DISK_BUCKETS = tuple(0.001 * 2**i for i in range(14))
@@ -182,7 +185,10 @@ class TimedStateMachine:
         out = sm.apply(payload)
         self._apply(time.perf_counter() - t0)
         if getattr(sm, "compactions", 0) != before:
-            self.m.compaction.observe(float(getattr(sm, "last_compaction_seconds", 0.0)))
+            took = float(getattr(sm, "last_compaction_seconds", 0.0))
+            self.m.compaction.observe(took)
+            log.info("MVCC history compacted (%.1f ms)", took * 1000,
+                     extra={"event": "compaction", "reason": "mvcc"})  # fmt: skip
         return out
 
     def query(self, payload: bytes) -> bytes:

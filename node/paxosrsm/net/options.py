@@ -128,6 +128,8 @@ class NodeOptions:
     tls_key: str = ""
     tls_ca: str = ""
     log_level: str = "INFO"
+    #: "text" (default) or "json": one JSON object per line (logfmt.py).
+    log_format: str = "text"
 
     # ------------------------------------------------------------ derived
 
@@ -216,6 +218,8 @@ class NodeOptions:
                 "who reaches it read and write every key: give --http-auth-file, listen on "
                 "127.0.0.1, or say --http-anonymous true"
             )
+        if self.log_format not in ("text", "json"):
+            raise OptionsError(f"--log-format must be text or json, not {self.log_format!r}")
         if self.state_machine and not re.fullmatch(r"[\w.]+:[\w.]+", self.state_machine):
             raise OptionsError("--state-machine must be module:factory")
         if self.grpc_port and self.state_machine:

@@ -112,7 +112,8 @@ class RateLimitedLog:
         if now - self.last.get(reason, -1e9) >= self.every:
             n = self.suppressed.pop(reason, 0)
             more = f" (+{n} more since last report)" if n else ""
-            self.logger.warning("dropped input (%s): %s%s", reason, detail, more)
+            ev = {"event": "refused", "reason": reason, "suppressed": n}
+            self.logger.warning("dropped input (%s): %s%s", reason, detail, more, extra=ev)
             self.last[reason] = now
         else:
             self.suppressed[reason] += 1
@@ -234,6 +235,7 @@ class NodeServer:
         self.metrics = NodeMetrics()
         #: Bytes of the data directory (measured with the quota, every 2 s).
         self.disk_bytes = 0
+        self.was_recovering = False
         #: Backups taken on this node (net/backups.py).
         self.backups = Backups(self)
 
@@ -391,7 +393,20 @@ class NodeServer:
             self._watch_leader()
 
     def _watch_leader(self) -> None:
-        """One log line (and a metric) per leader change this node sees."""
+        """One log line (and a metric) per leader change this node sees, and
+        one when a lost-disk recovery ends."""
+        node = self.node
+        if node is not None:
+            rec = node.recovering
+            if rec != self.was_recovering:
+                if rec:
+                    log.warning("node %d: recovering an empty disk: no vote until a quorum "
+                                "told it what it may have promised", self.id,
+                                extra={"event": "recovery", "state": "started"})  # fmt: skip
+                else:
+                    log.info("node %d: recovery done (incarnation %d): voting again", self.id,
+                             node.inc, extra={"event": "recovery", "state": "done"})  # fmt: skip
+                self.was_recovering = rec
         lead = self.leader()
         ballot = str(self.leader_seen[1]) if self.leader_seen is not None else None
         if self.node is not None and self.node.is_leader:
@@ -484,6 +499,8 @@ class NodeServer:
             self.last_compact = now
             if driver.compact():
                 self.stats["compactions"] += 1
+                log.info("node %d: storage over its quota: snapshot taken early to compact",
+                         self.id, extra={"event": "compaction", "reason": "quota"})  # fmt: skip
                 self.dirty.set()
 
     def _read_alarms(self) -> list[int]:
@@ -662,8 +679,13 @@ class NodeServer:
                     for rec in fl.records:
                         if type(rec) is DecideRec:
                             m.decided(rec.slot, now)
-                if any(type(rec) is SnapshotRec for rec in fl.records):
+                snaps = [rec for rec in fl.records if type(rec) is SnapshotRec]
+                if snaps:
                     m.snap_save.observe(dt)
+                    slot = snaps[-1].snapshot.slot
+                    log.info("node %d: snapshot at slot %d written, log trimmed below it "
+                             "(%.1f ms)", self.id, slot, dt * 1000,
+                             extra={"event": "snapshot", "slot": slot})  # fmt: skip
             if fl.committed:
                 self.applied_total += len(fl.committed)
                 self.metrics.applied(len(fl.committed))
