@@ -195,3 +195,44 @@ def test_restore_seeds_members_only_while_the_cluster_bootstraps(tmp_path: Path)
     assert "nothing to restore" in run(PAXOS_INITIAL_CLUSTER_STATE="existing")
     (tmp_path / "IDENTITY").write_text("x")
     assert "in use" in run(PAXOS_INITIAL_CLUSTER_STATE="new")
+
+
+def test_manifests_for_a_current_api_level_and_for_1_20() -> None:
+    """What differs by Kubernetes version, rendered for both (docs/kubernetes.md)."""
+    old = b.ApiLevel(minor=20, pdb="policy/v1beta1")
+    for reclaim, when in (("Retain", "Retain"), ("Delete", "Delete")):
+        c = cr(3, storage={"reclaimPolicy": reclaim})
+        sts = b.statefulset(c, "learner", level=b.CURRENT)["spec"]
+        assert sts["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": when,
+                                                               "whenScaled": "Retain"}  # fmt: skip
+        old_sts = b.statefulset(c, "learner", level=old)["spec"]
+        assert "persistentVolumeClaimRetentionPolicy" not in old_sts
+    new_pdb = b.pdb(cr(5), b.CURRENT)
+    assert new_pdb["apiVersion"] == "policy/v1"
+    assert new_pdb["spec"] == {
+        "minAvailable": 3,
+        "selector": {"matchLabels": b.labels("px", "acceptor")},
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+    }
+    old_pdb = b.pdb(cr(5), old)
+    assert old_pdb["apiVersion"] == "policy/v1beta1"
+    assert "unhealthyPodEvictionPolicy" not in old_pdb["spec"]
+    assert b.pdb(cr(3), "policy/v1")["spec"]["minAvailable"] == 2
+    # Both CRDs carry CEL rules (ignored by 1.20, enforced by current servers).
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    for f in ("paxoscluster.yaml", "paxosbackup.yaml"):
+        crd = yaml.safe_load((root / "crds" / f).read_text())
+        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        assert "size() <= 40" in schema["x-kubernetes-validations"][0]["rule"]
+        # Every field has a description (kubectl explain).
+        missing = [p for p in _undescribed(schema["properties"]["spec"], "spec")]
+        assert not missing, missing
+
+
+def _undescribed(node: dict[str, Any], path: str) -> list[str]:
+    out = [] if node.get("description") else [path]
+    for k, v in (node.get("properties") or {}).items():
+        out += _undescribed(v, f"{path}.{k}")
+    return out

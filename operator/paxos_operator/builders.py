@@ -11,6 +11,7 @@ import base64
 import copy
 import os
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from paxosrsm.net import identity as ident
@@ -366,6 +367,31 @@ def configmap(cr: Obj, initial_state: str, cluster_id: str | None = None) -> Obj
     }
 
 
+@dataclass(frozen=True, slots=True)
+class ApiLevel:
+    """What the API server offers, found by discovery (handlers._api_level);
+    every choice that differs by Kubernetes version goes through here
+    (docs/kubernetes.md, "Kubernetes versions")."""
+
+    minor: int = 20
+    pdb: str = "policy/v1beta1"
+
+    @property
+    def pvc_retention(self) -> bool:
+        """StatefulSet persistentVolumeClaimRetentionPolicy: beta and on by
+        default from 1.27 (GA 1.32); older servers drop the field."""
+        return self.minor >= 27
+
+    @property
+    def unhealthy_eviction(self) -> bool:
+        """PDB unhealthyPodEvictionPolicy: beta, on by default from 1.27 (GA 1.31)."""
+        return self.minor >= 27 and self.pdb == "policy/v1"
+
+
+#: A current Kubernetes (what users run: 1.33 - 1.37).
+CURRENT = ApiLevel(minor=33, pdb="policy/v1")
+
+
 def chown_container(spec: Obj, path: str, volume: str) -> Obj:
     """Gives a volume to the nodes' uid, for volume types that ignore fsGroup
     (hostPath, as the in-tree host-path provisioner of test clusters makes).
@@ -404,7 +430,14 @@ def needs_chown(spec: Obj, provisioner: str | None = None) -> bool:
     return provisioner in CHOWN_PROVISIONERS
 
 
-def statefulset(cr: Obj, role: str, *, chown: bool = False, restore: Obj | None = None) -> Obj:
+def statefulset(
+    cr: Obj,
+    role: str,
+    *,
+    chown: bool = False,
+    restore: Obj | None = None,
+    level: ApiLevel | None = None,
+) -> Obj:
     """Acceptors (ordinal i = acceptor id i) or learners (id N + ordinal).
     ``chown``: give the data volume to the nodes' uid first (needs_chown).
     ``restore``: {claimName, file} of a backup that seeds each empty member
@@ -558,11 +591,22 @@ def statefulset(cr: Obj, role: str, *, chown: bool = False, restore: Obj | None 
     }
     if s["storage"].get("storageClassName"):
         pvc["spec"]["storageClassName"] = s["storage"]["storageClassName"]
+    extra: Obj = {}
+    if level is not None and level.pvc_retention:
+        # Kubernetes itself keeps or deletes the claims as reclaimPolicy says
+        # (the operator's delete handler does the same on older servers); a
+        # learner scaled down keeps its claim, to come back with its log.
+        when = "Delete" if s["storage"]["reclaimPolicy"] == "Delete" else "Retain"
+        extra["persistentVolumeClaimRetentionPolicy"] = {
+            "whenDeleted": when,
+            "whenScaled": "Retain",
+        }
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
         "metadata": _meta(cr, sts_name, role),
         "spec": {
+            **extra,
             "serviceName": n["peers"],
             "replicas": replicas,
             # All members start together: a cluster needs a majority to be ready.
@@ -612,21 +656,30 @@ def network_policy(cr: Obj) -> Obj:
     }
 
 
-def pdb(cr: Obj, api_version: str) -> Obj:
+def pdb(cr: Obj, api_version: str | ApiLevel) -> Obj:
     """Never let voluntary disruptions take the acceptors below a majority.
-    ``api_version``: "policy/v1" where the server offers it, else "policy/v1beta1"."""
-    if api_version not in ("policy/v1", "policy/v1beta1"):
-        raise ValueError(api_version)
+    ``api_version``: "policy/v1" where the server offers it, else
+    "policy/v1beta1" (or the server's ApiLevel)."""
+    level = api_version if isinstance(api_version, ApiLevel) else None
+    version = level.pdb if level is not None else api_version
+    if version not in ("policy/v1", "policy/v1beta1"):
+        raise ValueError(version)
     md = cr["metadata"]
     n = cr["spec"]["acceptors"]
+    spec: Obj = {
+        "minAvailable": n // 2 + 1,
+        "selector": {"matchLabels": labels(md["name"], "acceptor")},
+    }
+    if level is not None and level.unhealthy_eviction:
+        # A member that is not Ready (crash-looping, stuck) may be evicted
+        # even when the budget is spent: it is not part of the quorum the
+        # budget protects, and keeping it blocks node drains for nothing.
+        spec["unhealthyPodEvictionPolicy"] = "AlwaysAllow"
     return {
-        "apiVersion": api_version,
+        "apiVersion": version,
         "kind": "PodDisruptionBudget",
         "metadata": _meta(cr, names(md["name"])["pdb"], "acceptor"),
-        "spec": {
-            "minAvailable": n // 2 + 1,
-            "selector": {"matchLabels": labels(md["name"], "acceptor")},
-        },
+        "spec": spec,
     }
 
 

@@ -128,6 +128,14 @@ def _pdb_version() -> str:
     return _state["pdb"]
 
 
+def _api_level() -> b.ApiLevel:
+    """The server's version and API groups, by discovery (once)."""
+    if "minor" not in _state:
+        v: Any = kubernetes.client.VersionApi(_api()).get_code()
+        _state["minor"] = "".join(ch for ch in str(v.minor) if ch.isdigit()) or "20"
+    return b.ApiLevel(minor=int(_state["minor"]), pdb=_pdb_version())
+
+
 def _provisioner(storage_class: str | None) -> str | None:
     """The provisioner of a StorageClass (None: the default class), looked
     up once per class: whether its volumes honour fsGroup (b.needs_chown)."""
@@ -316,14 +324,15 @@ def _ensure(cr: Any, status: Obj) -> None:
     chown = b.needs_chown(cr["spec"], _provisioner(cr["spec"]["storage"].get("storageClassName")))
     restore = rec.get("restore") or backups.restore_source(cr)
     cid = recovery.cluster_id(md["namespace"], md["name"], md["uid"], rec)
+    level = _api_level()
     objs = [
         _node_keys(cr),
         b.configmap(cr, initial, cid),
         b.headless_service(cr),
         b.client_service(cr),
-        b.statefulset(cr, "acceptor", chown=chown, restore=restore),
-        b.statefulset(cr, "learner", chown=chown, restore=restore),
-        b.pdb(cr, _pdb_version()),
+        b.statefulset(cr, "acceptor", chown=chown, restore=restore, level=level),
+        b.statefulset(cr, "learner", chown=chown, restore=restore, level=level),
+        b.pdb(cr, level),
         b.network_policy(cr),
     ]
     for obj in objs:
