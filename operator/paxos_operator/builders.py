@@ -33,6 +33,7 @@ KEY_DIR = "/etc/paxosrsm/key"
 #: container never mounts it: it sees its own file in KEY_DIR only.
 NODE_KEYS_DIR = "/etc/paxosrsm/node-keys"
 HTTP_AUTH_DIR = "/etc/paxosrsm/http-auth"
+TLS_DIR = "/etc/paxosrsm/tls"
 UID = 65534
 #: Learner slots (ids N .. N+MAX_LEARNERS-1); the CRD's maximum for spec.learners.
 MAX_LEARNERS = 32
@@ -120,6 +121,9 @@ def validate(spec: Obj, old_spec: Obj | None = None) -> list[str]:
     img = spec.get("image") or DEFAULT_NODE_IMAGE
     if not isinstance(img, str) or not img:
         errs.append("spec.image is required (this operator has no default node image)")
+    tls = (spec.get("tls") or {}).get("secretName")
+    if tls is not None and (not isinstance(tls, str) or not _DNS_NAME.match(tls)):
+        errs.append(f"spec.tls.secretName must name a Secret, got {tls!r}")
     sec = (spec.get("auth") or {}).get("httpTokensSecret")
     if sec is not None and (not isinstance(sec, str) or not _DNS_NAME.match(sec)):
         errs.append(f"spec.auth.httpTokensSecret must name a Secret, got {sec!r}")
@@ -508,6 +512,17 @@ def statefulset(
     }
     if s.get("resources"):
         container["resources"] = s["resources"]
+    tls = (s.get("tls") or {}).get("secretName")
+    if tls:
+        # TLS on the TCP paths (peer sessions, clients' large requests), with
+        # the CA: each member's certificate must name its own DNS name
+        # (<pod>.<name>-peers.<ns>.svc.cluster.local; a wildcard does).
+        container["env"] += [
+            {"name": "PAXOS_TLS_CERT", "value": f"{TLS_DIR}/tls.crt"},
+            {"name": "PAXOS_TLS_KEY", "value": f"{TLS_DIR}/tls.key"},
+            {"name": "PAXOS_TLS_CA", "value": f"{TLS_DIR}/ca.crt"},
+        ]
+        container["volumeMounts"].append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
     sync_sc: Obj = {
         "runAsNonRoot": True,
         "runAsUser": UID,
@@ -574,6 +589,10 @@ def statefulset(
             {"name": "tmp", "emptyDir": {}},
         ],
     }
+    if tls:
+        pod_spec["volumes"].append(
+            {"name": "tls", "secret": {"secretName": tls, "defaultMode": 0o400}}
+        )
     if restore is not None:
         pod_spec["volumes"].append(
             {"name": "restore",
