@@ -334,3 +334,60 @@ def test_page_refreshes_itself(cluster: ProcCluster, tmp_path: Path) -> None:
             await chrome.close()
 
     asyncio.run(run())
+
+
+HISTORY = """(() => {
+  const b = document.getElementById("banner"), t = document.querySelector("#tput polyline");
+  return JSON.stringify({
+    banner: b && b.style.display === "block" ? b.textContent : null,
+    leaders: [...document.querySelectorAll("#leaders tr")].map(tr => tr.cells[1].textContent),
+    tput: (t && t.getAttribute("points")) || "",
+    tputLast: document.getElementById("tput-last")?.textContent ?? "",
+  });
+})()"""
+
+
+def test_page_shows_throughput_the_leader_history_and_a_banner_without_quorum(
+    tmp_path: Path,
+) -> None:
+    browser = find_browser()
+    c = ProcCluster(tmp_path / "c", replicas=3)
+    try:
+        c.start_all()
+        c.wait_ready()
+        s = settled(c)
+        for i in range(20):
+            put(c, 0, f"h{i}", "x")
+
+        async def run() -> None:
+            chrome = Chromium(browser, c.http(0) + "/", tmp_path / "profile")
+            try:
+                await chrome.connect()
+
+                async def wait(pred: Any, what: str, timeout: float = 20.0) -> dict[str, Any]:
+                    deadline = time.monotonic() + timeout
+                    while True:
+                        page: dict[str, Any] = json.loads(await chrome.evaluate(HISTORY))
+                        if pred(page):
+                            return page
+                        assert time.monotonic() < deadline, f"never showed {what}: {page}"
+                        await asyncio.sleep(0.2)
+
+                page = await wait(
+                    lambda p: p["leaders"] and p["tput"].count(",") >= 1, "history and throughput"
+                )
+                assert page["banner"] is None  # a quorum: no banner
+                assert page["leaders"][0] == f"node {s['leader']}"
+                assert "last:" in page["tputLast"]
+                for n in (1, 2):
+                    c.kill(n)
+                page = await wait(lambda p: p["banner"] is not None, "the no-quorum banner")
+                assert page["banner"].startswith("NO QUORUM: 1 of 3 acceptors ready, 2 needed")
+                if s["leader"] != 0:  # node 0 then sees the leader vanish
+                    await wait(lambda p: p["leaders"][0] == "none", "leader: none in the history")
+            finally:
+                await chrome.close()
+
+        asyncio.run(run())
+    finally:
+        c.close()

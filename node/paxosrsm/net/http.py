@@ -295,6 +295,7 @@ class HttpApi:
                 web.post("/v1/cas/{key}", self.kv_cas),
                 web.get("/v1/status", self.status),
                 web.get("/v1/snapshot", self.snapshot),
+                web.get("/v1/history", self.history),
                 web.get("/healthz", self.healthz),
                 web.get("/readyz", self.readyz),
                 web.get("/metrics", self.metrics),
@@ -663,6 +664,21 @@ class HttpApi:
             await resp.write(c)
         await resp.write_eof()
         return resp
+
+    async def history(self, req: web.Request) -> web.Response:
+        """The status page's charts: the leader changes this node saw (the
+        last 50) and, per second of the last 5 minutes, the slots applied
+        and the requests answered through the HTTP and gRPC APIs with their
+        mean latency."""
+        m = self.s.metrics
+        return web.json_response(
+            {
+                "node_id": self.s.id,
+                "leaders": [{"t": t, "leader": lead, "ballot": b} for t, lead, b in m.leaders],
+                "seconds": m.recent(300),
+                "time": time.time(),
+            }
+        )
 
     async def healthz(self, req: web.Request) -> web.Response:
         lag = time.monotonic() - self.s.last_tick
