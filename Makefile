@@ -163,7 +163,9 @@ clean:
 # Wheels of the runtime dependencies, for the container images (built offline).
 wheelhouse: $(STAMP)
 	rm -rf wheelhouse/node && mkdir -p wheelhouse/node
-	$(BIN)/pip wheel -q -w wheelhouse/node msgpack aiohttp prometheus-client pyyaml uvloop cryptography 'grpcio>=1.85.4' 'protobuf>=7.35.1' sortedcontainers
+	$(BIN)/pip wheel -q -w wheelhouse/node msgpack aiohttp prometheus-client pyyaml uvloop cryptography 'grpcio>=1.85.4' 'protobuf>=7.35.1' sortedcontainers minio
+	rm -rf wheelhouse/s3test && mkdir -p wheelhouse/s3test
+	$(BIN)/pip wheel -q -w wheelhouse/s3test 'moto[server]'
 	rm -rf wheelhouse/operator && mkdir -p wheelhouse/operator
 	$(BIN)/pip wheel -q -w wheelhouse/operator kopf kubernetes aiohttp prometheus-client
 
@@ -173,6 +175,7 @@ TAG ?= dev
 images: wheelhouse
 	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) -f Dockerfile.node -t paxosrsm/node:$(TAG) .
 	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) -f Dockerfile.operator -t paxosrsm/operator:$(TAG) .
+	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) -f Dockerfile.s3test -t paxosrsm/s3test:$(TAG) .
 
 # The etcd v3 API's Python modules, from etcdapi/pb/*.proto (a test checks they match).
 protos: $(STAMP)

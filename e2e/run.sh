@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make e2e: build the images, make sure a cluster is there, run the e2e suite.
 # With KUBECONFIG set, that cluster is used (for kind, load the images first:
-#   kind load docker-image paxosrsm/node:e2e paxosrsm/operator:e2e).
+#   kind load docker-image paxosrsm/node:e2e paxosrsm/operator:e2e paxosrsm/s3test:e2e).
 # Without it, the local Kubernetes of ../shared/k8s is started (a real 1.20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +25,7 @@ make images BASE_IMAGE="$BASE_IMAGE" TAG="${E2E_TAG:-e2e}"
 if [ -n "${KIND_CLUSTER:-}" ]; then
   # kind nodes have their own image store: copy the fresh images in.
   kind load docker-image --name "$KIND_CLUSTER" \
-    "paxosrsm/node:${E2E_TAG:-e2e}" "paxosrsm/operator:${E2E_TAG:-e2e}"
+    "paxosrsm/node:${E2E_TAG:-e2e}" "paxosrsm/operator:${E2E_TAG:-e2e}" "paxosrsm/s3test:${E2E_TAG:-e2e}"
 fi
 .venv/bin/pip install -q -e '.[dev,operator]'
 # -s: the scenarios print their timings (apply -> Available, deletion ->

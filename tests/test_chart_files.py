@@ -11,10 +11,24 @@ ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "paxosrsm-operator"
 
 
-def test_the_chart_ships_the_same_crd() -> None:
-    assert (CHART / "crds" / "paxoscluster.yaml").read_text() == (
-        ROOT / "crds" / "paxoscluster.yaml"
-    ).read_text()
+def test_the_chart_ships_the_same_crds() -> None:
+    for f in ("paxoscluster.yaml", "paxosbackup.yaml"):
+        assert (CHART / "crds" / f).read_text() == (ROOT / "crds" / f).read_text()
+
+
+def test_rbac_has_no_wildcards_no_deletecollection_and_no_secret_listing() -> None:
+    """Least privilege (issue 14): only the verbs the code calls."""
+    text = (CHART / "templates" / "_helpers.tpl").read_text()
+    rules = yaml.safe_load(
+        text.split('define "paxos.namespacedRules" }}')[1].split("{{- end }}")[0]
+    ) + yaml.safe_load(text.split('define "paxos.clusterReadRules" }}')[1].split("{{- end }}")[0])
+    verbs = {r: set(rule["verbs"]) for rule in rules for r in rule["resources"]}
+    assert all("*" not in v and "deletecollection" not in v for v in verbs.values()), verbs
+    assert verbs["secrets"] == {"get", "create", "patch"}
+    assert verbs["persistentvolumeclaims"] == {"get", "list", "create", "delete"}
+    assert verbs["jobs"] == {"list", "create", "delete"}
+    assert verbs["storageclasses"] == {"list"} and verbs["nodes"] == {"get"}
+    assert "update" not in verbs["paxosclusters"]
 
 
 def test_values_match_their_schema() -> None:
@@ -36,7 +50,7 @@ def test_crd_is_structural_and_names_the_immutable_field() -> None:
     assert spec["properties"]["acceptors"]["enum"] == [1, 3, 5, 7, 9]
     assert "immutable" in spec["x-kubernetes-validations"][0]["message"]
     cols = [c["name"] for c in v["additionalPrinterColumns"]]
-    assert cols == ["Acceptors", "Ready", "Learners", "Leader", "Phase", "Age"]
+    assert cols == ["Acceptors", "Ready", "Learners", "Leader", "Phase", "Age", "Operation"]
 
 
 def test_the_operator_can_be_left_out_of_a_release() -> None:

@@ -99,7 +99,8 @@ def test_backup_job_runs_paxosctl_against_every_member_with_the_admin_token() ->
     assert ctr["env"][0]["valueFrom"]["secretKeyRef"] == {"name": "px-http-auth",
                                                           "key": "admin-token"}  # fmt: skip
     assert ctr["terminationMessagePolicy"] == "FallbackToLogsOnError"
-    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "nightly-backups"
+    vols = {v["name"]: v for v in pod["volumes"]}
+    assert vols["backups"]["persistentVolumeClaim"]["claimName"] == "nightly-backups"
     own = bk.backup_job(backup(tokenSecret={"name": "t", "key": "k"}), c, NOW, chown=True)
     opod = own["spec"]["template"]["spec"]
     assert opod["initContainers"][0]["name"] == "backups-owner"
@@ -236,3 +237,53 @@ def _undescribed(node: dict[str, Any], path: str) -> list[str]:
     for k, v in (node.get("properties") or {}).items():
         out += _undescribed(v, f"{path}.{k}")
     return out
+
+
+S3 = {"endpoint": "https://s3.example.com", "bucket": "paxos-backups", "path": "team/px",
+      "credentialsSecret": "s3-keys", "region": "eu-west-1"}  # fmt: skip
+
+
+def test_backups_to_an_s3_store_need_no_volume_and_take_keys_from_a_secret() -> None:
+    b3 = backup(s3=S3, keep=3)
+    assert bk.validate(b3["spec"]) == [] and not bk.owns_claim(b3)
+    pod = bk.backup_job(b3, cr(3), NOW, chown=True)["spec"]["template"]["spec"]
+    assert restricted(pod) == [] and "initContainers" not in pod  # no volume to chown
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+    ctr = pod["containers"][0]
+    cmd = ctr["command"]
+    assert cmd[cmd.index("--dir") + 1] == "s3://paxos-backups/team/px"
+    env = {e["name"]: e for e in ctr["env"]}
+    assert env["PAXOS_S3_ENDPOINT"]["value"] == "https://s3.example.com"
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "s3-keys", "key": "AWS_SECRET_ACCESS_KEY"}  # fmt: skip
+    assert env["AWS_REGION"]["value"] == "eu-west-1"
+    assert "paxos-backups" not in str(env["AWS_ACCESS_KEY_ID"])  # keys only from the Secret
+    cases = [
+        ({**S3, "endpoint": "ftp://x"}, "endpoint"),
+        ({**S3, "bucket": "A"}, "bucket"),
+        ({**S3, "path": "../x"}, "path"),
+        ({**S3, "credentialsSecret": None}, "credentialsSecret"),
+    ]
+    for bad, field in cases:
+        errs = bk.validate(backup(s3=bad)["spec"])
+        assert len(errs) == 1 and f"spec.s3.{field}" in errs[0], errs
+    rep = {"file": "nightly-20261207-030000.pxb", "url": "s3://paxos-backups/team/px/x.pxb"}
+    assert bk.record([], rep, "t")[0]["url"] == rep["url"]
+
+
+def test_a_restore_from_s3_downloads_in_the_init_container() -> None:
+    url = "s3://paxos-backups/team/px/nightly-20261207-030000.pxb"
+    src = {"s3": {k: v for k, v in S3.items() if k != "bucket"}, "url": url}
+    c = cr(3, bootstrap={"fromBackup": src})
+    assert bk.validate_restore(c["spec"]) == []  # type: ignore[arg-type]
+    bad = {"bootstrap": {"fromBackup": {**src, "url": "s3://x"}}}
+    assert bk.validate_restore(bad) != []
+    source = bk.restore_source(c)
+    assert source == src
+    pod = b.statefulset(c, "acceptor", restore=source)["spec"]["template"]["spec"]
+    assert "restore" not in {v["name"] for v in pod["volumes"]}
+    init = next(x for x in pod["initContainers"] if x["name"] == "restore")
+    env = {e["name"]: e for e in init["env"]}
+    assert env["RESTORE_FILE"]["value"] == url
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "s3-keys"
+    assert restricted(pod) == []

@@ -34,6 +34,7 @@ RESTORE_DIR = "/restore"
 JOB_LABEL = f"{b.GROUP}/backup"
 MAX_KEEP = 100
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _FILE = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,200}\.pxb$")
 
 
@@ -66,6 +67,7 @@ def validate(spec: Obj) -> list[str]:
     size = vol.get("size", "1Gi")
     if not isinstance(size, str) or not b._QUANTITY.match(size):
         errs.append(f"spec.volume.size must be a quantity such as 1Gi, got {size!r}")
+    errs += _s3_errors(spec.get("s3"), "spec.s3", need_bucket=True)
     tok = spec.get("tokenSecret")
     if tok is not None and not (
         isinstance(tok, dict)
@@ -76,13 +78,51 @@ def validate(spec: Obj) -> list[str]:
     return errs
 
 
+def _s3_errors(s3: Any, where: str, need_bucket: bool) -> list[str]:
+    if s3 is None:
+        return []
+    if not isinstance(s3, dict):
+        return [f"{where} must be an object"]
+    errs = []
+    ep = s3.get("endpoint")
+    if not isinstance(ep, str) or not re.match(r"^https?://[^/\s]+/?$", ep):
+        errs.append(f"{where}.endpoint must be http(s)://host[:port], got {ep!r}")
+    if need_bucket and (not isinstance(s3.get("bucket"), str) or not _BUCKET.match(s3["bucket"])):
+        errs.append(f"{where}.bucket must be a bucket name, got {s3.get('bucket')!r}")
+    path = s3.get("path", "")
+    if not isinstance(path, str) or len(path) > 512 or ".." in path.split("/"):
+        errs.append(f"{where}.path must be a relative object path")
+    sec = s3.get("credentialsSecret")
+    if not isinstance(sec, str) or not _NAME.match(sec):
+        errs.append(f"{where}.credentialsSecret must name a Secret (keys AWS_ACCESS_KEY_ID, "
+                    "AWS_SECRET_ACCESS_KEY)")  # fmt: skip
+    return errs
+
+
+def _s3_env(s3: Obj) -> list[Obj]:
+    """The store's endpoint and keys, from its Secret (never in the spec)."""
+    env: list[Obj] = [{"name": "PAXOS_S3_ENDPOINT", "value": s3["endpoint"].rstrip("/")}]
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        env.append({"name": k, "valueFrom": {"secretKeyRef": {"name": s3["credentialsSecret"],
+                                                              "key": k}}})  # fmt: skip
+    if s3.get("region"):
+        env.append({"name": "AWS_REGION", "value": s3["region"]})
+    return env
+
+
+def s3_dir(s3: Obj) -> str:
+    path = str(s3.get("path", "")).strip("/")
+    return f"s3://{s3['bucket']}/{path}" if path else f"s3://{s3['bucket']}"
+
+
 def claim_name(bk: Obj) -> str:
     vol = (bk.get("spec") or {}).get("volume") or {}
     return str(vol.get("claimName") or f"{bk['metadata']['name']}-backups")
 
 
 def owns_claim(bk: Obj) -> bool:
-    return not ((bk.get("spec") or {}).get("volume") or {}).get("claimName")
+    spec = bk.get("spec") or {}
+    return not spec.get("s3") and not (spec.get("volume") or {}).get("claimName")
 
 
 def backup_pvc(bk: Obj) -> Obj:
@@ -172,7 +212,9 @@ def backup_job(
     name = job_name(bk, at)
     job_labels = {"app.kubernetes.io/name": "paxosrsm-backup",
                   "app.kubernetes.io/instance": s["cluster"], JOB_LABEL: md["name"]}  # fmt: skip
-    cmd = ["python3", "-m", "paxosrsm.cli", "snapshot", "save", "--dir", BACKUP_DIR,
+    s3 = s.get("s3")
+    target = s3_dir(s3) if s3 else BACKUP_DIR
+    cmd = ["python3", "-m", "paxosrsm.cli", "snapshot", "save", "--dir", target,
            "--prefix", md["name"], "--keep", str(s["keep"]), "--report", "/dev/termination-log",
            "--endpoints", local_from or ",".join(member_urls(cluster))]  # fmt: skip
     if local_from:
@@ -190,7 +232,8 @@ def backup_job(
             }
         ],
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [{"name": "backups", "mountPath": BACKUP_DIR}],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]
+        + ([] if s3 else [{"name": "backups", "mountPath": BACKUP_DIR}]),
         "securityContext": _restricted(),
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
     }
@@ -204,9 +247,15 @@ def backup_job(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
-        "volumes": [{"name": "backups", "persistentVolumeClaim": {"claimName": claim_name(bk)}}],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "16Gi"}}],
     }
-    if chown:
+    if s3:
+        container["env"] += _s3_env(s3)
+    else:
+        pod["volumes"].append(
+            {"name": "backups", "persistentVolumeClaim": {"claimName": claim_name(bk)}}
+        )
+    if chown and not s3:
         pod["initContainers"] = [b.chown_container(cs, BACKUP_DIR, "backups")]
     return {
         "apiVersion": "batch/v1",
@@ -291,6 +340,8 @@ def record(status_backups: list[Obj], report: Obj, finished: str) -> list[Obj]:
         "sha256": report.get("file_sha256"),
         "readIndex": report.get("read_index"),
     }
+    if report.get("url"):
+        entry["url"] = report["url"]
     kept = report.get("kept")
     rest = [e for e in status_backups if e.get("file") != entry["file"]]
     if isinstance(kept, list):
@@ -302,10 +353,12 @@ def record(status_backups: list[Obj], report: Obj, finished: str) -> list[Obj]:
 
 
 def restore_source(cluster: Obj) -> Obj | None:
-    """spec.bootstrap.fromBackup, resolved: {claimName, file} or None."""
+    """spec.bootstrap.fromBackup: {claimName, file}, {s3, url}, or None."""
     src = ((cluster.get("spec") or {}).get("bootstrap") or {}).get("fromBackup")
     if not src:
         return None
+    if src.get("s3"):
+        return {"s3": src["s3"], "url": src.get("url")}
     return {"claimName": src.get("claimName"), "file": src.get("file")}
 
 
@@ -316,6 +369,12 @@ def validate_restore(spec: Obj) -> list[str]:
     errs = []
     if not isinstance(src, dict):
         return ["spec.bootstrap.fromBackup must be an object with claimName and file"]
+    if src.get("s3") is not None:
+        errs = _s3_errors(src["s3"], "spec.bootstrap.fromBackup.s3", need_bucket=False)
+        url = src.get("url")
+        if not isinstance(url, str) or not re.match(r"^s3://[a-z0-9][a-z0-9.-]+/.+\.pxb$", url):
+            errs.append("spec.bootstrap.fromBackup.url must be s3://BUCKET/PATH/NAME.pxb")
+        return errs
     if not isinstance(src.get("claimName"), str) or not _NAME.match(src["claimName"]):
         errs.append("spec.bootstrap.fromBackup.claimName must name the backup volume's PVC")
     if not isinstance(src.get("file"), str) or not _FILE.match(src["file"]):
@@ -343,22 +402,28 @@ def restore_container(cluster: Obj, src: Obj, offset: int) -> Obj:
     never from a backup (a backup is older than its promises)."""
     s = b.spec_with_defaults(cluster["spec"])
     n = b.names(cluster["metadata"]["name"])
+    s3 = src.get("s3")
+    env: list[Obj] = [
+        {"name": "PAXOS_DATA_DIR", "value": b.DATA_DIR},
+        {"name": "PAXOS_ORDINAL_OFFSET", "value": str(offset)},
+        {"name": "PAXOS_ACCEPTOR_COUNT", "value": str(s["acceptors"])},
+        {"name": "RESTORE_FILE", "value": src["url"] if s3 else f"{RESTORE_DIR}/{src['file']}"},
+    ]
+    mounts: list[Obj] = [
+        {"name": "data", "mountPath": b.DATA_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if s3:
+        env += _s3_env(s3)
+    else:
+        mounts.append({"name": "restore", "mountPath": RESTORE_DIR, "readOnly": True})
     return {
         "name": "restore",
         "image": s["image"],
         "imagePullPolicy": s["imagePullPolicy"],
         "command": ["sh", "-c", RESTORE_SCRIPT],
         "envFrom": [{"configMapRef": {"name": n["config"]}}],
-        "env": [
-            {"name": "PAXOS_DATA_DIR", "value": b.DATA_DIR},
-            {"name": "PAXOS_ORDINAL_OFFSET", "value": str(offset)},
-            {"name": "PAXOS_ACCEPTOR_COUNT", "value": str(s["acceptors"])},
-            {"name": "RESTORE_FILE", "value": f"{RESTORE_DIR}/{src['file']}"},
-        ],
+        "env": env,
         "securityContext": _restricted(),
-        "volumeMounts": [
-            {"name": "data", "mountPath": b.DATA_DIR},
-            {"name": "restore", "mountPath": RESTORE_DIR, "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
+        "volumeMounts": mounts,
     }

@@ -593,7 +593,7 @@ def statefulset(
         pod_spec["volumes"].append(
             {"name": "tls", "secret": {"secretName": tls, "defaultMode": 0o400}}
         )
-    if restore is not None:
+    if restore is not None and restore.get("claimName"):
         pod_spec["volumes"].append(
             {"name": "restore",
              "persistentVolumeClaim": {"claimName": restore["claimName"], "readOnly": True}}

@@ -462,10 +462,41 @@ async def observe(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         summary["recovery"] = rec
         if rec.get("phase") in ("Exporting", "Rebuilding"):
             summary["phase"] = "Recovering"
+    summary["operation"] = await asyncio.to_thread(
+        _operation, md, summary, plan.why if plan and updating else None
+    )
     for k, v in summary.items():
         patch.status[k] = v
     expected = spec["acceptors"] + spec.get("learners", 0)
     await asyncio.to_thread(_rotate_key, body, members, expected)
+
+
+def _operation(md: Obj, summary: Obj, rolling: str | None) -> str:
+    """What the operator is doing for this cluster now, and why it waits
+    (status.operation), from this cycle's observations."""
+    rec = summary.get("recovery") or {}
+    if rec.get("phase") in ("Exporting", "Rebuilding"):
+        return f"forced new cluster, {rec['phase'].lower()} (from {rec.get('from')})"
+    if summary.get("phase") == "QuorumLost":
+        return "waiting: no quorum can form by itself (see the QuorumLost condition)"
+    if rolling:
+        return f"rolling restart: {rolling}"
+    conds = summary.get("conditions", [])
+    recovering = next(
+        (c for c in conds if c.get("type") == "Recovering" and c.get("status") == "True"), None
+    )
+    if recovering:
+        return f"waiting: {recovering['message']}"
+    batch: Any = kubernetes.client.BatchV1Api(_api())
+    sel = f"app.kubernetes.io/name=paxosrsm-backup,app.kubernetes.io/instance={md['name']}"
+    running = [j.metadata.name for j in batch.list_namespaced_job(md["namespace"],
+                                                                  label_selector=sel).items
+               if not (j.status.succeeded or j.status.failed)]  # fmt: skip
+    if running:
+        return f"backup running: Job {', '.join(sorted(running))}"
+    if summary.get("phase") != "Available":
+        return f"waiting for a quorum of ready acceptors ({summary.get('ready')})"
+    return "idle: every member up to date"
 
 
 def _now_iso() -> str:

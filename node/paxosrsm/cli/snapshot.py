@@ -33,6 +33,7 @@ import os
 import re
 import secrets
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -50,6 +51,7 @@ from ..storage.backup import (
     read_backup,
     seed_member,
 )
+from . import s3
 
 
 class SnapshotError(Exception):
@@ -70,15 +72,22 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="the member's own state, no read index (after a quorum loss)",
     )
+    x.add_argument(
+        "--s3-endpoint",
+        help="S3-compatible store for s3:// targets "
+        "(default $PAXOS_S3_ENDPOINT; keys from $AWS_ACCESS_KEY_ID/SECRET)",
+    )
     x.add_argument("--endpoints", help="HTTP API URLs (default: the cluster file's http_peers)")
     x.add_argument("--token", help="an admin token (default $PAXOS_TOKEN; none on loopback demos)")
     x.add_argument("--timeout", type=float, default=60.0, help="seconds for the whole transfer")
     x.add_argument("-w", "--write-out", choices=("simple", "json"), default="simple")
     x = ssub.add_parser("status", help="check a backup file's digests and print what it holds")
     x.add_argument("file")
+    x.add_argument("--s3-endpoint", help="for an s3:// FILE (default $PAXOS_S3_ENDPOINT)")
     x.add_argument("-w", "--write-out", choices=("simple", "json", "table"), default="simple")
     x = ssub.add_parser("restore", help="seed the data directories of a NEW cluster from a backup")
     x.add_argument("file")
+    x.add_argument("--s3-endpoint", help="for an s3:// FILE (default $PAXOS_S3_ENDPOINT)")
     x.add_argument("--data-dir", help="a new local cluster (paxosctl local up --data-dir DIR)")
     x.add_argument("--replicas", type=int, default=3)
     x.add_argument("--learners", type=int, default=0)
@@ -111,39 +120,77 @@ def _endpoints(ns: argparse.Namespace, cluster: dict[str, Any] | None) -> list[s
 _STAMPED = re.compile(r"^(?P<prefix>.+)-(?P<stamp>\d{8}-\d{6})\.pxb$")
 
 
-def _target(ns: argparse.Namespace) -> Path:
+def _target(ns: argparse.Namespace) -> tuple[str, str]:
+    """(where: a directory or s3://bucket/path, the file's name)."""
     if ns.file and (ns.dir or ns.prefix):
         raise SnapshotError("give FILE, or --dir and --prefix, not both")
     if ns.file:
         if ns.keep:
             raise SnapshotError("--keep needs --dir and --prefix")
-        return Path(ns.file)
+        if s3.is_s3(ns.file):
+            where, _, name = ns.file.rpartition("/")
+            if not name.endswith(".pxb") or where == "s3:/":
+                raise SnapshotError("an S3 FILE is s3://BUCKET/PATH/NAME.pxb")
+            return where, name
+        f = Path(ns.file)
+        return str(f.parent), f.name
     if not (ns.dir and ns.prefix):
         raise SnapshotError("give FILE, or --dir and --prefix")
     if not re.fullmatch(r"[A-Za-z0-9][-A-Za-z0-9_.]{0,100}", ns.prefix):
         raise SnapshotError("--prefix: letters, digits, '-', '_' and '.', at most 101")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    return Path(ns.dir) / f"{ns.prefix}-{stamp}.pxb"
+    return str(ns.dir), f"{ns.prefix}-{stamp}.pxb"
+
+
+def select(names: list[str], prefix: str, keep: int) -> tuple[list[str], list[str]]:
+    """(kept, to delete): of the ``PREFIX-<stamp>.pxb`` names, the ``keep``
+    newest by the time in their names, and the rest. Other names are left."""
+    mine = sorted(
+        (n for n in names if (m := _STAMPED.match(n)) and m["prefix"] == prefix),
+        key=lambda n: n[len(prefix) + 1 :], reverse=True,
+    )  # fmt: skip
+    return mine[:keep], mine[keep:]
 
 
 def prune(directory: Path, prefix: str, keep: int) -> tuple[list[str], list[str]]:
     """Delete all but the ``keep`` newest ``PREFIX-<stamp>.pxb`` files of
     ``directory`` (by the time in their names). Returns (kept, deleted)."""
-    mine = sorted(
-        (p.name for p in directory.iterdir()
-         if (m := _STAMPED.match(p.name)) and m["prefix"] == prefix),
-        key=lambda n: n[len(prefix) + 1 :], reverse=True,
-    )  # fmt: skip
-    kept, gone = mine[:keep], mine[keep:]
+    kept, gone = select([p.name for p in directory.iterdir()], prefix, keep)
     for name in gone:
         (directory / name).unlink(missing_ok=True)
     return kept, gone
 
 
 def save(ns: argparse.Namespace, cluster: dict[str, Any] | None) -> int:
-    out = _target(ns)
+    where, name = _target(ns)
     if ns.keep < 0:
         raise SnapshotError("--keep must be >= 0")
+    remote: s3.Location | None = None
+    cli: Any = None
+    if s3.is_s3(where):
+        try:
+            remote = s3.parse(where)
+            cli = s3.client(ns.s3_endpoint)
+        except s3.S3Error as e:
+            raise SnapshotError(str(e)) from e
+        tmp = tempfile.TemporaryDirectory(prefix="paxosctl-")
+        out = Path(tmp.name) / name
+    else:
+        out = Path(where) / name
+    try:
+        return _save(ns, cluster, out, remote, cli)
+    finally:
+        if remote is not None:
+            tmp.cleanup()
+
+
+def _save(
+    ns: argparse.Namespace,
+    cluster: dict[str, Any] | None,
+    out: Path,
+    remote: s3.Location | None,
+    cli: Any,
+) -> int:
     part = out.with_name(f".{out.name}.part")
     token = ns.token or os.environ.get("PAXOS_TOKEN", "")
     errors: list[str] = []
@@ -192,25 +239,49 @@ def save(ns: argparse.Namespace, cluster: dict[str, Any] | None) -> int:
         finally:
             os.close(fd)
         report: dict[str, Any] = {"file": out.name, **info.to_json(), "endpoint": url}
-        if ns.keep:
-            kept, gone = prune(out.parent, ns.prefix, ns.keep)
-            report["kept"], report["deleted"] = kept, gone
+        try:
+            if remote is not None:
+                report["url"] = s3.upload(cli, out, remote, out.name)
+                if ns.keep:
+                    kept, gone = select(s3.names(cli, remote), ns.prefix, ns.keep)
+                    for old in gone:
+                        s3.delete(cli, remote, old)
+                    report["kept"], report["deleted"] = kept, gone
+            elif ns.keep:
+                kept, gone = prune(out.parent, ns.prefix, ns.keep)
+                report["kept"], report["deleted"] = kept, gone
+        except s3.S3Error as e:
+            raise SnapshotError(str(e)) from e
         if ns.report:
             Path(ns.report).write_text(json.dumps(report, sort_keys=True))
         if ns.write_out == "json":
             print(json.dumps(report, sort_keys=True))
         else:
-            print(f"saved {out}: {_describe(info)}")
+            print(f"saved {report.get('url', out)}: {_describe(info)}")
             for name in report.get("deleted", []):
-                print(f"deleted {out.parent / name} (--keep {ns.keep})")
+                print(f"deleted {name} (--keep {ns.keep})")
         return 0
     hint = " (pass an admin --token)" if any(": 403 " in x for x in errors) else ""
     raise SnapshotError("no member gave a backup: " + "; ".join(errors) + hint)
 
 
+def _read(ns: argparse.Namespace) -> tuple[BackupInfo, Any]:
+    """The backup named by FILE: a path, or s3://... (downloaded, then
+    checked as any file)."""
+    if not s3.is_s3(ns.file):
+        return read_backup(ns.file)
+    with tempfile.TemporaryDirectory(prefix="paxosctl-") as tmp:
+        f = Path(tmp) / "backup.pxb"
+        try:
+            s3.download(s3.client(ns.s3_endpoint), ns.file, f)
+        except s3.S3Error as e:
+            raise BackupError(str(e)) from e
+        return read_backup(f)
+
+
 def status(ns: argparse.Namespace) -> int:
     try:
-        info, snap = read_backup(ns.file)
+        info, snap = _read(ns)
     except BackupError as e:
         print(f"paxosctl: DAMAGED: {e}", file=sys.stderr)
         return 1
@@ -228,7 +299,7 @@ def status(ns: argparse.Namespace) -> int:
 
 def restore(ns: argparse.Namespace) -> int:
     try:
-        info, snap = read_backup(ns.file)
+        info, snap = _read(ns)
     except BackupError as e:
         raise SnapshotError(str(e)) from e
     if ns.member_dir:
@@ -258,7 +329,8 @@ def restore(ns: argparse.Namespace) -> int:
     data.mkdir(parents=True, exist_ok=True)
     layout = local_layout(data, ns.replicas, ns.learners, ns.base_port, ns.http_base,
                           ns.grpc_base)  # fmt: skip
-    layout["restored_from"] = {"file": str(Path(ns.file).resolve()), **info.to_json()}
+    src = ns.file if s3.is_s3(ns.file) else str(Path(ns.file).resolve())
+    layout["restored_from"] = {"file": src, **info.to_json()}
     n = ns.replicas + ns.learners
     try:
         for nid in range(n):

@@ -31,7 +31,7 @@ import grpc
 
 from .. import mvcc
 from ..client.aio import ClientError, Unavailable, UnknownOutcome
-from ..net.backups import BackupBusy, BackupFailed
+from ..net.backups import SEND_TIMEOUT, BackupBusy, BackupFailed
 from ..net.httpauth import Grant, token_digest
 from ..storage.backup import iter_chunks
 from ..types import Kind
@@ -861,11 +861,20 @@ class _Maintenance:
         except BackupFailed as e:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"etcdserver: no backup: {e}")
             return
-        remaining = info.size
-        header = api.header(info.revision or 0)
-        for c in iter_chunks(chunks, SNAPSHOT_CHUNK):
-            remaining -= len(c)
-            yield rpc_pb2.SnapshotResponse(header=header, remaining_bytes=remaining, blob=c)
+        try:
+            remaining = info.size
+            header = api.header(info.revision or 0)
+            for c in iter_chunks(chunks, SNAPSHOT_CHUNK):
+                remaining -= len(c)
+                msg = rpc_pb2.SnapshotResponse(header=header, remaining_bytes=remaining, blob=c)
+                # A reader that stops reading is cut, and the node's one
+                # backup slot freed (net/backups.py).
+                await asyncio.wait_for(context.write(msg), SEND_TIMEOUT)
+        except TimeoutError:
+            api.s._bad("backup_stalled", f"gRPC {context.peer()}: snapshot not read in time")
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "snapshot transfer stalled")
+        finally:
+            api.s.backups.release()
 
     async def Alarm(self, request: Any, context: Any) -> Any:
         api = self.api

@@ -9,9 +9,12 @@ applied that slot, and only then exports its applied state. Any member can
 serve it; a follower waits for its replica to catch up (at most
 ``CATCHUP_S``).
 
-Bounds: one backup at a time per node (another asks gets 429); the state is
-exported on the event loop (as the node's own periodic snapshots are), the
-encoding and its digests run in a thread.
+Bounds: one backup at a time per node, from the moment it is asked for until
+its last byte is sent (another asks gets 429; a slow reader of a backup
+holds its one copy of the state, never more), and a transfer that stalls is
+cut (``SEND_TIMEOUT``). The state is exported on the event loop (as the
+node's own periodic snapshots are); the encoding and its digests run in a
+thread.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("paxosrsm.node")
 
 CATCHUP_S = 30.0
+#: Seconds one piece of a backup may take to be sent before the transfer is cut.
+SEND_TIMEOUT = 60.0
 
 
 class BackupBusy(Exception):
@@ -60,7 +65,7 @@ class Backups:
         if self.busy:
             self.s._bad("backup_busy", "a backup was asked for while one is being taken")
             raise BackupBusy("a backup is being taken on this node; retry when it is done")
-        self.busy = True
+        self.busy = True  # until release(), after the last byte is sent
         t0 = time.perf_counter()
         m = self.s.metrics
         try:
@@ -68,9 +73,8 @@ class Backups:
         except BaseException:
             self.failed += 1
             m.backups.labels("failed").inc()
-            raise
-        finally:
             self.busy = False
+            raise
         self.taken += 1
         dt = time.perf_counter() - t0
         m.backups.labels("ok").inc()
@@ -82,6 +86,10 @@ class Backups:
             info.slot, info.revision, info.size, info.file_sha256,
         )  # fmt: skip
         return out
+
+    def release(self) -> None:
+        """The backup taken has been sent (or its transfer failed)."""
+        self.busy = False
 
     async def _take(self, client: AsyncClient, local: bool) -> tuple[BackupInfo, list[bytes]]:
         idx: int | None = None

@@ -35,7 +35,7 @@ from ..client.mvcc import prefix_end
 from ..statemachine import NOSPACE, encode_op
 from ..storage.backup import iter_chunks
 from ..types import Kind
-from .backups import BackupBusy, BackupFailed
+from .backups import SEND_TIMEOUT, BackupBusy, BackupFailed
 from .browser import BrowserGuard
 from .conn import fd_budget
 from .httpauth import Handler, HttpAuth
@@ -652,18 +652,21 @@ class HttpApi:
             return _err(429, str(e))
         except BackupFailed as e:
             return _err(503, f"no backup: {e}")
-        resp = web.StreamResponse(
-            headers={
-                "Content-Type": "application/octet-stream",
-                "Content-Length": str(info.size),
-                "X-Paxos-Backup": json.dumps(info.to_json(), sort_keys=True),
-            }
-        )
-        await resp.prepare(req)
-        for c in iter_chunks(chunks):
-            await resp.write(c)
-        await resp.write_eof()
-        return resp
+        try:
+            resp = web.StreamResponse(
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": str(info.size),
+                    "X-Paxos-Backup": json.dumps(info.to_json(), sort_keys=True),
+                }
+            )
+            await resp.prepare(req)
+            for c in iter_chunks(chunks):
+                await asyncio.wait_for(resp.write(c), SEND_TIMEOUT)
+            await resp.write_eof()
+            return resp
+        finally:
+            self.s.backups.release()
 
     async def history(self, req: web.Request) -> web.Response:
         """The status page's charts: the leader changes this node saw (the
