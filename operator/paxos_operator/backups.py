@@ -149,15 +149,7 @@ def backup_pvc(bk: Obj) -> Obj:
 
 
 def owner_reference(bk: Obj) -> Obj:
-    md = bk["metadata"]
-    return {
-        "apiVersion": f"{b.GROUP}/{b.VERSION}",
-        "kind": KIND,
-        "name": md["name"],
-        "uid": md["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+    return b.owner_reference(bk, KIND)
 
 
 def member_urls(cluster: Obj) -> list[str]:

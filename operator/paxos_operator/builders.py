@@ -133,11 +133,12 @@ def validate(spec: Obj, old_spec: Obj | None = None) -> list[str]:
     return errs
 
 
-def owner_reference(cr: Obj) -> Obj:
+def owner_reference(cr: Obj, kind: str = KIND) -> Obj:
+    """The controller reference to one of our resources (a PaxosCluster by default)."""
     md = cr["metadata"]
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": KIND,
+        "kind": kind,
         "name": md["name"],
         "uid": md["uid"],
         "controller": True,

@@ -41,19 +41,12 @@ class Cron:
     dow_any: bool
 
     def matches(self, t: dt.datetime) -> bool:
-        if t.minute not in self.minutes or t.hour not in self.hours:
-            return False
-        if t.month not in self.months:
-            return False
-        dom = t.day in self.days
-        dow = (t.isoweekday() % 7) in self.weekdays
-        if self.dom_any and self.dow_any:
-            return True
-        if self.dom_any:
-            return dow
-        if self.dow_any:
-            return dom
-        return dom or dow
+        return (
+            t.minute in self.minutes
+            and t.hour in self.hours
+            and t.month in self.months
+            and self._day_ok(t)
+        )
 
     def next_after(self, t: dt.datetime) -> dt.datetime:
         """The first matching minute strictly after ``t`` (UTC)."""

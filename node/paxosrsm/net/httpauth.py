@@ -155,14 +155,12 @@ class HttpAuth:
             "HTTP tokens reloaded from %s: %d tokens", self.path, len(grants)
         )
 
-    def who(self, request: web.Request, key: str, write: bool) -> str:
-        """The name the request acts under; raises 401/403 when it may not."""
-        self.maybe_reload()
-        if self.grants is None:
-            return "anonymous"
+    def _grant(self, request: web.Request) -> Grant:
+        """The request's token's grant; 401 without a valid one."""
         h = request.headers.get("Authorization", "")
         scheme, _, token = h.partition(" ")
-        grant = self.grants.get(token_digest(token.strip())) if scheme.lower() == "bearer" else None
+        grants = self.grants or {}
+        grant = grants.get(token_digest(token.strip())) if scheme.lower() == "bearer" else None
         if grant is None:
             self.on_refuse("http_unauthenticated", f"HTTP {request.remote}: no valid token")
             raise web.HTTPUnauthorized(
@@ -170,6 +168,14 @@ class HttpAuth:
                 content_type="application/json",
                 headers={"WWW-Authenticate": 'Bearer realm="paxosrsm"'},
             )
+        return grant
+
+    def who(self, request: web.Request, key: str, write: bool) -> str:
+        """The name the request acts under; raises 401/403 when it may not."""
+        self.maybe_reload()
+        if self.grants is None:
+            return "anonymous"
+        grant = self._grant(request)
         if not grant.allows(key, write):
             self.on_refuse("http_forbidden", f"HTTP {request.remote}: {grant.name} on {key!r}")
             verb = "write" if write else "read"
@@ -187,18 +193,7 @@ class HttpAuth:
         if self.grants is None:
             name = "anonymous"
         else:
-            h = request.headers.get("Authorization", "")
-            scheme, _, token = h.partition(" ")
-            grant = (
-                self.grants.get(token_digest(token.strip())) if scheme.lower() == "bearer" else None
-            )
-            if grant is None:
-                self.on_refuse("http_unauthenticated", f"HTTP {request.remote}: no valid token")
-                raise web.HTTPUnauthorized(
-                    text='{"error": "a bearer token is required"}\n',
-                    content_type="application/json",
-                    headers={"WWW-Authenticate": 'Bearer realm="paxosrsm"'},
-                )
+            grant = self._grant(request)
             if grant.role != "admin" or grant.prefix:
                 self.on_refuse("http_forbidden", f"HTTP {request.remote}: {grant.name} {what}")
                 raise web.HTTPForbidden(
