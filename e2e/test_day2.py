@@ -44,6 +44,27 @@ def events(k8s: Any, ns: str, name: str) -> list[tuple[str, str]]:
     return [(e.reason, e.message) for e in sorted(evs, key=lambda e: e.metadata.creation_timestamp)]
 
 
+def service_answers(k8s: Any, ns: str, cluster: str) -> None:
+    """Wait until the client Service answers from inside the cluster. Right
+    after a cluster becomes Available, the first connection to a new
+    Service's ClusterIP can hang for 10 s on the local Kubernetes 1.20 (seen
+    while kube-proxy programs its rules: a PUT to localhost in the same pod
+    answered in 10 ms), which is the test cluster's plumbing, not the
+    members'; the wait is printed."""
+    t0 = time.monotonic()
+    url = f"http://{cluster}.{ns}.svc.cluster.local:8080/v1/kv/service-check"
+
+    def answers() -> bool:
+        try:
+            code, _ = exec_http(k8s, ns, f"{cluster}-acceptor-0", "GET", url)
+        except ValueError:  # the request timed out inside the pod
+            return False
+        return code in (200, 404)
+
+    wait_for(answers, 90, f"the {cluster} Service answering", every=1.0)
+    print(f"{cluster}: the client Service answered {time.monotonic() - t0:.1f}s after Available")
+
+
 def _wait_acks(load: LoadGen, n: int, timeout: float) -> None:
     wait_for(lambda: len(load.snapshot().acked) >= n, timeout, f"{n} writes acknowledged", every=1)
 
@@ -123,6 +144,7 @@ def test_quorum_loss_is_reported_and_the_forced_new_cluster_brings_it_back(
     create_cluster(k8s, ns, name)
     wait_for(lambda: core.read_namespaced_config_map(f"{name}-config", ns)
              .data["PAXOS_INITIAL_CLUSTER_STATE"] == "existing", 60, "bootstrapped")  # fmt: skip
+    service_answers(k8s, ns, name)
     base = f"http://{name}.{ns}.svc.cluster.local:8080/v1/kv"
     written = {}
     for i in range(30):
@@ -187,12 +209,26 @@ def _s3_server(k8s: Any, ns: str) -> str:
 
     core = k8s.client.CoreV1Api()
     labels = {"app.kubernetes.io/name": "e2e-s3"}
-    core.create_namespaced_pod(ns, {
+    pod = {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "s3", "labels": labels},
-        "spec": {"containers": [{"name": "s3", "image": f"paxosrsm/s3test:{TAG}",
+        "spec": {"automountServiceAccountToken": False,
+                 "containers": [{"name": "s3", "image": f"paxosrsm/s3test:{TAG}",
                                  "imagePullPolicy": "IfNotPresent",
                                  "ports": [{"containerPort": 5000}]}]},
-    })  # fmt: skip
+    }  # fmt: skip
+
+    def created() -> bool:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            core.create_namespaced_pod(ns, pod)
+            return True
+        except ApiException as e:  # a new namespace's service account is not there yet
+            if e.status != 500:
+                raise
+            return False
+
+    wait_for(created, 60, "the S3 pod created", every=1.0)
     core.create_namespaced_service(ns, {
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": "s3"},
         "spec": {"selector": labels, "ports": [{"port": 5000, "targetPort": 5000}]},
@@ -224,6 +260,7 @@ def test_backup_to_s3_and_restore_from_it(k8s: Any, namespace: str) -> None:
     ns = namespace
     endpoint = _s3_server(k8s, ns)
     create_cluster(k8s, ns, "sx")
+    service_answers(k8s, ns, "sx")
     base = f"http://sx.{ns}.svc.cluster.local:8080/v1/kv"
     written = {}
     for i in range(20):
@@ -252,3 +289,51 @@ def test_backup_to_s3_and_restore_from_it(k8s: Any, namespace: str) -> None:
     wait_for(lambda: healthy(k8s, ns, "sr"), 300, "sr Available, 3/3 ready", every=1.0)
     print(f"restore from S3: apply -> Available in {time.monotonic() - t1:.1f}s")
     assert_all_readable(k8s, ns, "sr-acceptor-0", "sr", written)
+
+
+def test_a_namespace_scoped_install_gets_only_its_namespaces(k8s: Any, namespace: str) -> None:
+    """rbac.scope=namespace: a Role in the release's namespace only, and an
+    operator that starts and watches it without a refusal. (No PaxosCluster
+    is created there: the session's cluster-wide operator watches it too,
+    and two operators must never share one.)"""
+    from conftest import helm, image_values
+
+    ns = namespace
+    helm("install", "nsop", ns, "rbac.scope=namespace", *image_values())
+    try:
+        core = k8s.client.CoreV1Api()
+        sa = f"system:serviceaccount:{ns}:nsop-paxos-operator"
+        authz = k8s.client.AuthorizationV1Api()
+
+        def can(verb: str, resource: str, where: str | None, group: str = "") -> bool:
+            attrs = {"verb": verb, "resource": resource, "group": group}
+            if where is not None:
+                attrs["namespace"] = where
+            review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                      "spec": {"user": sa, "groups": ["system:serviceaccounts"],
+                               "resourceAttributes": attrs}}  # fmt: skip
+            return bool(authz.create_subject_access_review(review).status.allowed)
+
+        assert can("list", "paxosclusters", ns, "paxosrsm.dev")
+        assert can("create", "jobs", ns, "batch") and can("create", "statefulsets", ns, "apps")
+        assert can("delete", "persistentvolumeclaims", ns)
+        assert not can("deletecollection", "persistentvolumeclaims", ns)
+        assert not can("list", "secrets", ns)
+        assert not can("list", "pods", "default") and not can("list", "paxosclusters", None,
+                                                               "paxosrsm.dev")  # fmt: skip
+        assert can("get", "nodes", None) and can("list", "storageclasses", None, "storage.k8s.io")
+
+        def running() -> Any:
+            pods = core.list_namespaced_pod(
+                ns, label_selector="app.kubernetes.io/name=paxos-operator"
+            ).items
+            return pods and pods[0].status.phase == "Running" and pods[0]
+
+        pod = wait_for(running, 120, "the namespace-scoped operator running", every=1.0)
+        time.sleep(15)  # kopf has listed and watched its resources by now
+        log = core.read_namespaced_pod_log(pod.metadata.name, ns)
+        assert "403" not in log and "Forbidden" not in log, log[-2000:]
+        assert "--namespace" in " ".join(pod.spec.containers[0].command or [])
+        print(f"namespace-scoped operator in {ns}: running, no refusal in its log")
+    finally:
+        helm("uninstall", "nsop", ns)

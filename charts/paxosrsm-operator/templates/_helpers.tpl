@@ -85,4 +85,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
+# kopf observes namespaces even when given --namespace (found by the
+# namespace-scoped e2e test: 403 on GET /api/v1/namespaces). Names only.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get", "list", "watch"]
 {{- end }}
