@@ -20,7 +20,7 @@ from paxosrsm.storage.backup import (
     seed_member,
     write_backup_file,
 )
-from tests.test_restart import get, put, states
+from test_restart import get, put, states
 
 
 def _backup_of(c: LocalCluster, tmp: Path) -> Path:

@@ -12,7 +12,7 @@ import pytest
 
 from paxos_operator import backups as bk
 from paxos_operator import builders as b
-from tests.test_operator_builders import cr
+from test_operator_builders import cr
 
 NOW = dt.datetime(2026, 12, 7, 9, 30, tzinfo=dt.UTC)
 

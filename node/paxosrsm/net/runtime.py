@@ -485,7 +485,6 @@ class NodeServer:
             return
         loop = asyncio.get_running_loop()
         used = await loop.run_in_executor(self.disk, storage.used_bytes)
-        self.disk_bytes = await loop.run_in_executor(self.disk, storage.disk_usage)
         free, total = read_fs(self.opts.data_dir)
         verdict = self.quota.judge(Reading(used, free, total))
         mine = self.id in self._read_alarms()
@@ -502,6 +501,11 @@ class NodeServer:
                 log.info("node %d: storage over its quota: snapshot taken early to compact",
                          self.id, extra={"event": "compaction", "reason": "quota"})  # fmt: skip
                 self.dirty.set()
+        # For the metrics only, after every decision above: never in their way.
+        try:
+            self.disk_bytes = await loop.run_in_executor(self.disk, storage.disk_usage)
+        except OSError as e:
+            self._bad("disk_usage", f"{type(e).__name__}: {e}")
 
     def _read_alarms(self) -> list[int]:
         """The members whose NOSPACE alarm is raised, as this replica applied it."""

@@ -433,10 +433,13 @@ class SQLiteStorage:
         return total
 
     def disk_usage(self) -> int:
+        """Bytes of the data directory's files. A file removed while it is
+        counted (an old snapshot, at a compaction) counts as gone."""
         total = 0
         for p in self.path.rglob("*"):
-            if p.is_file():
-                total += p.stat().st_size
+            with contextlib.suppress(OSError):
+                if p.is_file():
+                    total += p.stat().st_size
         return total
 
     def close(self) -> None:
