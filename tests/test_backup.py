@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_restart import get, put, states
 
 from paxosrsm.config import ClusterConfig
 from paxosrsm.local import LocalCluster
@@ -20,7 +21,6 @@ from paxosrsm.storage.backup import (
     seed_member,
     write_backup_file,
 )
-from test_restart import get, put, states
 
 
 def _backup_of(c: LocalCluster, tmp: Path) -> Path:

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_operator_builders import cr
 
 from paxos_operator import backups as bk
 from paxos_operator import builders as b
-from test_operator_builders import cr
 
 NOW = dt.datetime(2026, 12, 7, 9, 30, tzinfo=dt.UTC)
 
