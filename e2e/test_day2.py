@@ -5,9 +5,12 @@ cluster. Run with `make e2e`."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from conftest import (
     GROUP,
     PLURAL,
@@ -23,6 +26,30 @@ from conftest import (
 from load import LoadGen, assert_all_readable
 
 BACKUPS = "paxosbackups"
+
+
+@pytest.fixture(autouse=True)
+def _settle_after(k8s: Any, namespace: str) -> Iterator[None]:
+    """After each test here, delete its clusters and backups and wait until
+    their pods are gone: these tests make many pods, Jobs and volumes, and
+    their teardown slowed the kubelet in the next test, whose pod deletions
+    are timed (a CI run: one member healthy again after 20.7 s of a 20 s
+    limit, its volume mounted 13 s late)."""
+    yield
+    c = custom(k8s)
+    for plural in (BACKUPS, PLURAL):
+        for obj in c.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]:
+            with contextlib.suppress(Exception):
+                c.delete_namespaced_custom_object(GROUP, VERSION, namespace, plural,
+                                                  obj["metadata"]["name"])  # fmt: skip
+    core = k8s.client.CoreV1Api()
+    t0 = time.monotonic()
+    try:
+        wait_for(lambda: not core.list_namespaced_pod(namespace).items, 180,
+                 f"the pods of {namespace} gone", every=2.0)  # fmt: skip
+    except TimeoutError as e:
+        print(f"warning: {e}")
+    print(f"{namespace}: torn down in {time.monotonic() - t0:.1f}s")
 
 
 def backup(name: str, cluster: str, **spec: Any) -> dict[str, Any]:
