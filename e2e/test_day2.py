@@ -43,6 +43,12 @@ def _settle_after(k8s: Any, namespace: str) -> Iterator[None]:
                 c.delete_namespaced_custom_object(GROUP, VERSION, namespace, plural,
                                                   obj["metadata"]["name"])  # fmt: skip
     core = k8s.client.CoreV1Api()
+    # The test's own pods (the load generator, the S3 server) belong to no
+    # controller: nothing else deletes them, and a Completed one stays.
+    for pod in core.list_namespaced_pod(namespace).items:
+        if not pod.metadata.owner_references:
+            with contextlib.suppress(Exception):
+                core.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=0)
     t0 = time.monotonic()
     try:
         wait_for(lambda: not core.list_namespaced_pod(namespace).items, 180,
