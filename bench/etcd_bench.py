@@ -4,8 +4,11 @@
     python bench/etcd_bench.py [--seconds 5] [--levels 1,16,64,256]
 
 Rows: Put throughput over gRPC at each concurrency; Range of one key
-(linearizable and serializable) at each concurrency; watch latency from a
-Put's answer to the watcher's event (p50, p99). The client is grpcio's
+(linearizable and serializable) at each concurrency; Put throughput over
+HTTP through etcd's JSON gateway API (``POST /v3/kv/put``, which both
+serve) with one aiohttp client, and its p50 at one connection; CPU per
+request of the members; watch latency from a Put's answer to the
+watcher's event (p50, p99). The client is grpcio's
 asyncio client with the stubs of paxosrsm/etcdapi/pb (etcd's wire format),
 one channel per member, requests spread over them. Each figure is the median
 of --repeat runs; ratios are ours / etcd.
@@ -123,6 +126,49 @@ async def throughput(
 #: CPU microseconds the servers spent per request, by (op, level), of the
 #: last run of ``throughput`` with pids.
 CPU: dict[tuple[str, int], float] = {}
+#: p50 latency (us) of a Put at one connection over HTTP, by system run.
+HTTP_P50: list[float] = []
+
+
+async def http_throughput(urls: list[str], level: int, seconds: float, pids: list[int]) -> float:
+    """Puts through etcd's JSON gateway API (``POST /v3/kv/put``) with one
+    aiohttp client: ``level`` connections spread over the members (etcd
+    serves it on its client port, paxosrsm on its HTTP port)."""
+    import base64
+
+    import aiohttp
+
+    value = base64.b64encode(b"x" * 64).decode()
+    done = 0
+    lat: list[float] = []
+    stop = time.monotonic() + seconds
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn) as http:
+
+        async def worker(w: int) -> None:
+            nonlocal done
+            url = urls[w % len(urls)] + "/v3/kv/put"
+            i = 0
+            while time.monotonic() < stop:
+                key = base64.b64encode(b"h%d-%d" % (w, i % 100)).decode()
+                t0 = time.perf_counter()
+                async with http.post(url, json={"key": key, "value": value}) as r:
+                    await r.read()
+                    if r.status != 200:
+                        raise RuntimeError(f"{url}: HTTP {r.status}")
+                if level == 1:
+                    lat.append(time.perf_counter() - t0)
+                i += 1
+                done += 1
+
+        t0 = time.monotonic()
+        cpu0 = cpu_seconds(pids)
+        await asyncio.gather(*(worker(w) for w in range(level)))
+        rate = done / (time.monotonic() - t0)
+        CPU[("http", level)] = (cpu_seconds(pids) - cpu0) / max(done, 1) * 1e6
+    if lat:
+        HTTP_P50.append(statistics.median(lat) * 1e6)
+    return rate
 
 
 async def watch_latency(endpoints: list[str], n: int) -> tuple[float, float]:
@@ -159,14 +205,18 @@ async def watch_latency(endpoints: list[str], n: int) -> tuple[float, float]:
 
 
 async def measure(
-    endpoints: list[str], levels: list[int], seconds: float, pids: list[int]
+    endpoints: list[str], levels: list[int], seconds: float, pids: list[int], urls: list[str]
 ) -> dict[str, Any]:
     await wait_ready(endpoints)
     out: dict[str, Any] = {}
     CPU.clear()
+    HTTP_P50.clear()
     for op in ("put", "read", "sread"):
         for lv in levels:
             out[(op, lv)] = await throughput(endpoints, lv, seconds, op, pids)
+    for lv in levels:
+        out[("http", lv)] = await http_throughput(urls, lv, seconds, pids)
+    out["http_p50"] = HTTP_P50[0] if HTTP_P50 else float("nan")
     out["cpu"] = dict(CPU)
     out["watch"] = await watch_latency(endpoints, 200)
     return out
@@ -227,7 +277,10 @@ def main() -> None:
                 e = EtcdCluster(root)
                 try:
                     pids = [p.pid for p in e.procs]
-                    results[name].append(asyncio.run(measure(e.endpoints, levels, a.seconds, pids)))
+                    urls = [f"http://{ep}" for ep in e.endpoints]
+                    results[name].append(
+                        asyncio.run(measure(e.endpoints, levels, a.seconds, pids, urls))
+                    )
                 finally:
                     e.close()
             else:
@@ -236,7 +289,8 @@ def main() -> None:
                     c.wait_ready()
                     eps = list(c.layout["grpc_peers"])
                     pids = [p.pid for p in c.procs.values()]
-                    results[name].append(asyncio.run(measure(eps, levels, a.seconds, pids)))
+                    urls = [c.http(n) for n in range(3)]
+                    results[name].append(asyncio.run(measure(eps, levels, a.seconds, pids, urls)))
                 finally:
                     c.close()
             shutil.rmtree(root, ignore_errors=True)
@@ -247,14 +301,21 @@ def main() -> None:
     print(f"etcd v3 gRPC API, 3 members each, same client (grpcio asyncio), 64 B values, "
           f"{a.seconds:g} s per figure, median of {a.repeat}; {os.cpu_count()} cores")  # fmt: skip
     print(f"{'measure':34} {'paxosrsm':>10} {'etcd 3.4':>10} {'ratio':>6}")
-    names = {"put": "Put/s", "read": "Range/s (linearizable)", "sread": "Range/s (serializable)"}
-    for op in ("put", "read", "sread"):
+    names = {
+        "put": "Put/s",
+        "read": "Range/s (linearizable)",
+        "sread": "Range/s (serializable)",
+        "http": "HTTP Put/s (JSON gateway)",
+    }
+    for op in ("put", "read", "sread", "http"):
         for lv in levels:
             ours, theirs = med("paxosrsm", (op, lv)), med("etcd", (op, lv))
             print(f"{names[op] + f' at {lv}':34} {ours:10.0f} {theirs:10.0f} {ours / theirs:6.2f}")
     floor = grpc_floor(levels, a.seconds)
+    ours, theirs = med("paxosrsm", "http_p50"), med("etcd", "http_p50")
+    print(f"{'HTTP Put p50 at 1 (us)':34} {ours:10.0f} {theirs:10.0f} {ours / theirs:6.2f}")
     print("CPU per request, all members together (us); the same client:")
-    for op in ("put", "read", "sread"):
+    for op in ("put", "read", "sread", "http"):
         for lv in levels:
             ours = statistics.median(r["cpu"][(op, lv)] for r in results["paxosrsm"])
             theirs = statistics.median(r["cpu"][(op, lv)] for r in results["etcd"])

@@ -252,7 +252,10 @@ def test_a_full_volume_turns_the_cluster_read_delete_only(tmp_path: Path) -> Non
                 assert _call(c.http(2) + f"/v1/kv/k{i}", "DELETE") == 200, i
             deadline = time.monotonic() + 60
             while _call(c.http(0) + "/v1/kv/after", "PUT", b"x") != 200:
-                assert time.monotonic() < deadline, f"no writes after the deletes\n{c.logs()}"
+                assert time.monotonic() < deadline, (
+                    f"no writes after the deletes; storage "
+                    f"{[s['storage'] for s in _statuses(c)]}\n{c.logs()}"
+                )
                 time.sleep(0.5)
             sts = _statuses(c)
             print(f"after deleting {len(acked) - 4} keys: writes again in "

@@ -9,6 +9,7 @@ from pathlib import Path
 from paxosrsm.config import ClusterConfig
 from paxosrsm.local import LocalCluster
 from paxosrsm.statemachine import encode_op
+from paxosrsm.storage.log import STEP
 from paxosrsm.types import Kind
 
 
@@ -130,4 +131,5 @@ def test_disk_use_stays_bounded_under_steady_load(tmp_path: Path) -> None:
     # votes without compaction; with it, usage stays on a plateau (the live
     # state is 20 keys of 1 kB).
     assert usage[-1] <= usage[0] * 1.2, usage
-    assert usage[-1] < 1_500_000, usage
+    # (the log engine's file is allocated a step at a time: zeros count too)
+    assert usage[-1] < 1_500_000 + STEP, usage

@@ -19,7 +19,7 @@ from pathlib import Path
 from .config import ClusterConfig
 from .messages import ClientReply, ClientRequest, Envelope, Status
 from .node import Node
-from .storage import Identity, SQLiteStorage
+from .storage import DEFAULT_ENGINE, Identity, Storage, open_storage
 from .storage.sqlite import CrashHook
 from .types import Kind
 
@@ -34,14 +34,16 @@ class LocalCluster:
         seed: int = 0,
         crash_hook: Callable[[int], CrashHook | None] | None = None,
         initial_state: str = "new",
+        engine: str = DEFAULT_ENGINE,
     ) -> None:
         self.root = Path(root)
+        self.engine = engine
         self.cfg = cfg
         self.cluster_id = cluster_id
         self.rng = random.Random(seed)
         self.crash_hook = crash_hook
         self.nodes: dict[int, Node] = {}
-        self.stores: dict[int, SQLiteStorage] = {}
+        self.stores: dict[int, Storage] = {}
         self.queue: deque[Envelope] = deque()
         self.replies: dict[tuple[int, int], ClientReply] = {}
         self.partitioned: set[int] = set()
@@ -55,8 +57,11 @@ class LocalCluster:
 
     def start(self, nid: int, initial_state: str = "new") -> Node:
         hook = self.crash_hook(nid) if self.crash_hook else None
-        store = SQLiteStorage(
-            self.data_dir(nid), Identity(self.cluster_id, nid, self.cfg.n_acceptors), hook
+        store = open_storage(
+            self.data_dir(nid),
+            Identity(self.cluster_id, nid, self.cfg.n_acceptors),
+            self.engine,
+            hook,
         )
         state = store.load()
         node = Node(

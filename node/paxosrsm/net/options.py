@@ -92,6 +92,10 @@ class NodeOptions:
     #: must run the same one.
     state_machine: str = ""
     data_dir: str = "./paxos-data"
+    #: Storage engine of a NEW data directory: "log" (an append-only log with
+    #: fdatasync, storage/log.py) or "sqlite" (SQLite in WAL mode). A
+    #: directory in use keeps the engine it was made with.
+    storage_engine: str = "log"
     #: Storage quota (etcd's --quota-backend-bytes): at this many bytes held
     #: (net/quota.py) the node raises a NOSPACE alarm through the log and
     #: the cluster takes only reads and deletes until it is back under 90%.
@@ -191,6 +195,8 @@ class NodeOptions:
                 f"--node-id {self.node_id} is not in 0..{total - 1} "
                 f"({n} acceptors, {len(self.learners)} learners)"
             )
+        if self.storage_engine not in ("log", "sqlite"):
+            raise OptionsError("--storage-engine must be log or sqlite")
         if self.initial_cluster_state not in ("new", "existing"):
             raise OptionsError("--initial-cluster-state must be 'new' or 'existing'")
         if not self.key_file:

@@ -73,8 +73,9 @@ class StorageQuota:
 
     def judge(self, r: Reading) -> str:
         """What to do: "over", raise the alarm; "under", it may be cleared
-        (the store is small); "compact", no alarm but fold the log into a
-        snapshot; "hold", between the thresholds: nothing changes."""
+        (the store is small); "compact", it may be cleared too, and the log
+        is folded into a snapshot; "hold", between the thresholds: nothing
+        changes."""
         self.last = r
         reserve = self.reserve(r.total)
         quota = self.effective(r.total)

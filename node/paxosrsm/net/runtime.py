@@ -65,7 +65,7 @@ from ..node import Node, NodeStatus
 from ..outbox import SafetyViolation
 from ..records import AcceptRec, DecideRec, Record, SnapshotRec
 from ..statemachine import ALARMS_QUERY, StateMachine, encode_alarm
-from ..storage import Identity, SQLiteStorage
+from ..storage import Identity, Storage, open_storage
 from ..types import Ballot, Kind, ProtocolError
 from . import auth, codec
 from .accesslog import AccessLog
@@ -165,7 +165,7 @@ class NodeServer:
         self.started = time.monotonic()
         self.last_tick = time.monotonic()
         self.fsync_seconds: list[float] = []
-        self.storage: SQLiteStorage | None = None
+        self.storage: Storage | None = None
         self.node: Node | None = None
         self.driver: Driver | None = None
         self.udp: asyncio.DatagramTransport | None = None
@@ -245,8 +245,8 @@ class NodeServer:
         o = self.opts
         loop = asyncio.get_running_loop()
         os.makedirs(o.data_dir, exist_ok=True)
-        self.storage = SQLiteStorage(
-            o.data_dir, Identity(o.cluster_id, self.id, self.cfg.n_acceptors)
+        self.storage = open_storage(
+            o.data_dir, Identity(o.cluster_id, self.id, self.cfg.n_acceptors), o.storage_engine
         )
         state = self.storage.load()
         self.node = Node(
@@ -490,7 +490,7 @@ class NodeServer:
         mine = self.id in self._read_alarms()
         if verdict == "over" and not mine:
             self._propose_alarm(True, used, free)
-        elif verdict == "under" and mine:
+        elif verdict in ("under", "compact") and mine:  # below CLEAR_BELOW of the quota
             self._propose_alarm(False, used, free)
         now = time.monotonic()
         busy = mine or verdict in ("over", "compact")
@@ -715,7 +715,7 @@ class NodeServer:
                     cb()
             self._close_superseded_sessions()
 
-    async def _append(self, storage: SQLiteStorage, records: list[Record]) -> None:
+    async def _append(self, storage: Storage, records: list[Record]) -> None:
         """Make ``records`` durable. A full disk is not fatal: the same
         records are written again every second until they fit (the append
         is one transaction, rolled back on failure, and idempotent), and

@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import engine_of, open_storage
 from .sqlite import Identity, SQLiteStorage, StorageError
 
 
@@ -47,8 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         a.node if a.node is not None else int(found.get("node_id", -1)),
         a.acceptors if a.acceptors is not None else int(found.get("n_acceptors", 0)),
     )
+    engine = engine_of(path)
+    if engine is None:
+        print(f"DAMAGED: {path} holds neither paxos.log nor paxos.db", file=sys.stderr)
+        return 1
     try:
-        st = SQLiteStorage(path, ident)
+        st = open_storage(path, ident, engine)
         state = st.load()
     except StorageError as e:
         print(f"DAMAGED: {e}", file=sys.stderr)
@@ -56,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     votes, decided = st.row_counts()
     snap = state.snapshot.slot if state.snapshot else None
     print(
-        f"ok: cluster={ident.cluster_id} node={ident.node_id} incarnation={state.inc} "
+        f"ok: engine={engine} cluster={ident.cluster_id} node={ident.node_id} "
+        f"incarnation={state.inc} "
         f"promised={state.promised} floor={state.floor} votes={votes} decided={decided} "
         f"snapshot_slot={snap} recovering={state.recovering}"
     )

@@ -37,8 +37,9 @@ from pathlib import Path
 
 from ..messages import Snapshot
 from ..records import IncarnationRec, SnapshotRec
+from . import open_storage
 from .codec import CodecError, decode_snapshot, encode_snapshot
-from .sqlite import Identity, SQLiteStorage, StorageError
+from .sqlite import Identity, StorageError
 
 MAGIC = b"PAXOSRSM-BACKUP 1\n"
 MAX_HEADER = 64 << 10
@@ -222,7 +223,7 @@ def seed_member(data_dir: str | os.PathLike[str], identity: Identity, snap: Snap
     if d.exists() and any(p.name != "lost+found" for p in d.iterdir()):
         raise BackupError(f"{d} is not empty: a restore only seeds new, empty data directories")
     try:
-        st = SQLiteStorage(d, identity)
+        st = open_storage(d, identity)
         try:
             if not st.fresh:  # pragma: no cover - the emptiness check above
                 raise BackupError(f"{d} is in use")

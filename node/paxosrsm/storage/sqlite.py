@@ -130,6 +130,81 @@ def _recovery_hint(path: Path) -> str:
     )
 
 
+def write_snapshot_file(path: Path, snap: Snapshot) -> str:
+    """Write ``snap`` under ``path/snapshots`` (temporary name, fsync, rename,
+    directory fsync); returns its file name."""
+    payload = encode_snapshot(snap)
+    name = f"snap-{snap.slot:020d}.bin"
+    head = _SNAP_MAGIC + _SNAP_HEAD.pack(snap.slot, len(payload), crc32(payload))
+    _write_atomic(path / "snapshots" / name, head + payload)
+    return name
+
+
+def read_snapshot_file(
+    path: Path, name: str, slot: int, bad: Callable[[str], StorageCorrupt]
+) -> Snapshot:
+    """Read and verify the snapshot file ``name`` that must hold ``slot``."""
+    f = path / "snapshots" / name
+    if not f.exists():
+        raise bad(f"snapshot file {name} (slot {slot}) is missing")
+    data = f.read_bytes()
+    head = len(_SNAP_MAGIC) + _SNAP_HEAD.size
+    if len(data) < head or not data.startswith(_SNAP_MAGIC):
+        raise bad(f"snapshot file {name} is truncated or not a snapshot")
+    s, ln, crc = _SNAP_HEAD.unpack_from(data, len(_SNAP_MAGIC))
+    payload = data[head:]
+    if s != slot or ln != len(payload) or crc32(payload) != crc:
+        raise bad(f"snapshot file {name} fails its checksum (truncated or damaged)")
+    snap = decode_snapshot(payload)
+    if snap.slot != slot:
+        raise bad(f"snapshot file {name} holds slot {snap.slot}, expected {slot}")
+    return snap
+
+
+def check_identity(path: Path, identity: Identity, store: str) -> bool:
+    """Check (or write, in a new directory) IDENTITY; returns whether the
+    directory is fresh (nothing durable in it yet). ``store`` names the
+    engine's main file."""
+    ident = path / "IDENTITY"
+    db_exists = (path / store).exists()
+    if not ident.exists():
+        if db_exists and (path / store).stat().st_size > 0:
+            raise StorageCorrupt(
+                f"{path}: IDENTITY is missing but a database is present. " + _recovery_hint(path)
+            )
+        body = identity.to_json()
+        _write_atomic(ident, body + b"\n" + str(crc32(body)).encode() + b"\n")
+        return True
+    raw = ident.read_bytes().split(b"\n")
+    try:
+        if len(raw) != 3 or raw[2] != b"":
+            raise ValueError("unexpected layout (truncated or extra bytes)")
+        body, crc = raw[0], int(raw[1])
+        if crc32(body) != crc:
+            raise ValueError("checksum mismatch")
+        found = json.loads(body)
+    except (ValueError, IndexError) as e:
+        raise StorageCorrupt(f"{path}/IDENTITY is damaged ({e}). " + _recovery_hint(path)) from e
+    want = json.loads(identity.to_json())
+    if found != want:
+        raise StorageMismatch(
+            f"{path} belongs to cluster {found.get('cluster_id')!r} node "
+            f"{found.get('node_id')} ({found.get('n_acceptors')} acceptors, format "
+            f"{found.get('format')}), not to cluster {identity.cluster_id!r} node "
+            f"{identity.node_id} ({identity.n_acceptors} acceptors). "
+            "Refusing to start: point the node at its own data directory."
+        )
+    # COMMITTED is written after the first durable commit: before it, the
+    # directory holds nothing that matters; after it, an empty or missing
+    # database means lost data, never a new node.
+    fresh = not (path / "COMMITTED").exists()
+    if not db_exists and not fresh:
+        raise StorageCorrupt(
+            f"{path}: the database is missing but the directory was in use. " + _recovery_hint(path)
+        )
+    return fresh
+
+
 class SQLiteStorage:
     def __init__(
         self, path: str | os.PathLike[str], identity: Identity, crash_hook: CrashHook | None = None
@@ -171,48 +246,7 @@ class SQLiteStorage:
     # ------------------------------------------------------------ identity
 
     def _check_identity(self) -> None:
-        ident = self.path / "IDENTITY"
-        db_exists = (self.path / "paxos.db").exists()
-        if not ident.exists():
-            if db_exists and (self.path / "paxos.db").stat().st_size > 0:
-                raise StorageCorrupt(
-                    f"{self.path}: IDENTITY is missing but a database is present. "
-                    + _recovery_hint(self.path)
-                )
-            body = self.identity.to_json()
-            _write_atomic(ident, body + b"\n" + str(crc32(body)).encode() + b"\n")
-            self.fresh = True
-            return
-        raw = ident.read_bytes().split(b"\n")
-        try:
-            if len(raw) != 3 or raw[2] != b"":
-                raise ValueError("unexpected layout (truncated or extra bytes)")
-            body, crc = raw[0], int(raw[1])
-            if crc32(body) != crc:
-                raise ValueError("checksum mismatch")
-            found = json.loads(body)
-        except (ValueError, IndexError) as e:
-            raise StorageCorrupt(
-                f"{self.path}/IDENTITY is damaged ({e}). " + _recovery_hint(self.path)
-            ) from e
-        want = json.loads(self.identity.to_json())
-        if found != want:
-            raise StorageMismatch(
-                f"{self.path} belongs to cluster {found.get('cluster_id')!r} node "
-                f"{found.get('node_id')} ({found.get('n_acceptors')} acceptors, format "
-                f"{found.get('format')}), not to cluster {self.identity.cluster_id!r} node "
-                f"{self.identity.node_id} ({self.identity.n_acceptors} acceptors). "
-                "Refusing to start: point the node at its own data directory."
-            )
-        # COMMITTED is written after the first durable commit: before it, the
-        # directory holds nothing that matters; after it, an empty or missing
-        # database means lost data, never a new node.
-        self.fresh = not (self.path / "COMMITTED").exists()
-        if not db_exists and not self.fresh:
-            raise StorageCorrupt(
-                f"{self.path}: the database is missing but the directory was in use. "
-                + _recovery_hint(self.path)
-            )
+        self.fresh = check_identity(self.path, self.identity, "paxos.db")
 
     def _check_rollback(self) -> None:
         """A run that committed and did not stop cleanly leaves its
@@ -328,11 +362,7 @@ class SQLiteStorage:
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _write_snapshot(self, snap: Snapshot) -> str:
-        payload = encode_snapshot(snap)
-        name = f"snap-{snap.slot:020d}.bin"
-        head = _SNAP_MAGIC + _SNAP_HEAD.pack(snap.slot, len(payload), crc32(payload))
-        _write_atomic(self.path / "snapshots" / name, head + payload)
-        return name
+        return write_snapshot_file(self.path, snap)
 
     # ------------------------------------------------------------ reading
 
@@ -395,21 +425,7 @@ class SQLiteStorage:
         return st
 
     def _read_snapshot(self, name: str, slot: int) -> Snapshot:
-        f = self.path / "snapshots" / name
-        if not f.exists():
-            raise self._bad(f"snapshot file {name} (slot {slot}) is missing")
-        data = f.read_bytes()
-        head = len(_SNAP_MAGIC) + _SNAP_HEAD.size
-        if len(data) < head or not data.startswith(_SNAP_MAGIC):
-            raise self._bad(f"snapshot file {name} is truncated or not a snapshot")
-        s, ln, crc = _SNAP_HEAD.unpack_from(data, len(_SNAP_MAGIC))
-        payload = data[head:]
-        if s != slot or ln != len(payload) or crc32(payload) != crc:
-            raise self._bad(f"snapshot file {name} fails its checksum (truncated or damaged)")
-        snap = decode_snapshot(payload)
-        if snap.slot != slot:
-            raise self._bad(f"snapshot file {name} holds slot {snap.slot}, expected {slot}")
-        return snap
+        return read_snapshot_file(self.path, name, slot, self._bad)
 
     # ------------------------------------------------------------ misc
 
