@@ -13,7 +13,6 @@ inclusive (it or what it called), as shares of the leader's samples.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import os
 import shutil
