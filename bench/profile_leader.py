@@ -55,7 +55,7 @@ def summarize(raw: Path, top: int) -> None:
     print("inclusive time (it and what it called), past the event loop's frames:")
     shown = 0
     for f, n in incl.most_common():
-        if n / total > 0.97:
+        if n / total > 0.85:
             continue  # the thread's root frames
         print(f"  {100 * n / total:5.1f}%  {f}")
         shown += 1

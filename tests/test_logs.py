@@ -49,3 +49,44 @@ def test_json_logs_carry_one_event_per_leader_change(tmp_path: Path) -> None:
         assert refused and refused[0]["reason"] == "unauthenticated", refused
     finally:
         c.close()
+
+
+def test_batched_lines_read_as_single_records_do() -> None:
+    """The access log writes its lines in one batch (logfmt.emit_lines): each
+    line must be what a record of its own would have printed, in both formats."""
+    import io
+    import logging
+
+    from paxosrsm.net.logfmt import JsonFormatter, NodeHandler, emit_lines
+
+    for fmt in (logging.Formatter("%(asctime)s node3 %(levelname)s %(message)s"),
+                JsonFormatter(3)):  # fmt: skip
+        one, many = io.StringIO(), io.StringIO()
+        h1, h2 = NodeHandler(one), NodeHandler(many)
+        h1.setFormatter(fmt)
+        h2.setFormatter(fmt)
+        msgs = ["node 3: udp 1.2.3.4:5 client=7 seq=1 put key='a'", 'quote " and \\ and é']
+        for m in msgs:
+            h1.emit(logging.LogRecord("paxosrsm.access", logging.INFO, "", 0, m, None, None))
+        h2.emit_lines("paxosrsm.access", logging.INFO, msgs)
+        a, b = one.getvalue().splitlines(), many.getvalue().splitlines()
+        assert len(a) == len(b) == 2
+        for x, y in zip(a, b, strict=True):
+            if isinstance(fmt, JsonFormatter):
+                jx, jy = json.loads(x), json.loads(y)
+                assert jx.pop("ts")[:16] == jy.pop("ts")[:16] and jx == jy
+            else:
+                assert x[24:] == y[24:] and x[:16] == y[:16]  # past the time stamp
+    # Not the node's handler (a test's caplog, a library user's setup): one
+    # record per line, through logging as usual.
+    log = logging.getLogger("paxosrsm.test-emit")
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    log.addHandler(Keep())
+    log.setLevel(logging.INFO)
+    emit_lines(log, logging.INFO, ["x", "y"])
+    assert seen == ["x", "y"]

@@ -8,8 +8,8 @@ sequence number, and the operation and key (the KV store's; another state
 machine's writes are logged by size). Values are never logged.
 
 Lines are queued on the request path (a tuple append) and written once per
-tick, off the request path; at most ``MAX_PENDING`` wait, more are counted
-(``access_log_dropped``) and not kept.
+tick, off the request path, in one write (``logfmt.emit_lines``); at most
+``MAX_PENDING`` wait, more are counted (``access_log_dropped``) and not kept.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
+
+from .logfmt import emit_lines
 
 log = logging.getLogger("paxosrsm.access")
 MAX_PENDING = 20_000
@@ -65,5 +67,11 @@ class AccessLog:
         pending, self.pending = self.pending, []
         if not pending or not log.isEnabledFor(logging.INFO):
             return
-        for who, cid, seq, payload in pending:
-            log.info("node %s: %s client=%d seq=%d %s", node, who, cid, seq, describe(payload))
+        emit_lines(
+            log,
+            logging.INFO,
+            [
+                f"node {node}: {who} client={cid} seq={seq} {describe(p)}"
+                for who, cid, seq, p in pending
+            ],
+        )

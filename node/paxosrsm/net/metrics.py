@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -22,8 +23,10 @@ from prometheus_client import (
     PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
-    Histogram,
 )
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from ..statemachine import StateMachine
 
@@ -39,6 +42,77 @@ APPLY_BUCKETS = tuple(0.000005 * 2**i for i in range(17))
 LEADER_HISTORY = 50
 
 
+class _Child:
+    """One histogram's counts (of one label set)."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, v: float) -> None:
+        # bisect_left: a value equal to a bound counts in that bound's bucket (le)
+        self.counts[bisect_left(self.bounds, v)] += 1
+        self.sum += v
+
+
+class Histogram(Collector):
+    """A Prometheus histogram for one thread (the node's event loop): an
+    observation is a bisect and two additions, with no lock. prometheus_client's
+    own (a mutex per value) cost 10% of the leader's CPU at peak (issue 15's
+    profile). The exposition is the same: ``_bucket{le}``, ``_sum``,
+    ``_count``, made at scrape time."""
+
+    def __init__(
+        self,
+        name: str,
+        doc: str,
+        labelnames: Sequence[str] = (),
+        *,
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name, self.doc = name, doc
+        self.labelnames = tuple(labelnames)
+        self.bounds = tuple(float(b) for b in buckets)
+        self.children: dict[tuple[str, ...], _Child] = {}
+        if not self.labelnames:
+            self._one = self.children[()] = _Child(self.bounds)
+            self.observe = self._one.observe  # type: ignore[method-assign]
+        registry.register(self)
+
+    def observe(self, v: float) -> None:  # replaced per instance when unlabelled
+        raise TypeError(f"{self.name} has labels: use .labels(...).observe")
+
+    def labels(self, *values: str) -> _Child:
+        child = self.children.get(values)
+        if child is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name}: labels {self.labelnames}, got {values}")
+            child = self.children[values] = _Child(self.bounds)
+        return child
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        fam = HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
+        for values, c in list(self.children.items()):
+            acc, buckets = 0, []
+            for bound, n in zip((*c.bounds, float("inf")), c.counts, strict=True):
+                acc += n
+                buckets.append((_le(bound), acc))
+            fam.add_metric(list(values), buckets, c.sum)
+        yield fam
+
+
+def _le(bound: float) -> str:
+    # as prometheus_client's own histograms write it
+    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
+
+
 class NodeMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
@@ -46,7 +120,7 @@ class NodeMetrics:
             r.register(c)
         self.fsync = Histogram(
             "paxos_disk_wal_fsync_duration_seconds",
-            "Durable appends of the vote log (one SQLite commit, one fsync), as etcd's WAL fsync",
+            "Durable appends of the vote log (one batch and its fsync), as etcd's WAL fsync",
             buckets=DISK_BUCKETS, registry=r,
         )  # fmt: skip
         self.snap_save = Histogram(
