@@ -48,7 +48,7 @@ def summarize(raw: Path, top: int) -> None:
         own[frames[-1]] += count
         for f in set(frames):
             incl[f] += count
-    print(f"{total} samples of the leader")
+    print(f"{total} samples")
     print("own time (the function itself):")
     for f, n in own.most_common(top):
         print(f"  {100 * n / total:5.1f}%  {f}")

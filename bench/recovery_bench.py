@@ -11,7 +11,8 @@
 2. Catch-up speed of a node --behind slots behind, in slots per second:
    (a) by decided slots (the peers still hold them in their logs);
    (b) by snapshot (the peers compacted): install it, then the slots after.
-   Three real nodes on SQLite, in one process (messages in memory).
+   Three real nodes on real storage (--storage-engine log, the default, or
+   sqlite), in one process (messages in memory).
 
 Figures are medians of --rounds runs. The target for 2(a) is >= 50,000 slots/s.
 """
@@ -32,21 +33,25 @@ from paxosrsm.messages import Session, Snapshot
 from paxosrsm.node import Node
 from paxosrsm.records import DecideRec, IncarnationRec, Record, SnapshotRec
 from paxosrsm.statemachine import encode_op
-from paxosrsm.storage import Identity, SQLiteStorage
+from paxosrsm.storage import Identity, Storage, open_storage
 from paxosrsm.types import Command
+
+
+#: The storage engine of every data directory made here (--storage-engine).
+ENGINE = "log"
 
 
 def cmd(slot: int) -> Command:
     return Command(1, slot + 1, encode_op("put", f"key{slot % 100_000}", f"value-{slot}"))
 
 
-def fill(store: SQLiteStorage, start: int, n: int, chunk: int = 20_000) -> None:
+def fill(store: Storage, start: int, n: int, chunk: int = 20_000) -> None:
     for i in range(start, start + n, chunk):
         store.append([DecideRec(s, (cmd(s),)) for s in range(i, min(i + chunk, start + n))])
 
 
 def build_uncompacted(d: Path, slots: int) -> None:
-    st = SQLiteStorage(d, Identity("bench", 0, 3))
+    st = open_storage(d, Identity("bench", 0, 3), ENGINE)
     st.load()
     st.append([IncarnationRec(1)])
     fill(st, 0, slots)
@@ -54,7 +59,7 @@ def build_uncompacted(d: Path, slots: int) -> None:
 
 
 def build_compacted(d: Path, slots: int, retain: int = 200) -> None:
-    st = SQLiteStorage(d, Identity("bench", 0, 3))
+    st = open_storage(d, Identity("bench", 0, 3), ENGINE)
     st.load()
     keys = {f"key{s % 100_000}": f"value-{s}" for s in range(max(0, slots - 100_000), slots)}
     state = json.dumps(keys, separators=(",", ":"), sort_keys=True).encode()
@@ -67,7 +72,7 @@ def build_compacted(d: Path, slots: int, retain: int = 200) -> None:
 
 def restart_seconds(d: Path, cfg: ClusterConfig) -> tuple[float, int]:
     t0 = time.perf_counter()
-    st = SQLiteStorage(d, Identity("bench", 0, 3))
+    st = open_storage(d, Identity("bench", 0, 3), ENGINE)
     state = st.load()
     node = Node(cfg, 0, state)
     dt = time.perf_counter() - t0
@@ -84,7 +89,7 @@ def catchup_rate(d: Path, behind: int, compacted: bool) -> tuple[float, int]:
         log_retain=100 if compacted else 10 * behind,
         catchup_batch=1024,
     )
-    c = LocalCluster(d, cfg)
+    c = LocalCluster(d, cfg, engine=ENGINE)
     lead = c.wait_leader()
     lag = next(n for n in cfg.node_ids if n != lead)
     c.stop(lag)
@@ -127,7 +132,11 @@ def main() -> None:
     ap.add_argument("--behind", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", choices=("restart", "catchup"), default=None)
+    ap.add_argument("--storage-engine", choices=("log", "sqlite"), default="log")
     a = ap.parse_args()
+    global ENGINE
+    ENGINE = a.storage_engine
+    print(f"storage engine: {ENGINE}")
     # No snapshot on disk, every slot replayed (the replica still snapshots
     # every 49,000 slots while it replays: the largest valid interval).
     cfg_big = ClusterConfig(n_acceptors=3, snapshot_interval=49_000, log_retain=10 * a.slots)
