@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: protos check chromium etcd-tools prometheus-tools etcd-compat-table e2e e2e-on-paxos e2e-on-paxos-smoke e2e-campaign fuzz-campaign helm-lint wheelhouse images demo sim-demo test lint typecheck unit jepsen-slice jepsen sim-sweep bench bench-net bench-storage bench-recovery bench-flood bench-etcd watch-load clean
+.PHONY: protos check chromium etcd-tools prometheus-tools etcd-compat-table e2e e2e-on-paxos e2e-on-paxos-smoke e2e-campaign fuzz-campaign helm-lint wheelhouse images demo sim-demo test lint typecheck unit jepsen-slice jepsen sim-sweep bench bench-net bench-storage bench-recovery bench-flood bench-etcd bench-table bench-profile bench-slice watch-load clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -62,7 +62,7 @@ unit: $(STAMP) chromium etcd-tools prometheus-tools
 jepsen-slice: $(STAMP)
 	$(BIN)/pytest -q -m jepsen
 
-check: lint typecheck helm-lint unit jepsen-slice
+check: lint typecheck helm-lint unit jepsen-slice bench-slice
 
 test: check e2e e2e-on-paxos-smoke
 
@@ -155,7 +155,21 @@ bench-etcd: $(BENCH_STAMP) etcd-tools
 watch-load: $(STAMP) etcd-tools
 	$(BIN)/python bench/watch_load.py $(WATCH_LOAD_ARGS)
 
-bench: bench-net bench-storage bench-recovery bench-flood bench-etcd
+# Issue 15's table, every row measured in one run beside its peers (etcd 3.4,
+# PySyncObj); BENCH_ARGS=--quick for short points.
+bench-table: $(BENCH_STAMP) etcd-tools
+	$(BIN)/python bench/table.py $(BENCH_ARGS)
+
+# Where the leader's CPU goes at peak (py-spy); PROFILE_ARGS="--storage-engine sqlite".
+bench-profile: $(BENCH_STAMP)
+	$(BIN)/python bench/profile_leader.py $(PROFILE_ARGS)
+
+# CI's slice of the benchmarks: each command runs, short (no figure is checked).
+bench-slice: $(BENCH_STAMP) etcd-tools
+	$(BIN)/python bench/storage_bench.py --rounds 1 --records 500
+	$(BIN)/python bench/table.py --quick
+
+bench: bench-net bench-storage bench-recovery bench-flood bench-etcd bench-table
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -36,7 +36,6 @@ from paxosrsm.statemachine import encode_op
 from paxosrsm.storage import Identity, Storage, open_storage
 from paxosrsm.types import Command
 
-
 #: The storage engine of every data directory made here (--storage-engine).
 ENGINE = "log"
 

@@ -63,9 +63,9 @@ from ..messages import (
 from ..mvcc import MVCCStore
 from ..node import Node, NodeStatus
 from ..outbox import SafetyViolation
-from ..records import AcceptRec, DecideRec, Record, SnapshotRec, TrimRec
+from ..records import AcceptRec, DecideRec, Record, SnapshotRec
 from ..statemachine import ALARMS_QUERY, StateMachine, encode_alarm
-from ..storage import Identity, LogStorage, Storage, open_storage
+from ..storage import Identity, Storage, open_storage
 from ..types import Ballot, Kind, ProtocolError
 from . import auth, codec
 from .accesslog import AccessLog
@@ -92,8 +92,6 @@ _UDP_TYPES = UDP_TYPES
 _SESSION_TO_PROPOSER = SESSION_TO_PROPOSER
 _SESSION_TO_ACCEPTOR = SESSION_TO_ACCEPTOR
 MAX_CLIENT_ROUTES = 200_000
-#: Appends of at most this many records are fsynced on the loop (_append).
-DIRECT_RECORDS = 8
 #: Connections the peer port keeps open at once (less, if the descriptor
 #: budget is smaller), and of those, how many may still be in their handshake.
 MAX_INBOUND = 512
@@ -725,23 +723,9 @@ class NodeServer:
         others it is a crashed node, which they tolerate. The messages that
         wait on these records are sent only once they are durable."""
         loop = asyncio.get_running_loop()
-        # A small batch of the log engine is written on the loop: its
-        # fdatasync (about 0.25 ms) is shorter than the hop to the disk
-        # thread and back (0.15 ms more, measured), and at low load it is on
-        # every write's path (a follower's vote). Large batches (high load:
-        # the loop has work to overlap with the disk) and snapshots or trims
-        # (a compaction may follow) go to the disk thread.
-        direct = (
-            type(storage) is LogStorage
-            and len(records) <= DIRECT_RECORDS
-            and not any(type(r) in (SnapshotRec, TrimRec) for r in records)
-        )
         while True:
             try:
-                if direct and not self.disk_full:
-                    storage.append(records)
-                else:
-                    await loop.run_in_executor(self.disk, storage.append, records)
+                await loop.run_in_executor(self.disk, storage.append, records)
             except Exception as e:
                 if not is_disk_full(e):
                     raise
