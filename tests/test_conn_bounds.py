@@ -59,8 +59,12 @@ class _Sink:
 
 def test_a_batch_is_split_into_frames_under_the_limit() -> None:
     bad: list[tuple[str, str]] = []
+    sent_in_fragments: list[int] = []
     fake: Any = types.SimpleNamespace(
-        opts=types.SimpleNamespace(max_frame=256 << 10), _bad=lambda r, d: bad.append((r, d))
+        opts=types.SimpleNamespace(max_frame=256 << 10),
+        _bad=lambda r, d: bad.append((r, d)),
+        max_transfer=0,  # nothing in fragments: over a frame is over the limit
+        _send_fragments=lambda c, e: sent_in_fragments.append(len(e)),
     )
     msgs: list[Any] = [_reply(s, 30_000) for s in range(40)]  # 1.2 MB in all
     msgs.append(_reply(99, 600_000))  # one message over the limit
@@ -71,6 +75,13 @@ def test_a_batch_is_split_into_frames_under_the_limit() -> None:
     got = [m for f in sink.frames for m in codec.decode_many(f)]
     assert [m.commit for m in got] == list(range(40))  # all of them, in order
     assert [r for r, _ in bad] == ["oversized_outgoing"]
+    assert sent_in_fragments == []
+    # A catch-up reply (a snapshot) within the transfer bound goes in
+    # fragments instead (tests/test_snapshot_transfer.py).
+    bad.clear()
+    fake.max_transfer = 1 << 30
+    NodeServer._send_frames(fake, _Sink(), msgs, {})  # type: ignore[arg-type]
+    assert bad == [] and sent_in_fragments == [len(codec.encode(msgs[-1]))]
 
 
 def test_a_peer_that_stops_reading_breaks_the_connection() -> None:

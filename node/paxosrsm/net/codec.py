@@ -292,9 +292,14 @@ def decode_obj(o: object) -> PeerMessage | ClientRequest | ClientReply:
     raise CodecError(f"unknown message tag {shown} with {n - 1} fields")
 
 
-def unpack(data: bytes) -> object:
+#: A message reassembled from fragments (a catch-up snapshot, runtime
+#: ``_reassemble``): its one bin field may be as large as the transfer.
+_UNPACK_BIG: dict[str, Any] = {**_UNPACK_LIMITS, "max_bin_len": (1 << 32) - 1}
+
+
+def unpack(data: bytes, big: bool = False) -> object:
     try:
-        return msgpack.unpackb(data, **_UNPACK_LIMITS)
+        return msgpack.unpackb(data, **(_UNPACK_BIG if big else _UNPACK_LIMITS))
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
             msgpack.StackError) as e:  # fmt: skip
         raise CodecError(f"not msgpack: {e}") from e
@@ -309,10 +314,11 @@ def decode(data: bytes) -> PeerMessage | ClientRequest | ClientReply:
         raise CodecError("message nested too deep") from e
 
 
-def decode_many(data: bytes) -> list[PeerMessage | ClientRequest | ClientReply]:
+def decode_many(data: bytes, big: bool = False) -> list[PeerMessage | ClientRequest | ClientReply]:
     """The messages of one datagram or frame. All or nothing: one bad message
-    refuses the whole batch (it came from one sender, who is confused)."""
-    o = unpack(data)
+    refuses the whole batch (it came from one sender, who is confused).
+    ``big``: a message reassembled from fragments (bins up to 4 GiB)."""
+    o = unpack(data, big)
     try:
         return [decode_obj(m) for m in _list(o, None, "batch")]
     except RecursionError as e:

@@ -27,6 +27,7 @@ import logging
 import os
 import socket
 import ssl
+import struct
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -92,6 +93,11 @@ _UDP_TYPES = UDP_TYPES
 _SESSION_TO_PROPOSER = SESSION_TO_PROPOSER
 _SESSION_TO_ACCEPTOR = SESSION_TO_ACCEPTOR
 MAX_CLIENT_ROUTES = 200_000
+#: A frame that is a fragment of a larger message starts with this byte
+#: (0xc1 is never used by msgpack, so no batch begins with it); then
+#: _FRAG (transfer id, index, count, total bytes), then the piece.
+FRAGMENT = b"\xc1"
+_FRAG = struct.Struct("<QIIQ")
 #: Connections the peer port keeps open at once (less, if the descriptor
 #: budget is smaller), and of those, how many may still be in their handshake.
 MAX_INBOUND = 512
@@ -205,6 +211,13 @@ class NodeServer:
         self.inbound: set[FramedConn] = set()
         self.max_inbound = max(16, min(MAX_INBOUND, fd_budget() // 2))
         self.links: dict[int, FramedConn] = {}  # outgoing peer links (catch-up)
+        #: Messages larger than a frame (a catch-up snapshot) travel in
+        #: fragments (_send_fragments); at most this many bytes of them, all
+        #: links together, are reassembled at once: twice the storage quota
+        #: (a snapshot is at most about the quota) and a frame.
+        self.max_transfer = 2 * opts.quota_bytes + opts.max_frame
+        self.reassembling = 0
+        self.xfers = 0
         self.conn_tasks: set[asyncio.Task[None]] = set()
         self.client_routes: OrderedDict[int, tuple[str, Any]] = OrderedDict()
         self.sealer: auth.Sealer | None = None
@@ -803,7 +816,12 @@ class NodeServer:
             if e is None:
                 e = cache[id(m)] = codec.encode(m)
             if len(e) > limit:
-                self._bad("oversized_outgoing", f"{type(m).__name__} of {len(e)} bytes not sent")
+                if type(m) is CatchupReply and len(e) <= self.max_transfer:
+                    self._send_fragments(c, e)  # a snapshot larger than a frame
+                else:
+                    self._bad(
+                        "oversized_outgoing", f"{type(m).__name__} of {len(e)} bytes not sent"
+                    )
                 continue
             if batch and size + len(e) > limit:
                 c.send(codec.pack_encoded(batch))
@@ -812,6 +830,87 @@ class NodeServer:
             size += len(e)
         if batch:
             c.send(codec.pack_encoded(batch))
+
+    def _send_fragments(self, c: FramedConn, e: bytes) -> None:
+        """Send one encoded message larger than a frame (a catch-up reply
+        carrying a snapshot) as fragments, one transfer at a time per link,
+        paced by the link's write buffer (a frame of at most --max-frame
+        each; the receiver reassembles it: ``_reassemble``)."""
+        if c.meta.get("xfer"):
+            self.stats["transfer_busy"] += 1  # the learner asks again
+            return
+        c.meta["xfer"] = True
+        self.xfers += 1
+        task = asyncio.get_running_loop().create_task(self._fragments(c, e, self.xfers))
+        self.conn_tasks.add(task)
+        task.add_done_callback(self.conn_tasks.discard)
+
+    async def _fragments(self, c: FramedConn, e: bytes, xfer: int) -> None:
+        size = self.opts.max_frame - 64
+        n = -(-len(e) // size)
+        try:
+            for i in range(n):
+                # Before the handshake, and while the peer has not read half
+                # of what the link may hold unsent, wait (FramedConn.send
+                # breaks a link whose peer does not read).
+                while not c.closed and (
+                    c.transport is None
+                    or c.mac is None
+                    or c.transport.get_write_buffer_size() > c.max_unsent // 2
+                ):
+                    await asyncio.sleep(0.002)
+                piece = e[i * size : (i + 1) * size]
+                if c.closed or not c.send(FRAGMENT + _FRAG.pack(xfer, i, n, len(e)) + piece):
+                    self.stats["transfers_broken"] += 1
+                    return
+            self.stats["transfers_sent"] += 1
+        finally:
+            c.meta["xfer"] = False
+
+    def _reassemble(self, conn: FramedConn, body: bytes) -> bytes | None:
+        """One fragment of a transfer (``_fragments``) on a peer link. In
+        order, one transfer at a time per link, at most ``max_transfer``
+        bytes in all links together; anything else breaks the link (TCP
+        keeps order: a gap means a confused or hostile peer; counted as
+        ``malformed``, the log line says why). Returns the
+        whole message, as a frame of one, once its last fragment is in."""
+        meta = conn.meta
+        try:
+            xfer, i, n, total = _FRAG.unpack_from(body, 1)
+        except struct.error:
+            xfer, i, n, total = -1, -1, 0, 0
+        piece = body[1 + _FRAG.size :]
+        st = meta.get("frag")
+        if i == 0 and st is None:
+            if not 2 <= n <= total or total > self.max_transfer - self.reassembling:
+                self._bad("malformed", f"a transfer of {total} bytes in {n} fragments from "
+                          f"{conn.peer} ({self.reassembling} bytes being reassembled)")  # fmt: skip
+                conn.close()
+                return None
+            st = meta["frag"] = [xfer, n, total, [], 0]
+            self.reassembling += total
+        elif st is None or (xfer, n, total) != (st[0], st[1], st[2]) or i != len(st[3]):
+            self._bad("malformed", f"fragment {i}/{n} of {xfer} from {conn.peer} out of order")
+            self._drop_reassembly(conn)
+            conn.close()
+            return None
+        st[3].append(piece)
+        st[4] += len(piece)
+        if st[4] > st[2] or (i == n - 1 and st[4] != st[2]):
+            self._bad("malformed", f"transfer {xfer} from {conn.peer}: {st[4]} bytes of {st[2]}")
+            self._drop_reassembly(conn)
+            conn.close()
+            return None
+        if i < n - 1:
+            return None
+        self._drop_reassembly(conn)
+        self.stats["transfers_received"] += 1
+        return codec.pack_encoded([b"".join(st[3])])
+
+    def _drop_reassembly(self, conn: FramedConn) -> None:
+        st = conn.meta.pop("frag", None)
+        if st is not None:
+            self.reassembling -= st[2]
 
     def _send_udp(self, dst: int, msgs: list[PeerMessage], cache: dict[int, bytes]) -> None:
         addr = self.resolved.get(dst)
@@ -1185,8 +1284,18 @@ class NodeServer:
         meta = conn.meta
         kind = meta.get("kind")
         peer = meta.get("peer")
+        big = body[:1] == FRAGMENT
+        if big:
+            if kind not in ("link-in", "link-out"):
+                self._bad("malformed", f"a fragment on a {kind} connection from {conn.peer}")
+                conn.close()
+                return
+            whole = self._reassemble(conn, body)
+            if whole is None:
+                return
+            body = whole
         try:
-            msgs = codec.decode_many(body)
+            msgs = codec.decode_many(body, big)
         except ProtocolError as e:
             self._bad("malformed", f"frame from {conn.peer}: {e}")
             conn.close()
@@ -1225,6 +1334,7 @@ class NodeServer:
 
     def _on_conn_lost(self, conn: FramedConn) -> None:
         self.inbound.discard(conn)
+        self._drop_reassembly(conn)
         meta = conn.meta
         if meta.get("kind") == "session-in" and meta.get("registered"):
             peer, b = meta["peer"], meta["ballot"]
