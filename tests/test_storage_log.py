@@ -333,3 +333,30 @@ def test_a_crash_at_any_byte_keeps_every_acknowledged_append(tmp_path: Path, see
     st.append([AcceptRec(slot + 1, Ballot(10, 1), v("next"))])
     st.close()
     assert reopen(d).accepted[slot + 1] == (Ballot(10, 1), v("next"))
+
+
+def test_the_offline_check_reads_only(tmp_path: Path) -> None:
+    """``python -m paxosrsm.storage check`` never writes: a torn tail is
+    reported, not zeroed (a check beside a running node must not touch the
+    batch it is writing)."""
+    import subprocess
+    import sys
+
+    d = tmp_path / "d"
+    st = filled(d)
+    st.append([AcceptRec(50, Ballot(4, 1), v("x" * 100))])
+    st.close()
+    last = _offsets(d)[-1]
+    data = bytearray((d / LOG).read_bytes())
+    data[last + 40] ^= 0xFF  # the last batch torn
+    (d / LOG).write_bytes(bytes(data))
+    before = (d / LOG).read_bytes()
+    (d / "snapshots" / "snap-00000000000000000009.bin").write_bytes(b"an orphan")
+    out = subprocess.run([sys.executable, "-m", "paxosrsm.storage", "check", str(d)],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "ok: engine=log" in out and f"torn last batch at offset {last}" in out, out
+    assert (d / LOG).read_bytes() == before
+    assert (d / "snapshots" / "snap-00000000000000000009.bin").exists()
+    # A start (read-write) drops the torn batch and the orphan.
+    assert 50 not in reopen(d).accepted
+    assert not (d / "snapshots" / "snap-00000000000000000009.bin").exists()

@@ -216,18 +216,33 @@ class LogStorage:
     ``disk_usage``, ``close``."""
 
     def __init__(
-        self, path: str | os.PathLike[str], identity: Identity, crash_hook: CrashHook | None = None
+        self,
+        path: str | os.PathLike[str],
+        identity: Identity,
+        crash_hook: CrashHook | None = None,
+        *,
+        read_only: bool = False,
     ) -> None:
         self.path = Path(path)
         self.identity = identity
         self.crash_hook = crash_hook
-        self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "snapshots").mkdir(exist_ok=True)
-        self.fresh = check_identity(self.path, identity, LOG)
+        #: Only read (``python -m paxosrsm.storage check``): nothing is
+        #: created, zeroed or removed, so that a check next to a running
+        #: node never touches the batch it is writing.
+        self.read_only = read_only
         self.file = self.path / LOG
+        if read_only:
+            if not (self.path / "IDENTITY").exists() or not self.file.exists():
+                raise StorageCorrupt(f"{self.path}: no IDENTITY or {LOG} to check")
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / "snapshots").mkdir(exist_ok=True)
+        self.fresh = check_identity(self.path, identity, LOG)
         if not self.file.exists():
             self._create(self.file, b"")
-        self.fd = os.open(self.file, os.O_RDWR)
+        self.fd = os.open(self.file, os.O_RDONLY if read_only else os.O_RDWR)
+        #: Offset of a torn last batch found by ``load`` (None: none).
+        self.torn_at: int | None = None
         self.size = os.fstat(self.fd).st_size
         self.pos = 0
         self.seq = 0
@@ -393,7 +408,9 @@ class LogStorage:
                             f"the batch at offset {at} of {LOG} is damaged and acknowledged "
                             f"data follows it (offset {later})"
                         )
-                self._zero_from(at)
+                self.torn_at = at
+                if not self.read_only:
+                    self._zero_from(at)
                 break
             seq, end = ok
             view = memoryview(data)[at + _HEAD.size : end]
@@ -439,7 +456,8 @@ class LogStorage:
             name, slot = live.snapshot
             st.snapshot = read_snapshot_file(self.path, name, slot, self._bad)
             self.snapshot_file = name
-        for f in (self.path / "snapshots").iterdir():
+        snaps = self.path / "snapshots"
+        for f in snaps.iterdir() if snaps.is_dir() and not self.read_only else ():
             if f.name != self.snapshot_file:
                 f.unlink()  # left by a crash before its batch was durable
         return st
