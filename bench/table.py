@@ -16,9 +16,10 @@ Rows (each one run; the machine is shared, so read ratios):
   * linearizable single-key Range/s against Put/s at the same concurrency;
   * writes/s at 10,000 outstanding with 3, 5 and 7 acceptors;
   * catch-up of a node 100,000 slots behind, by decided slots;
-  * restart of a node holding 1,000,000 slots of state (compacted).
-Not measured here (not built yet): the 1 GB snapshot transfer against
-``dd`` and a loopback ``iperf``-style copy.
+  * restart of a node holding 1,000,000 slots of state (compacted);
+  * a 1 GiB snapshot taken by a wiped node from a peer, against ``dd`` and a
+    loopback TCP copy measured in the same run (``transfer_bench.py``; 128
+    MiB with --quick).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import asyncio
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -39,7 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import etcd_bench
+import net_bench
 import recovery_bench
+import transfer_bench
 import uvloop
 from peers import pysyncobj_peer as peer
 
@@ -98,19 +100,7 @@ def ours_p50(n: int) -> float:
     root = Path(tempfile.mkdtemp(prefix="pxtable-"))
     c = _cluster(3, root)
     try:
-
-        async def go() -> float:
-            lat = []
-            async with c.aclient(timeout=10.0) as cl:
-                for i in range(50):
-                    await cl.put(f"w{i}", "x" * 64)
-                for i in range(n):
-                    t0 = time.perf_counter()
-                    await cl.put(f"l{i % 100}", "x" * 64)
-                    lat.append((time.perf_counter() - t0) * 1e6)
-            return statistics.median(lat)
-
-        return uvloop.run(go())
+        return float(uvloop.run(net_bench._latency(c, n))["p50_us"])
     finally:
         c.close()
         shutil.rmtree(root, ignore_errors=True)
@@ -189,6 +179,11 @@ def main() -> int:
     res["scale"] = {n: ours_peak([10000], secs, n)["ops_per_s"] for n in (3, 5, 7)}
     res["catchup"] = catchup()
     res["restart_s"] = restart(200_000 if a.quick else 1_000_000)
+    d = Path(tempfile.mkdtemp(prefix="pxtable-", dir="."))
+    try:
+        res["transfer"] = transfer_bench.measure(128 if a.quick else 1024, 64, 600.0, d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
     res["loadavg_end"] = os.getloadavg()
     res["seconds"] = round(time.monotonic() - t_start)
     print_table(res, quick=a.quick)
@@ -264,8 +259,12 @@ def print_table(r: dict[str, Any], quick: bool) -> None:
     n = "200,000" if quick else "1,000,000"
     rows.append((f"restart with {n} slots of state (compacted)", "0.13 s",
                  f"{r['restart_s']:.2f} s", "target < 1 s", _ok(r["restart_s"] < 1.0)))  # fmt: skip
-    rows.append(("1 GB snapshot transfer vs dd / loopback copy", "-", "not measured", "-",
-                 "not built"))  # fmt: skip
+    t = r["transfer"]
+    rows.append((f"{t['snapshot_mb']:,.0f} MB snapshot to a wiped node vs dd / loopback copy", "-",
+                 f"{t['ours_mb_s']:,.0f} MB/s ({t['ours_s']:.1f} s)",
+                 f"dd {t['dd_mb_s']:,.0f} MB/s; loopback {t['loopback_mb_s']:,.0f} MB/s",
+                 f"{t['ours_over_dd']:.3f} / {t['ours_over_loopback']:.3f} (disk- or "
+                 f"network-bound: {_ok(t['ours_over_dd'] >= 0.5)})"))  # fmt: skip
     print(f"\n## issue 15's table: one run, {r['cpus']} cores, load average "
           f"{r['loadavg_start'][0]:.1f} -> {r['loadavg_end'][0]:.1f}, {r['seconds']} s"
           + (" (--quick: short points)" if quick else ""))  # fmt: skip

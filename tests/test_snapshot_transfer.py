@@ -6,6 +6,9 @@ in fragments, reassembled within bounds."""
 
 from __future__ import annotations
 
+import asyncio
+import random
+import shutil
 import struct
 import time
 from pathlib import Path
@@ -14,8 +17,11 @@ from typing import Any
 
 from netcluster import ProcCluster
 
-from paxosrsm.net import codec
+from paxosrsm.messages import CatchupReply, Snapshot
+from paxosrsm.net import auth, codec
+from paxosrsm.net.conn import BIG_FRAME, FramedConn
 from paxosrsm.net.runtime import _FRAG, FRAGMENT, NodeServer
+from paxosrsm.testing.bigstate import mvcc_state, seed_members
 
 
 def test_a_snapshot_larger_than_a_frame_reaches_a_lagging_node(tmp_path: Path) -> None:
@@ -47,6 +53,102 @@ def test_a_snapshot_larger_than_a_frame_reaches_a_lagging_node(tmp_path: Path) -
             assert cl.get("k299") == "0299" + "v" * 8000
     finally:
         c.close()
+
+
+def test_a_wiped_node_takes_a_large_snapshot_once(tmp_path: Path) -> None:
+    """About 150 MB of state, default frames (three fragments). Found by
+    bench/transfer_bench.py: the wiped node asked again on its retransmit
+    timer while the snapshot was arriving, and each request made a peer
+    encode the whole state once more; at 134 MB the peers' loops did
+    nothing else, no leader was elected and the node never caught up."""
+    state, puts = mvcc_state(150 << 20, 64 << 10)
+    c = ProcCluster(tmp_path / "c", 3, 0)
+    try:
+        seed_members(c.root, c.layout["cluster_id"], 3, Snapshot(puts, state, ()))
+        del state
+        c.start_all()
+        c.wait_ready(timeout=60)
+        lead = c.leader()
+        assert lead is not None
+        victim = next(n for n in range(3) if n != lead)
+        c.kill(victim)
+        shutil.rmtree(c.root / f"node-{victim}")
+        c.start(victim, initial="existing")
+        deadline = time.monotonic() + 90
+        while True:
+            st = c.status(victim, timeout=2.0)
+            if st is not None and st["applied"] >= puts and not st["recovering"]:
+                break
+            assert time.monotonic() < deadline, f"never caught up: {st}\n{c.logs()}"
+            time.sleep(0.2)
+        sent = [(c.status(n) or {}).get("counters", {}).get("transfers_sent", 0) for n in range(3)]
+        assert sum(sent) == 1, sent  # the whole state crossed once
+        with c.client(timeout=10.0) as cl:
+            cl.put("after", "1")  # the cluster still decides
+    finally:
+        c.close()
+
+
+def test_large_frames_arrive_whole_however_the_stream_is_cut() -> None:
+    """Frames of BIG_FRAME or more are received in place (one copy) and
+    handed on as views; small ones as before. Random cuts of one stream
+    holding both kinds, the large ones sealed whole and in parts."""
+
+    async def run() -> None:
+        rng = random.Random(7)
+        bodies = [b"small", rng.randbytes(BIG_FRAME + 5), b"x" * 100, rng.randbytes(3 << 20), b"z"]
+        tx = auth.FrameMac(b"k" * 32, True)
+        stream = b""
+        for i, b in enumerate(bodies):
+            if len(b) > 1000 and i % 2:
+                stream += b"".join(bytes(p) for p in tx.seal_parts([b[:10], memoryview(b)[10:]]))
+            else:
+                stream += tx.seal(b)
+        for trial in range(20):
+            got: list[bytes] = []
+            bad: list[str] = []
+            rx = _receiver(got, bad)
+            pos = 0
+            while pos < len(stream):
+                k = rng.choice([1, 7, 4096, 65536, 1 << 20, 5 << 20])
+                rx.data_received(stream[pos : pos + k])
+                pos += k
+            assert got == bodies and not bad, (trial, [len(g) for g in got], bad)
+        # A large frame with one bit flipped is refused as forged.
+        got, bad = [], []
+        rx = _receiver(got, bad)
+        frame = bytearray(auth.FrameMac(b"k" * 32, True).seal(bodies[1]))
+        frame[BIG_FRAME // 2] ^= 1
+        rx.data_received(bytes(frame[:1000]))
+        rx.data_received(bytes(frame[1000:]))
+        assert got == [] and bad == ["bad_mac"]
+
+    asyncio.run(run())
+
+
+def _receiver(got: list[bytes], bad: list[str]) -> FramedConn:
+    """A connection past its handshake (server side), fed by hand."""
+    rx = FramedConn(b"k" * 32, 8 << 20, on_hello=lambda c, h: True,
+                    on_frame=lambda c, body: got.append(bytes(body)),
+                    on_bad=lambda r, d: bad.append(r))  # fmt: skip
+    rx.mac = auth.FrameMac(b"k" * 32, False)
+    return rx
+
+
+def test_a_link_carrying_a_snapshot_does_not_encode_it_again() -> None:
+    import collections
+
+    encoded: list[object] = []
+    s = SimpleNamespace(opts=SimpleNamespace(max_frame=1 << 20), max_transfer=1 << 30,
+                        stats=collections.Counter(),
+                        _send_fragments=lambda c, e: encoded.append(e))  # fmt: skip
+    busy = SimpleNamespace(meta={"xfer": True}, send=lambda body: True)
+    big = CatchupReply(Snapshot(9, b"s" * (2 << 20), ()), (), 9)
+    NodeServer._send_frames(s, busy, [big], {})  # type: ignore[arg-type]
+    assert encoded == [] and s.stats["transfer_busy"] == 1
+    idle = SimpleNamespace(meta={}, send=lambda body: True)
+    NodeServer._send_frames(s, idle, [big], {})  # type: ignore[arg-type]
+    assert len(encoded) == 1
 
 
 class _Conn:

@@ -831,7 +831,7 @@ class MVCCStore:
             self._writing = False
             return
         try:
-            st = msgpack.unpackb(data[len(TAG) :], raw=False)
+            st = msgpack.unpackb(memoryview(data)[len(TAG) :], raw=False)
             self.rev, self.compact_rev = int(st["rev"]), int(st["compact"])
             self.retain = int(st.get("retain", AUTO_RETAIN))
             prev = None

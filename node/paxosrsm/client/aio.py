@@ -379,7 +379,7 @@ class AsyncClient:
             return
         self._on_body(body)
 
-    def _on_body(self, body: bytes) -> None:
+    def _on_body(self, body: bytes | memoryview) -> None:
         try:
             msgs = codec.decode_many(body)
         except ProtocolError:

@@ -297,7 +297,7 @@ def decode_obj(o: object) -> PeerMessage | ClientRequest | ClientReply:
 _UNPACK_BIG: dict[str, Any] = {**_UNPACK_LIMITS, "max_bin_len": (1 << 32) - 1}
 
 
-def unpack(data: bytes, big: bool = False) -> object:
+def unpack(data: bytes | memoryview, big: bool = False) -> object:
     try:
         return msgpack.unpackb(data, **(_UNPACK_BIG if big else _UNPACK_LIMITS))
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
@@ -314,7 +314,9 @@ def decode(data: bytes) -> PeerMessage | ClientRequest | ClientReply:
         raise CodecError("message nested too deep") from e
 
 
-def decode_many(data: bytes, big: bool = False) -> list[PeerMessage | ClientRequest | ClientReply]:
+def decode_many(
+    data: bytes | memoryview, big: bool = False
+) -> list[PeerMessage | ClientRequest | ClientReply]:
     """The messages of one datagram or frame. All or nothing: one bad message
     refuses the whole batch (it came from one sender, who is confused).
     ``big``: a message reassembled from fragments (bins up to 4 GiB)."""

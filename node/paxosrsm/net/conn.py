@@ -22,6 +22,9 @@ from . import auth
 
 HANDSHAKE_TIMEOUT = 5.0
 MAX_HELLO = 4096
+#: A frame at least this large is received in place and handed on as a
+#: view (no copies of a catch-up snapshot's fragments).
+BIG_FRAME = 1 << 20
 #: Bytes a connection may hold unsent (in the transport, or queued behind the
 #: handshake) before a new frame is refused and the connection broken: a peer
 #: that stopped reading (partitioned, paused) must not grow our memory, and
@@ -57,7 +60,7 @@ class FramedConn(asyncio.Protocol):
         *,
         hello: list[Any] | None = None,
         on_hello: Callable[[FramedConn, list[Any]], bool] | None = None,
-        on_frame: Callable[[FramedConn, bytes], None],
+        on_frame: Callable[[FramedConn, bytes | memoryview], None],
         on_lost: Callable[[FramedConn], None] | None = None,
         on_bad: Callable[[str, str], None],
         max_unsent: int = MAX_UNSENT,
@@ -84,6 +87,10 @@ class FramedConn(asyncio.Protocol):
         self.on_bad = on_bad
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
+        #: A large frame being received in place (see data_received), and
+        #: how much of it has arrived.
+        self.big: bytearray | None = None
+        self.big_at = 0
         self.mac: auth.FrameMac | None = None
         self.nonce_c = b""
         self.pending: list[bytes] = []
@@ -188,9 +195,36 @@ class FramedConn(asyncio.Protocol):
         self.transport.write(self.mac.seal(body))
         return True
 
+    def send_parts(self, parts: list[bytes | memoryview]) -> bool:
+        """Send one frame whose body is the concatenation of ``parts``
+        (a fragment of a large transfer), without copying it into one
+        buffer first. Only on an established connection."""
+        if self.closed or self.mac is None or self.transport is None:
+            return False
+        unsent = self.transport.get_write_buffer_size()
+        if unsent > self.max_unsent:
+            self.bad("stalled", f"{unsent} bytes unsent: the peer does not read")
+            return False
+        self.transport.writelines(self.mac.seal_parts(parts))
+        return True
+
     # ------------------------------------------------------------ receiving
 
     def data_received(self, data: bytes) -> None:
+        big = self.big
+        if big is not None:  # a large frame, filled in place
+            k = min(len(data), len(big) - self.big_at)
+            with memoryview(data) as view:
+                big[self.big_at : self.big_at + k] = view[:k]
+                rest = bytes(view[k:])
+            self.big_at += k
+            if self.big_at < len(big):
+                return
+            self.big = None
+            self._frame(big)
+            if not rest or self.aborted:
+                return
+            data = rest
         buf = self.buf
         buf += data
         while not self.aborted:
@@ -202,22 +236,38 @@ class FramedConn(asyncio.Protocol):
                 self.bad("oversized_frame", f"frame of {n} bytes (limit {limit})")
                 return
             if len(buf) < 4 + n:
+                if n >= BIG_FRAME and self.mac is not None:
+                    # Receive the rest straight into a buffer of the frame's
+                    # size: one copy, however many reads it takes.
+                    self.big = bytearray(n)
+                    self.big_at = len(buf) - 4
+                    self.big[: self.big_at] = buf[4:]
+                    del buf[:]
                 return
             frame = bytes(buf[4 : 4 + n])
             del buf[: 4 + n]
-            if self.mac is None:
-                self._handshake(frame)
+            self._frame(frame)
+
+    def _frame(self, frame: bytes | bytearray) -> None:
+        if self.mac is None:
+            assert type(frame) is bytes
+            self._handshake(frame)
+            return
+        try:
+            body: bytes | memoryview
+            if len(frame) >= BIG_FRAME:
+                body = self.mac.verify_view(frame)
             else:
-                try:
-                    body = self.mac.verify(frame)
-                except auth.AuthError as e:
-                    self.bad("bad_mac", str(e))
-                    return
-                if self._timer is not None:
-                    self._timer.cancel()
-                    self._timer = None
-                if not self.closed:
-                    self.on_frame(self, body)
+                assert type(frame) is bytes
+                body = self.mac.verify(frame)
+        except auth.AuthError as e:
+            self.bad("bad_mac", str(e))
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self.closed:
+            self.on_frame(self, body)
 
     def _handshake(self, frame: bytes) -> None:
         body, mac = frame[: -auth.MAC_LEN], frame[-auth.MAC_LEN :]

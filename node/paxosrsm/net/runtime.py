@@ -217,6 +217,8 @@ class NodeServer:
         #: (a snapshot is at most about the quota) and a frame.
         self.max_transfer = 2 * opts.quota_bytes + opts.max_frame
         self.reassembling = 0
+        #: When the last fragment of a transfer to this node arrived.
+        self.last_fragment = 0.0
         self.xfers = 0
         self.conn_tasks: set[asyncio.Task[None]] = set()
         self.client_routes: OrderedDict[int, tuple[str, Any]] = OrderedDict()
@@ -763,8 +765,15 @@ class NodeServer:
         udp: dict[int, list[PeerMessage]] = {}
         tcp: dict[tuple[str, int, Ballot | None], list[PeerMessage]] = {}
         now = time.perf_counter()
+        receiving = self._receiving_transfer()
         for env in messages:
             msg, dst = env.msg, env.dst
+            if receiving and type(msg) is CatchupRequest:
+                # A snapshot is arriving in fragments: asking again (the
+                # core's retransmit timer) would make a peer encode and send
+                # the whole state once more. Dropped, as the network may.
+                self.stats["catchup_deferred"] += 1
+                continue
             self.msg_out[type(msg).__name__] += 1
             if type(msg) is Accept:
                 self.metrics.accept_out(msg.slot, now)
@@ -812,6 +821,16 @@ class NodeServer:
         batch: list[bytes] = []
         size = 0
         for m in msgs:
+            if (
+                type(m) is CatchupReply
+                and m.snapshot is not None
+                and len(m.snapshot.state) > limit
+                and c.meta.get("xfer")
+            ):
+                # This link is already carrying a snapshot in fragments: do
+                # not encode the whole state again for a repeated request.
+                self.stats["transfer_busy"] += 1
+                continue
             e = cache.get(id(m))
             if e is None:
                 e = cache[id(m)] = codec.encode(m)
@@ -848,6 +867,7 @@ class NodeServer:
     async def _fragments(self, c: FramedConn, e: bytes, xfer: int) -> None:
         size = self.opts.max_frame - 64
         n = -(-len(e) // size)
+        view = memoryview(e)
         try:
             for i in range(n):
                 # Before the handshake, and while the peer has not read half
@@ -859,15 +879,16 @@ class NodeServer:
                     or c.transport.get_write_buffer_size() > c.max_unsent // 2
                 ):
                     await asyncio.sleep(0.002)
-                piece = e[i * size : (i + 1) * size]
-                if c.closed or not c.send(FRAGMENT + _FRAG.pack(xfer, i, n, len(e)) + piece):
+                piece = view[i * size : (i + 1) * size]
+                head = FRAGMENT + _FRAG.pack(xfer, i, n, len(e))
+                if c.closed or not c.send_parts([head, piece]):
                     self.stats["transfers_broken"] += 1
                     return
             self.stats["transfers_sent"] += 1
         finally:
             c.meta["xfer"] = False
 
-    def _reassemble(self, conn: FramedConn, body: bytes) -> bytes | None:
+    def _reassemble(self, conn: FramedConn, body: bytes | memoryview) -> bytes | None:
         """One fragment of a transfer (``_fragments``) on a peer link. In
         order, one transfer at a time per link, at most ``max_transfer``
         bytes in all links together; anything else breaks the link (TCP
@@ -880,6 +901,7 @@ class NodeServer:
         except struct.error:
             xfer, i, n, total = -1, -1, 0, 0
         piece = body[1 + _FRAG.size :]
+        self.last_fragment = time.monotonic()
         st = meta.get("frag")
         if i == 0 and st is None:
             if not 2 <= n <= total or total > self.max_transfer - self.reassembling:
@@ -905,7 +927,14 @@ class NodeServer:
             return None
         self._drop_reassembly(conn)
         self.stats["transfers_received"] += 1
-        return codec.pack_encoded([b"".join(st[3])])
+        # As codec.pack_encoded([whole]) (0x91: a msgpack array of one), in one copy.
+        return b"".join([b"\x91", *st[3]])
+
+    def _receiving_transfer(self) -> bool:
+        """A transfer to this node is under way: part of it is held and a
+        fragment came within the last 5 s (a stalled one stops counting, and
+        its link's close drops it)."""
+        return self.reassembling > 0 and time.monotonic() - self.last_fragment < 5.0
 
     def _drop_reassembly(self, conn: FramedConn) -> None:
         st = conn.meta.pop("frag", None)
@@ -1280,7 +1309,7 @@ class NodeServer:
             return True
         return False
 
-    def _on_frame(self, conn: FramedConn, body: bytes) -> None:
+    def _on_frame(self, conn: FramedConn, body: bytes | memoryview) -> None:
         meta = conn.meta
         kind = meta.get("kind")
         peer = meta.get("peer")

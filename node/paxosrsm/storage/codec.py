@@ -24,7 +24,7 @@ class CodecError(ValueError):
     pass
 
 
-def crc32(*parts: bytes) -> int:
+def crc32(*parts: bytes | memoryview) -> int:
     c = 0
     for p in parts:
         c = zlib.crc32(p, c)
@@ -74,20 +74,26 @@ _SNAP_HEAD = struct.Struct("<QQI")  # slot, state length, session count
 
 
 def encode_snapshot(s: Snapshot) -> bytes:
+    return b"".join(encode_snapshot_parts(s))
+
+
+def encode_snapshot_parts(s: Snapshot) -> list[bytes]:
+    """``encode_snapshot`` as pieces to write in order (the state is not
+    copied: it may be most of a gigabyte)."""
     out = [_SNAP_HEAD.pack(s.slot, len(s.state), len(s.sessions)), s.state]
     for x in s.sessions:
         out.append(_SESS.pack(x.client_id, x.seq, len(x.result)))
         out.append(x.result)
-    return b"".join(out)
+    return out
 
 
-def decode_snapshot(data: bytes) -> Snapshot:
+def decode_snapshot(data: bytes | memoryview) -> Snapshot:
     try:
         slot, ln, n = _SNAP_HEAD.unpack_from(data, 0)
         pos = _SNAP_HEAD.size
         if pos + ln > len(data):
             raise CodecError("snapshot state runs past the end")
-        state = data[pos : pos + ln]
+        state = bytes(data[pos : pos + ln])
         pos += ln
         sessions = []
         for _ in range(n):
@@ -95,7 +101,7 @@ def decode_snapshot(data: bytes) -> Snapshot:
             pos += _SESS.size
             if pos + rl > len(data):
                 raise CodecError("session result runs past the end")
-            sessions.append(Session(cid, seq, data[pos : pos + rl]))
+            sessions.append(Session(cid, seq, bytes(data[pos : pos + rl])))
             pos += rl
     except (struct.error, ProtocolError) as e:
         raise CodecError(f"bad snapshot encoding: {e}") from e

@@ -61,7 +61,7 @@ from .codec import (
     decode_snapshot,
     decode_value,
     encode_ballot,
-    encode_snapshot,
+    encode_snapshot_parts,
     encode_value,
 )
 
@@ -111,11 +111,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """temp file, fsync, rename, fsync the directory."""
+def _write_atomic(path: Path, data: bytes | list[bytes]) -> None:
+    """temp file, fsync, rename, fsync the directory (``data``: the bytes,
+    or pieces of them written in order)."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
-        f.write(data)
+        for piece in [data] if isinstance(data, bytes) else data:
+            f.write(piece)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -133,10 +135,10 @@ def _recovery_hint(path: Path) -> str:
 def write_snapshot_file(path: Path, snap: Snapshot) -> str:
     """Write ``snap`` under ``path/snapshots`` (temporary name, fsync, rename,
     directory fsync); returns its file name."""
-    payload = encode_snapshot(snap)
+    parts = encode_snapshot_parts(snap)
     name = f"snap-{snap.slot:020d}.bin"
-    head = _SNAP_MAGIC + _SNAP_HEAD.pack(snap.slot, len(payload), crc32(payload))
-    _write_atomic(path / "snapshots" / name, head + payload)
+    head = _SNAP_MAGIC + _SNAP_HEAD.pack(snap.slot, sum(map(len, parts)), crc32(*parts))
+    _write_atomic(path / "snapshots" / name, [head, *parts])
     return name
 
 
@@ -152,7 +154,7 @@ def read_snapshot_file(
     if len(data) < head or not data.startswith(_SNAP_MAGIC):
         raise bad(f"snapshot file {name} is truncated or not a snapshot")
     s, ln, crc = _SNAP_HEAD.unpack_from(data, len(_SNAP_MAGIC))
-    payload = data[head:]
+    payload = memoryview(data)[head:]
     if s != slot or ln != len(payload) or crc32(payload) != crc:
         raise bad(f"snapshot file {name} fails its checksum (truncated or damaged)")
     snap = decode_snapshot(payload)
