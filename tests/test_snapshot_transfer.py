@@ -126,6 +126,22 @@ def test_large_frames_arrive_whole_however_the_stream_is_cut() -> None:
     asyncio.run(run())
 
 
+def test_a_large_frame_header_alone_reserves_no_memory() -> None:
+    """A peer that announces a large frame and sends little of it holds
+    only what it sent (a claim in a header is not an allocation)."""
+
+    async def run() -> None:
+        got: list[bytes] = []
+        bad: list[str] = []
+        rx = _receiver(got, bad)
+        rx.data_received(auth.FRAME_HDR.pack(6 << 20) + b"x" * 10)
+        assert rx.big is not None and len(rx.big) == 10 and rx.big_need == 6 << 20
+        rx.data_received(b"y" * 1000)
+        assert len(rx.big) == 1010 and got == [] and bad == []
+
+    asyncio.run(run())
+
+
 def _receiver(got: list[bytes], bad: list[str]) -> FramedConn:
     """A connection past its handshake (server side), fed by hand."""
     rx = FramedConn(b"k" * 32, 8 << 20, on_hello=lambda c, h: True,

@@ -88,9 +88,10 @@ class FramedConn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         #: A large frame being received in place (see data_received), and
-        #: how much of it has arrived.
+        #: its size. It grows as bytes arrive (never allocated ahead from a
+        #: header's claim: memory stays what the peer actually sent).
         self.big: bytearray | None = None
-        self.big_at = 0
+        self.big_need = 0
         self.mac: auth.FrameMac | None = None
         self.nonce_c = b""
         self.pending: list[bytes] = []
@@ -213,12 +214,11 @@ class FramedConn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         big = self.big
         if big is not None:  # a large frame, filled in place
-            k = min(len(data), len(big) - self.big_at)
+            k = min(len(data), self.big_need - len(big))
             with memoryview(data) as view:
-                big[self.big_at : self.big_at + k] = view[:k]
-                rest = bytes(view[k:])
-            self.big_at += k
-            if self.big_at < len(big):
+                big += view[:k]
+                rest = bytes(view[k:]) if k < len(data) else b""
+            if len(big) < self.big_need:
                 return
             self.big = None
             self._frame(big)
@@ -237,11 +237,11 @@ class FramedConn(asyncio.Protocol):
                 return
             if len(buf) < 4 + n:
                 if n >= BIG_FRAME and self.mac is not None:
-                    # Receive the rest straight into a buffer of the frame's
-                    # size: one copy, however many reads it takes.
-                    self.big = bytearray(n)
-                    self.big_at = len(buf) - 4
-                    self.big[: self.big_at] = buf[4:]
+                    # Gather the rest in one buffer of its own, appended to
+                    # as bytes arrive (no re-scan of a growing buffer, one
+                    # copy per byte), and hand the body on as a view.
+                    self.big = buf[4:]
+                    self.big_need = n
                     del buf[:]
                 return
             frame = bytes(buf[4 : 4 + n])
