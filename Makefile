@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: protos check chromium etcd-tools prometheus-tools etcd-compat-table e2e e2e-on-paxos e2e-on-paxos-smoke e2e-campaign fuzz-campaign helm-lint wheelhouse images demo sim-demo test lint typecheck unit jepsen-slice jepsen sim-sweep bench bench-net bench-storage bench-recovery bench-flood bench-etcd bench-table bench-profile bench-slice watch-load clean
+.PHONY: protos check chromium etcd-tools prometheus-tools etcd-compat-table e2e e2e-on-paxos e2e-on-paxos-smoke e2e-campaign fuzz-campaign helm-lint wheelhouse images demo sim-demo test lint typecheck unit jepsen-slice jepsen sim-sweep bench bench-net bench-storage bench-recovery bench-flood bench-etcd bench-table bench-profile bench-transfer bench-slice watch-load clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -159,6 +159,10 @@ watch-load: $(STAMP) etcd-tools
 # PySyncObj); BENCH_ARGS=--quick for short points.
 bench-table: $(BENCH_STAMP) etcd-tools
 	$(BIN)/python bench/table.py $(BENCH_ARGS)
+
+# A 1 GiB snapshot taken by a wiped node, against dd and a loopback copy (TRANSFER_ARGS="--mb 256").
+bench-transfer: $(BENCH_STAMP)
+	$(BIN)/python bench/transfer_bench.py $(TRANSFER_ARGS)
 
 # Where the leader's CPU goes at peak (py-spy); PROFILE_ARGS="--storage-engine sqlite".
 bench-profile: $(BENCH_STAMP)

@@ -1,6 +1,6 @@
 """A large snapshot transfer against the disk and the network (issue 15).
 
-    python bench/transfer_bench.py [--mb 1024] [--value-kb 64]
+    python bench/transfer_bench.py [--mb 1024] [--value-kb 64] [--tls]
 
 Three real node processes start from a seeded snapshot of about --mb MB of
 etcd-API state (keys of --value-kb KB each, restored as a backup is). A
@@ -92,8 +92,23 @@ def loopback_rate(mb: int) -> float:
     return total / dt / MB
 
 
-def ours(root: Path, state: bytes, slot: int, timeout: float) -> dict[str, Any]:
-    c = ProcCluster(root, 3, 0, ["--quota-bytes", str(max(2 << 30, 4 * len(state)))])
+def tls_args(d: Path) -> list[str]:
+    """A self-signed certificate for 127.0.0.1: every peer link in TLS."""
+    cert, key = d / "node.crt", d / "node.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=paxos-node", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return ["--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(cert)]
+
+
+def ours(
+    root: Path, state: bytes, slot: int, timeout: float, extra: list[str] | None = None
+) -> dict[str, Any]:
+    quota = ["--quota-bytes", str(max(2 << 30, 4 * len(state)))]
+    c = ProcCluster(root, 3, 0, quota + (extra or []))
     try:
         snap = Snapshot(slot, state, ())
         t0 = time.perf_counter()
@@ -139,9 +154,11 @@ def ours(root: Path, state: bytes, slot: int, timeout: float) -> dict[str, Any]:
         c.close()
 
 
-def measure(mb: int, value_kb: int, timeout: float, base: Path) -> dict[str, Any]:
+def measure(
+    mb: int, value_kb: int, timeout: float, base: Path, tls: bool = False
+) -> dict[str, Any]:
     """The three rates, in this order, in one run (``base``: a work directory
-    on the disk to measure)."""
+    on the disk to measure; ``tls``: peer links in TLS)."""
     t0 = time.perf_counter()
     state, puts = mvcc_state(mb << 20, value_kb << 10)
     print(f"state: {len(state) / MB:,.1f} MB in {puts:,} keys, built in "
@@ -151,7 +168,7 @@ def measure(mb: int, value_kb: int, timeout: float, base: Path) -> dict[str, Any
     net = loopback_rate(mb)
     print(f"loopback TCP copy:       {net:8,.0f} MB/s", file=sys.stderr)
     size = len(state)
-    r = ours(base / "cluster", state, puts, timeout)
+    r = ours(base / "cluster", state, puts, timeout, tls_args(base) if tls else None)
     rate = size / r["seconds"] / MB
     print(f"ours (wiped node, whole snapshot): {rate:8,.0f} MB/s in {r['seconds']:.1f} s "
           f"(node answering after {r['first_status_s']:.1f} s; "
@@ -176,11 +193,12 @@ def main() -> None:
     ap.add_argument("--value-kb", type=int, default=64, help="value size in KiB (default 64)")
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--dir", help="work directory (default: a temporary one)")
+    ap.add_argument("--tls", action="store_true", help="peer links in TLS (a self-signed cert)")
     ns = ap.parse_args()
     base = Path(ns.dir or tempfile.mkdtemp(prefix="transfer-bench-", dir="."))
     base.mkdir(parents=True, exist_ok=True)
     try:
-        print(json.dumps(measure(ns.mb, ns.value_kb, ns.timeout, base)))
+        print(json.dumps(measure(ns.mb, ns.value_kb, ns.timeout, base, ns.tls)))
     finally:
         if not ns.dir:
             shutil.rmtree(base, ignore_errors=True)
