@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: protos check chromium etcd-tools prometheus-tools etcd-compat-table e2e e2e-on-paxos e2e-on-paxos-smoke e2e-campaign fuzz-campaign helm-lint wheelhouse images demo sim-demo test lint typecheck unit jepsen-slice jepsen sim-sweep bench bench-net bench-storage bench-recovery bench-flood bench-etcd bench-table bench-profile bench-transfer bench-slice watch-load clean
+.PHONY: protos check chromium etcd-tools netns-tools prometheus-tools etcd-compat-table e2e e2e-on-paxos e2e-on-paxos-smoke e2e-campaign fuzz-campaign helm-lint wheelhouse images demo sim-demo test lint typecheck unit jepsen-slice jepsen sim-sweep bench bench-net bench-storage bench-recovery bench-flood bench-etcd bench-table bench-profile bench-transfer bench-slice watch-load clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -48,6 +48,13 @@ etcd-tools:
 	  apt-get update -q >/dev/null 2>&1 || true; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server etcd-client >/dev/null; }
 
+# ip and iptables: the Jepsen-style tests build network namespaces (root).
+netns-tools:
+	@command -v ip >/dev/null 2>&1 && command -v iptables >/dev/null 2>&1 || { \
+	  echo "installing Debian's iproute2 and iptables (the Jepsen-style tests use them)"; \
+	  apt-get update -q >/dev/null 2>&1 || true; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q iproute2 iptables >/dev/null; }
+
 prometheus-tools:
 	@command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || { \
 	  echo "installing Debian's prometheus (the monitoring tests run it and promtool)"; \
@@ -59,7 +66,7 @@ unit: $(STAMP) chromium etcd-tools prometheus-tools
 
 # The Jepsen-style slice runs alone: its liveness figures are timings of real
 # processes, which a parallel sweep on the same two cores would distort.
-jepsen-slice: $(STAMP)
+jepsen-slice: $(STAMP) netns-tools
 	$(BIN)/pytest -q -m jepsen
 
 check: lint typecheck helm-lint unit jepsen-slice bench-slice
@@ -122,7 +129,7 @@ sim-sweep: $(STAMP)
 
 # The Jepsen-style campaign on real processes in network namespaces (root):
 # every nemesis, 8 s of fault each; prints the liveness figures (issue 11).
-jepsen: $(STAMP)
+jepsen: $(STAMP) netns-tools
 	$(BIN)/python -m paxosrsm.testing.jepsen --fault-seconds 8
 
 # Benchmarks (not timed tests): each prints medians and ratios against the peers
