@@ -41,6 +41,7 @@ from typing import Any
 from paxosrsm.messages import Snapshot
 from paxosrsm.net.proccluster import ProcCluster
 from paxosrsm.testing.bigstate import mvcc_state, seed_members
+from paxosrsm.testing.certs import self_signed
 
 MB = 1_000_000
 
@@ -90,18 +91,6 @@ def loopback_rate(mb: int) -> float:
     srv.close()
     assert got[0] == total, (got[0], total)
     return total / dt / MB
-
-
-def tls_args(d: Path) -> list[str]:
-    """A self-signed certificate for 127.0.0.1: every peer link in TLS."""
-    cert, key = d / "node.crt", d / "node.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=paxos-node", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return ["--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(cert)]
 
 
 def ours(
@@ -168,7 +157,7 @@ def measure(
     net = loopback_rate(mb)
     print(f"loopback TCP copy:       {net:8,.0f} MB/s", file=sys.stderr)
     size = len(state)
-    r = ours(base / "cluster", state, puts, timeout, tls_args(base) if tls else None)
+    r = ours(base / "cluster", state, puts, timeout, self_signed(base) if tls else None)
     rate = size / r["seconds"] / MB
     print(f"ours (wiped node, whole snapshot): {rate:8,.0f} MB/s in {r['seconds']:.1f} s "
           f"(node answering after {r['first_status_s']:.1f} s; "

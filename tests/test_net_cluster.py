@@ -26,6 +26,7 @@ from netcluster import ProcCluster
 
 from paxosrsm.check.linearizability import Op, check_history
 from paxosrsm.client import AsyncClient, KVError, Unavailable, UnknownOutcome
+from paxosrsm.testing.certs import self_signed
 
 KEYS = [f"k{i}" for i in range(4)]
 
@@ -296,16 +297,7 @@ def test_tls_checks_the_peers_host_name(tmp_path: Path) -> None:
     """Issue 12: with a CA, a peer's certificate must name the host it is
     configured under. Certificates signed right but made out to another
     name open no session: no leader, and the refusals are counted."""
-    import subprocess
-
-    cert, key = tmp_path / "node.crt", tmp_path / "node.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=paxos-node", "-addext", "subjectAltName=DNS:elsewhere.example",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    tls = ["--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(cert)]
+    tls = self_signed(tmp_path, "DNS:elsewhere.example")
     c = ProcCluster(tmp_path / "c", 3, 0, tls)
     try:
         c.start_all()
@@ -323,16 +315,8 @@ def test_tls_checks_the_peers_host_name(tmp_path: Path) -> None:
 
 def test_tls_sessions(make_cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Every TCP connection wrapped in mutually authenticated TLS (HMAC stays on)."""
-    import subprocess
-
+    tls = self_signed(tmp_path)
     cert, key = tmp_path / "node.crt", tmp_path / "node.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=paxos-node", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    tls = ["--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(cert)]
     c = make_cluster(3, extra=tls)
     # A plaintext peer gets nothing back: the port speaks TLS only.
     import socket

@@ -189,12 +189,18 @@ class FramedConn(asyncio.Protocol):
             self.pending.append(body)
             self.pending_bytes += len(body)
             return True
-        unsent = self.transport.get_write_buffer_size()
-        if unsent > self.max_unsent:
-            self.bad("stalled", f"{unsent} bytes unsent: the peer does not read")
+        if self._stalled(self.transport):
             return False
         self.transport.write(self.mac.seal(body))
         return True
+
+    def _stalled(self, transport: asyncio.Transport) -> bool:
+        """The peer stopped reading: the link is broken (and True)."""
+        unsent = transport.get_write_buffer_size()
+        if unsent > self.max_unsent:
+            self.bad("stalled", f"{unsent} bytes unsent: the peer does not read")
+            return True
+        return False
 
     def send_parts(self, parts: list[bytes | memoryview]) -> bool:
         """Send one frame whose body is the concatenation of ``parts``
@@ -202,9 +208,7 @@ class FramedConn(asyncio.Protocol):
         buffer first. Only on an established connection."""
         if self.closed or self.mac is None or self.transport is None:
             return False
-        unsent = self.transport.get_write_buffer_size()
-        if unsent > self.max_unsent:
-            self.bad("stalled", f"{unsent} bytes unsent: the peer does not read")
+        if self._stalled(self.transport):
             return False
         self.transport.writelines(self.mac.seal_parts(parts))
         return True
