@@ -64,7 +64,7 @@ def test_a_batch_is_split_into_frames_under_the_limit() -> None:
         opts=types.SimpleNamespace(max_frame=256 << 10),
         _bad=lambda r, d: bad.append((r, d)),
         max_transfer=0,  # nothing in fragments: over a frame is over the limit
-        _send_fragments=lambda c, e: sent_in_fragments.append(len(e)),
+        _send_fragments=lambda c, e: sent_in_fragments.append(sum(map(len, e))),
     )
     msgs: list[Any] = [_reply(s, 30_000) for s in range(40)]  # 1.2 MB in all
     msgs.append(_reply(99, 600_000))  # one message over the limit

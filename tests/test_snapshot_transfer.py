@@ -20,7 +20,7 @@ from netcluster import ProcCluster
 from paxosrsm.messages import CatchupReply, Snapshot
 from paxosrsm.net import auth, codec
 from paxosrsm.net.conn import BIG_FRAME, FramedConn
-from paxosrsm.net.runtime import _FRAG, FRAGMENT, NodeServer
+from paxosrsm.net.runtime import _FRAG, FRAGMENT, NodeServer, _slices
 from paxosrsm.testing.bigstate import mvcc_state, seed_members
 
 
@@ -124,6 +124,28 @@ def test_large_frames_arrive_whole_however_the_stream_is_cut() -> None:
         assert got == [] and bad == ["bad_mac"]
 
     asyncio.run(run())
+
+
+def test_a_snapshot_reply_is_sent_in_parts_that_join_to_its_encoding() -> None:
+    """The sender never builds the whole encoded reply: its parts (the
+    state among them, uncopied) join to exactly ``codec.encode``, and the
+    fragments cut across them join to the same bytes."""
+    from paxosrsm.messages import DecidedEntry, Session
+    from paxosrsm.types import Command
+
+    for n in (0, 1, 255, 256, 65535, 65536, 70_000):
+        m = CatchupReply(Snapshot(9, bytes(range(256)) * (n // 256) + b"s" * (n % 256),
+                                  (Session(1, 2, b"r"),)),
+                         (DecidedEntry(10, (Command(1, 3, b"x"),)),), 10)  # fmt: skip
+        parts = codec.encode_parts(m)
+        whole = codec.encode(m)
+        assert b"".join(parts) == whole, n
+        assert any(p is m.snapshot.state for p in parts) or n == 0  # type: ignore[union-attr]
+        for size in (1, 7, 4096, 1 << 20):
+            frags = list(_slices(parts, size))
+            assert b"".join(b"".join(f) for f in frags) == whole
+            assert all(sum(map(len, f)) == size for f in frags[:-1])
+            assert len(frags) == -(-len(whole) // size)
 
 
 def test_a_large_frame_header_alone_reserves_no_memory() -> None:

@@ -142,6 +142,28 @@ def encode(msg: PeerMessage | ClientRequest | ClientReply) -> bytes:
     return msgpack.packb(encode_obj(msg), use_bin_type=True)  # type: ignore[no-any-return]
 
 
+def encode_parts(msg: CatchupReply) -> list[bytes]:
+    """``encode(msg)`` for a reply carrying a snapshot, as pieces whose
+    concatenation is exactly that encoding: the snapshot's state is one of
+    them, not copied (it may be most of a gigabyte, sent in fragments)."""
+    snap = msg.snapshot
+    if snap is None:
+        return [encode(msg)]
+    obj = encode_obj(msg)
+    n = len(snap.state)
+    if n < 1 << 8:
+        bin_head = b"\xc4" + n.to_bytes(1, "big")
+    elif n < 1 << 16:
+        bin_head = b"\xc5" + n.to_bytes(2, "big")
+    else:
+        bin_head = b"\xc6" + n.to_bytes(4, "big")
+    pack = msgpack.Packer(use_bin_type=True).pack
+    # [T_CATCHUP_REP, [slot, state, sessions], entries, commit]: two fixarrays.
+    head = b"\x94" + pack(obj[0]) + b"\x93" + pack(snap.slot) + bin_head
+    tail = pack(obj[1][2]) + pack(obj[2]) + pack(obj[3])
+    return [head, snap.state, tail]
+
+
 def encode_many(msgs: list[PeerMessage | ClientRequest | ClientReply]) -> bytes:
     """Several messages in one datagram or frame (a msgpack array of arrays)."""
     return msgpack.packb([encode_obj(m) for m in msgs], use_bin_type=True)  # type: ignore[no-any-return]

@@ -30,7 +30,7 @@ import ssl
 import struct
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -102,6 +102,26 @@ _FRAG = struct.Struct("<QIIQ")
 #: budget is smaller), and of those, how many may still be in their handshake.
 MAX_INBOUND = 512
 MAX_UNAUTHENTICATED = 64
+
+
+def _slices(parts: list[bytes], size: int) -> Iterator[list[memoryview]]:
+    """The concatenation of ``parts`` cut into runs of ``size`` bytes (the
+    last shorter), each as views of the parts it spans: nothing copied."""
+    cur: list[memoryview] = []
+    room = size
+    for p in parts:
+        v = memoryview(p)
+        pos = 0
+        while pos < len(v):
+            k = min(room, len(v) - pos)
+            cur.append(v[pos : pos + k])
+            pos += k
+            room -= k
+            if room == 0:
+                yield cur
+                cur, room = [], size
+    if cur:
+        yield cur
 
 
 class RateLimitedLog:
@@ -825,18 +845,26 @@ class NodeServer:
                 type(m) is CatchupReply
                 and m.snapshot is not None
                 and len(m.snapshot.state) > limit
-                and c.meta.get("xfer")
             ):
-                # This link is already carrying a snapshot in fragments: do
-                # not encode the whole state again for a repeated request.
-                self.stats["transfer_busy"] += 1
+                # A snapshot larger than a frame: in fragments, its state
+                # never copied into one encoded message.
+                if c.meta.get("xfer"):
+                    # This link is already carrying it: a repeated request.
+                    self.stats["transfer_busy"] += 1
+                    continue
+                parts = codec.encode_parts(m)
+                total = sum(map(len, parts))
+                if total <= self.max_transfer:
+                    self._send_fragments(c, parts)
+                else:
+                    self._bad("oversized_outgoing", f"CatchupReply of {total} bytes not sent")
                 continue
             e = cache.get(id(m))
             if e is None:
                 e = cache[id(m)] = codec.encode(m)
             if len(e) > limit:
                 if type(m) is CatchupReply and len(e) <= self.max_transfer:
-                    self._send_fragments(c, e)  # a snapshot larger than a frame
+                    self._send_fragments(c, [e])  # many entries
                 else:
                     self._bad(
                         "oversized_outgoing", f"{type(m).__name__} of {len(e)} bytes not sent"
@@ -850,9 +878,10 @@ class NodeServer:
         if batch:
             c.send(codec.pack_encoded(batch))
 
-    def _send_fragments(self, c: FramedConn, e: bytes) -> None:
+    def _send_fragments(self, c: FramedConn, parts: list[bytes]) -> None:
         """Send one encoded message larger than a frame (a catch-up reply
-        carrying a snapshot) as fragments, one transfer at a time per link,
+        carrying a snapshot; ``parts`` joined are its encoding) as
+        fragments, one transfer at a time per link,
         paced by the link's write buffer (a frame of at most --max-frame
         each; the receiver reassembles it: ``_reassemble``)."""
         if c.meta.get("xfer"):
@@ -860,16 +889,16 @@ class NodeServer:
             return
         c.meta["xfer"] = True
         self.xfers += 1
-        task = asyncio.get_running_loop().create_task(self._fragments(c, e, self.xfers))
+        task = asyncio.get_running_loop().create_task(self._fragments(c, parts, self.xfers))
         self.conn_tasks.add(task)
         task.add_done_callback(self.conn_tasks.discard)
 
-    async def _fragments(self, c: FramedConn, e: bytes, xfer: int) -> None:
+    async def _fragments(self, c: FramedConn, parts: list[bytes], xfer: int) -> None:
         size = self.opts.max_frame - 64
-        n = -(-len(e) // size)
-        view = memoryview(e)
+        total = sum(map(len, parts))
+        n = -(-total // size)
         try:
-            for i in range(n):
+            for i, pieces in enumerate(_slices(parts, size)):
                 # Before the handshake, and while the peer has not read half
                 # of what the link may hold unsent, wait (FramedConn.send
                 # breaks a link whose peer does not read).
@@ -879,9 +908,8 @@ class NodeServer:
                     or c.transport.get_write_buffer_size() > c.max_unsent // 2
                 ):
                     await asyncio.sleep(0.002)
-                piece = view[i * size : (i + 1) * size]
-                head = FRAGMENT + _FRAG.pack(xfer, i, n, len(e))
-                if c.closed or not c.send_parts([head, piece]):
+                head = FRAGMENT + _FRAG.pack(xfer, i, n, total)
+                if c.closed or not c.send_parts([head, *pieces]):
                     self.stats["transfers_broken"] += 1
                     return
             self.stats["transfers_sent"] += 1
