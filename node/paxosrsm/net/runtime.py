@@ -841,11 +841,7 @@ class NodeServer:
         batch: list[bytes] = []
         size = 0
         for m in msgs:
-            if (
-                type(m) is CatchupReply
-                and m.snapshot is not None
-                and len(m.snapshot.state) > limit
-            ):
+            if type(m) is CatchupReply and m.snapshot is not None and len(m.snapshot.state) > limit:
                 # A snapshot larger than a frame: in fragments, its state
                 # never copied into one encoded message.
                 if c.meta.get("xfer"):
