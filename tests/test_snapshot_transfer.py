@@ -148,6 +148,24 @@ def test_a_snapshot_reply_is_sent_in_parts_that_join_to_its_encoding() -> None:
             assert len(frags) == -(-len(whole) // size)
 
 
+def test_a_snapshot_msgpack_cannot_carry_is_refused_not_fatal() -> None:
+    """A state of 4 GiB or more does not fit a msgpack bin: the reply is
+    counted as oversized and dropped; the node's loop goes on."""
+    import collections
+
+    class Huge(bytes):
+        def __len__(self) -> int:
+            return 1 << 32
+
+    bad: list[str] = []
+    s = SimpleNamespace(opts=SimpleNamespace(max_frame=1 << 20), max_transfer=1 << 40,
+                        stats=collections.Counter(), _bad=lambda r, d: bad.append(r),
+                        _send_fragments=lambda c, e: bad.append("sent"))  # fmt: skip
+    big = CatchupReply(Snapshot(9, Huge(b"s"), ()), (), 9)
+    NodeServer._send_frames(s, SimpleNamespace(meta={}), [big], {})  # type: ignore[arg-type]
+    assert bad == ["oversized_outgoing"]
+
+
 def test_a_large_frame_header_alone_reserves_no_memory() -> None:
     """A peer that announces a large frame and sends little of it holds
     only what it sent (a claim in a header is not an allocation)."""

@@ -155,8 +155,10 @@ def encode_parts(msg: CatchupReply) -> list[bytes]:
         bin_head = b"\xc4" + n.to_bytes(1, "big")
     elif n < 1 << 16:
         bin_head = b"\xc5" + n.to_bytes(2, "big")
-    else:
+    elif n < 1 << 32:
         bin_head = b"\xc6" + n.to_bytes(4, "big")
+    else:
+        raise CodecError(f"a snapshot of {n} bytes (msgpack bins end at 4 GiB)")
     pack = msgpack.Packer(use_bin_type=True).pack
     # [T_CATCHUP_REP, [slot, state, sessions], entries, commit]: two fixarrays.
     head = b"\x94" + pack(obj[0]) + b"\x93" + pack(snap.slot) + bin_head

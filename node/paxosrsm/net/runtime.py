@@ -848,7 +848,11 @@ class NodeServer:
                     # This link is already carrying it: a repeated request.
                     self.stats["transfer_busy"] += 1
                     continue
-                parts = codec.encode_parts(m)
+                try:
+                    parts = codec.encode_parts(m)
+                except ProtocolError as err:
+                    self._bad("oversized_outgoing", str(err))
+                    continue
                 total = sum(map(len, parts))
                 if total <= self.max_transfer:
                     self._send_fragments(c, parts)
