@@ -19,7 +19,8 @@ Rows (each one run; the machine is shared, so read ratios):
   * restart of a node holding 1,000,000 slots of state (compacted);
   * a 1 GiB snapshot taken by a wiped node from a peer, against ``dd`` and a
     loopback TCP copy measured in the same run (``transfer_bench.py``; 128
-    MiB with --quick).
+    MiB with --quick); "disk- or network-bound" is read as at least half of
+    ``dd``'s rate (the slower baseline here).
 """
 
 from __future__ import annotations
