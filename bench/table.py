@@ -261,11 +261,12 @@ def print_table(r: dict[str, Any], quick: bool) -> None:
     rows.append((f"restart with {n} slots of state (compacted)", "0.13 s",
                  f"{r['restart_s']:.2f} s", "target < 1 s", _ok(r["restart_s"] < 1.0)))  # fmt: skip
     t = r["transfer"]
+    bound = t["ours_mb_s"] >= 0.5 * min(t["dd_mb_s"], t["loopback_mb_s"])
     rows.append((f"{t['snapshot_mb']:,.0f} MB snapshot to a wiped node vs dd / loopback copy", "-",
                  f"{t['ours_mb_s']:,.0f} MB/s ({t['ours_s']:.1f} s)",
                  f"dd {t['dd_mb_s']:,.0f} MB/s; loopback {t['loopback_mb_s']:,.0f} MB/s",
                  f"{t['ours_over_dd']:.3f} / {t['ours_over_loopback']:.3f} (disk- or "
-                 f"network-bound: {_ok(t['ours_mb_s'] >= 0.5 * min(t['dd_mb_s'], t['loopback_mb_s']))})"))  # fmt: skip
+                 f"network-bound: {_ok(bound)})"))  # fmt: skip
     print(f"\n## issue 15's table: one run, {r['cpus']} cores, load average "
           f"{r['loadavg_start'][0]:.1f} -> {r['loadavg_end'][0]:.1f}, {r['seconds']} s"
           + (" (--quick: short points)" if quick else ""))  # fmt: skip
